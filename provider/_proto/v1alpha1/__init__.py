@@ -1,0 +1,1 @@
+"""Generated v1alpha1 stubs; regenerate with `make proto`."""

@@ -1,0 +1,79 @@
+"""The Backend protocol and the services every backend is built with.
+
+A backend fetches a batch of refs for one Mount, as the pod's identity, and
+returns one result per ref: a :class:`~provider.model.Fetched` or a
+:class:`~provider.errors.KeyferryError` for that ref alone (so one missing
+secret does not hide the status of the others). Backends own their
+authentication, client reuse, batching and caching; they never see gRPC,
+dialects or other backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from ..cache import TTLCache
+from ..config import Config
+from ..kube import KubeClient
+from ..model import Deadline, Fetched, Mount
+from ..observe import Metrics
+
+T = TypeVar("T")
+
+FetchResult = Fetched | Exception
+
+
+@dataclass
+class Services:
+    """Shared, long-lived things a backend may use. One instance per server."""
+
+    config: Config
+    metrics: Metrics
+    executor: ThreadPoolExecutor
+    kube: KubeClient
+    values: TTLCache[Fetched]
+    """Fetched values, keyed by (backend, principal, ref): identity-scoped."""
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking SDK call on the shared bounded pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    async def timed(
+        self,
+        backend: str,
+        operation: str,
+        fn: Callable[..., T],
+        *args: Any,
+        **kwargs: Any,
+    ) -> T:
+        """``run_blocking`` plus the backend request metrics."""
+        start = time.monotonic()
+        outcome = "error"
+        try:
+            result = await self.run_blocking(fn, *args, **kwargs)
+            outcome = "ok"
+            return result
+        finally:
+            self.metrics.backend_call(backend, operation, outcome, time.monotonic() - start)
+
+
+class Backend(Protocol):
+    name: str
+
+    async def fetch(
+        self, mount: Mount, refs: Sequence[Hashable], deadline: Deadline
+    ) -> list[FetchResult]:
+        """One result per ref, in order. Raise only for failures common to all refs."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+BackendFactory = Callable[[Mapping[str, Any], Services], Backend]

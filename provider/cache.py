@@ -1,0 +1,104 @@
+"""An identity-scoped TTL cache with request coalescing.
+
+Callers build keys that include everything that makes two requests differ,
+*including the authenticated principal*, so a value fetched for one identity
+is never served to another. Concurrent loads of one key share one call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Entry(Generic[T]):
+    value: T
+    expires: float
+
+
+class TTLCache(Generic[T]):
+    """Values expire after ``ttl`` seconds (or a per-entry expiry)."""
+
+    def __init__(self, ttl: float, *, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[Hashable, _Entry[T]] = {}
+        self._inflight: dict[Hashable, asyncio.Future[T]] = {}
+        self.hits = 0
+        self.misses = 0
+        self.coalesced = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable) -> T | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.expires <= time.monotonic():
+            del self._entries[key]
+            return None
+        return entry.value
+
+    def put(self, key: Hashable, value: T, *, ttl: float | None = None) -> None:
+        ttl = self.ttl if ttl is None else ttl
+        if ttl <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._evict()
+        self._entries[key] = _Entry(value, time.monotonic() + ttl)
+
+    def invalidate(self, key: Hashable) -> None:
+        self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def _evict(self) -> None:
+        now = time.monotonic()
+        for k in [k for k, e in self._entries.items() if e.expires <= now]:
+            del self._entries[k]
+        while len(self._entries) >= self.max_entries:
+            del self._entries[next(iter(self._entries))]
+
+    async def get_or_load(
+        self,
+        key: Hashable,
+        load: Callable[[], Awaitable[T]],
+        *,
+        ttl: Callable[[T], float] | float | None = None,
+    ) -> T:
+        """Cached value, or the result of ``load()`` shared by every concurrent caller.
+
+        ``ttl`` may be a function of the loaded value (e.g. credentials that
+        expire at a known time). Failures are never cached.
+        """
+        cached = self.get(key)
+        if cached is not None:
+            self.hits += 1
+            return cached
+        pending = self._inflight.get(key)
+        if pending is not None:
+            self.coalesced += 1
+            return await asyncio.shield(pending)
+        self.misses += 1
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            value = await load()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        else:
+            future.set_result(value)
+            self.put(key, value, ttl=ttl(value) if callable(ttl) else ttl)
+            return value
+        finally:
+            del self._inflight[key]

@@ -1,0 +1,214 @@
+"""Server configuration: one typed object, built once from a file, the
+environment and flags (flags win over the environment, which wins over the file).
+
+Everything that decides *where* keyferry connects or *whose* identity it may
+use lives here and only here: endpoints, CA bundles, the local root, identity
+fallbacks. SecretProviderClass parameters can never set any of it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+PROVIDER_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{0,30}$")
+DIALECTS = ("native", "aws", "gcp", "azure")
+DEFAULT_SOCKET_DIR = Path("/var/run/secrets-store-csi-providers")
+ENV_PREFIX = "KEYFERRY_"
+
+
+@dataclass(frozen=True)
+class KubeConfig:
+    """How to reach the Kubernetes API (ServiceAccount annotations, node labels)."""
+
+    api_url: str = ""
+    """Empty: in-cluster (KUBERNETES_SERVICE_HOST/PORT) when available, else disabled."""
+    token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    ca_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    insecure: bool = False
+    """Plain HTTP / no TLS verification; for tests only."""
+    cache_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class Config:
+    socket_dir: Path = DEFAULT_SOCKET_DIR
+    providers: Mapping[str, str] = field(default_factory=lambda: {"keyferry": "native"})
+    """Socket name -> dialect. The socket decides the dialect (the request does not)."""
+    socket_mode: int = 0o600
+    http_address: str = "0.0.0.0:8095"
+    """``/healthz``, ``/readyz`` and ``/metrics``; empty disables the listener."""
+    grace_seconds: float = 20.0
+    mount_timeout_seconds: float = 60.0
+    """Internal budget per Mount, well inside kubelet's ~2 minute NodePublish deadline."""
+    max_response_bytes: int = 4 * 1024 * 1024
+    """Encoded MountResponse budget; the driver's default receive limit is 4 MiB."""
+    max_concurrent_fetches: int = 16
+    cache_ttl_seconds: float = 30.0
+    """How long a fetched value is reused for the same identity (0 = coalescing only)."""
+    local_root: Path | None = None
+    """Root directory of the ``local`` backend; unset disables it."""
+    hmac_key_file: Path | None = None
+    """Key for content-derived versions; unset means a random key per process."""
+    log_level: str = "info"
+    kubernetes: KubeConfig = field(default_factory=KubeConfig)
+    backends: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per-backend sections (``aws``, ``gcp``, ``azure``), parsed by each backend."""
+
+    def dialect_for(self, provider_name: str) -> str:
+        return self.providers[provider_name]
+
+
+_SCALARS: dict[str, type] = {
+    "socket_dir": Path,
+    "socket_mode": int,
+    "http_address": str,
+    "grace_seconds": float,
+    "mount_timeout_seconds": float,
+    "max_response_bytes": int,
+    "max_concurrent_fetches": int,
+    "cache_ttl_seconds": float,
+    "local_root": Path,
+    "hmac_key_file": Path,
+    "log_level": str,
+}
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    if value is None or value == "":
+        if kind in (Path,):
+            return None
+        if kind is str:
+            return ""
+    try:
+        if kind is int and isinstance(value, str):
+            return int(value, 0)
+        if kind is bool and isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind is int and isinstance(value, bool):
+            raise ValueError(value)
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config {name}: {value!r} is not a valid {kind.__name__}") from exc
+
+
+def parse_providers(value: Any) -> dict[str, str]:
+    """``keyferry,aws`` or ``[keyferry, aws]`` or ``{name: dialect}``; ``name=dialect`` too.
+
+    A bare name is its own dialect (``aws`` -> ``aws``), except ``keyferry`` -> ``native``.
+    """
+    if isinstance(value, str):
+        items: list[Any] = [v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(value, list):
+        items = value
+    elif isinstance(value, Mapping):
+        items = [f"{k}={v}" for k, v in value.items()]
+    else:
+        raise ConfigError("config providers: expected a list of socket names")
+    out: dict[str, str] = {}
+    for item in items:
+        name, _, dialect = str(item).partition("=")
+        name = name.strip()
+        dialect = dialect.strip() or ("native" if name == "keyferry" else name)
+        if not name or not PROVIDER_NAME_RE.match(name):
+            raise ConfigError(
+                f"config providers: socket name {name!r} must match ^[a-zA-Z0-9_-]{{1,30}}$ "
+                "(the driver's rule: no dots, at most 30 characters)"
+            )
+        if dialect not in DIALECTS:
+            raise ConfigError(
+                f"config providers: {name!r} names unknown dialect {dialect!r}; "
+                f"use one of {', '.join(DIALECTS)}"
+            )
+        if name in out:
+            raise ConfigError(f"config providers: socket name {name!r} is listed twice")
+        out[name] = dialect
+    if not out:
+        raise ConfigError("config providers: at least one socket name is needed")
+    return out
+
+
+def _apply(config: Config, values: Mapping[str, Any], source: str) -> Config:
+    changes: dict[str, Any] = {}
+    known = {f.name for f in fields(Config)}
+    for key, value in values.items():
+        key = key.replace("-", "_")
+        if key not in known:
+            raise ConfigError(f"{source}: unknown setting {key!r}")
+        if key in _SCALARS:
+            changes[key] = _coerce(key, value, _SCALARS[key])
+        elif key == "providers":
+            changes[key] = parse_providers(value)
+        elif key == "kubernetes":
+            changes[key] = _kube(value, config.kubernetes, source)
+        elif key == "backends":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: backends must be a mapping of backend -> settings")
+            merged = {k: dict(v) for k, v in config.backends.items()}
+            for name, section in value.items():
+                if not isinstance(section, Mapping):
+                    raise ConfigError(f"{source}: backends.{name} must be a mapping")
+                merged.setdefault(str(name), {}).update(section)
+            changes[key] = merged
+    return replace(config, **changes)
+
+
+def _kube(value: Any, base: KubeConfig, source: str) -> KubeConfig:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{source}: kubernetes must be a mapping")
+    kinds = {"api_url": str, "token_file": str, "ca_file": str, "insecure": bool}
+    kinds["cache_seconds"] = float
+    changes: dict[str, Any] = {}
+    for key, raw in value.items():
+        key = str(key).replace("-", "_")
+        if key not in kinds:
+            raise ConfigError(f"{source}: unknown setting kubernetes.{key}")
+        changes[key] = _coerce(f"kubernetes.{key}", raw, kinds[key])
+    return replace(base, **changes)
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the configuration: defaults < file < environment < ``overrides`` (flags)."""
+    config = Config()
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh) or {}
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"config file {path}: expected a mapping at the top level")
+        config = _apply(config, data, f"config file {path}")
+    env = os.environ if env is None else env
+    from_env = {
+        k[len(ENV_PREFIX) :].lower(): v
+        for k, v in env.items()
+        if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX) :].lower() in _SCALARS | {"providers": 0}
+    }
+    config = _apply(config, from_env, "environment")
+    if overrides:
+        config = _apply(config, {k: v for k, v in overrides.items() if v is not None}, "flags")
+    if config.max_response_bytes <= 0 or config.max_concurrent_fetches <= 0:
+        raise ConfigError("config: max_response_bytes and max_concurrent_fetches must be > 0")
+    if not 0 <= config.socket_mode <= 0o777:
+        raise ConfigError("config socket_mode: must be a file mode such as 0600 or 0660")
+    return config

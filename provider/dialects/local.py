@@ -1,0 +1,28 @@
+"""Native-dialect hook for the ``local`` backend: ``name`` is a path below the
+server's configured local root."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+from ..errors import InvalidArgument
+from ..model import Mount
+from ..refs.local import LocalRef
+from .common import get_str
+
+NATIVE_KEYS = ("name",)
+
+
+def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Hashable, str]:
+    name = get_str(fields, "name", where, required=True).strip()
+    parts = name.split("/")
+    if name.startswith("/") or ".." in parts or "\x00" in name:
+        raise InvalidArgument(
+            f"{where}: local name {name!r} must be a relative path inside the local root, "
+            "without '..' or a leading '/'"
+        )
+    clean = "/".join(p for p in parts if p not in ("", "."))
+    if not clean:
+        raise InvalidArgument(f"{where}: local name must name a file below the local root")
+    return LocalRef(path=clean), clean

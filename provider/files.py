@@ -1,0 +1,103 @@
+"""Output paths, modes and the size budget.
+
+One validator for every dialect: the driver's own rules (PROTOCOL.md §3.1)
+plus stricter ones, because the driver's validator lets ``.`` through (which
+empties the volume), lets duplicates overwrite each other and fails late on a
+file/directory clash. Every error names the object the file came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from .errors import InvalidArgument, MountFailed, ResourceExhausted
+from .model import OutputFile
+
+MAX_PATH = 4096
+MAX_ELEMENT = 255
+
+
+def check_path(path: str, where: str) -> None:
+    """Raise InvalidArgument unless ``path`` is a clean, relative, safe file path."""
+    problem = path_problem(path)
+    if problem:
+        raise InvalidArgument(f"{where}: output path {path!r} {problem}")
+
+
+def path_problem(path: str) -> str:
+    """Why ``path`` would be rejected, or ``""`` when it is acceptable."""
+    if not isinstance(path, str) or path == "":
+        return "is empty; give a relative file name"
+    if len(path) > MAX_PATH:
+        return f"is longer than {MAX_PATH} characters"
+    if "\x00" in path:
+        return "contains a NUL byte"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        return "contains a control character"
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    if path.startswith("/"):
+        return "is absolute; use a path relative to the volume root"
+    elements = path.split("/")
+    if any(e == ".." for e in elements):
+        return "contains a '..' element; paths must stay inside the volume"
+    if path == "." or any(e == "." for e in elements):
+        return "contains a '.' element; name a file, not the volume directory"
+    if any(e == "" for e in elements):
+        return "is not in clean form (empty element, leading or trailing '/' or '//')"
+    if any(len(e.encode("utf-8")) > MAX_ELEMENT for e in elements):
+        return f"has an element longer than {MAX_ELEMENT} bytes"
+    if elements[0].startswith("..") and len(elements[0]) > 2:
+        return "starts with '..', which the driver reserves for its atomic writer (e.g. '..data')"
+    return ""
+
+
+def check_file_set(files: Sequence[OutputFile]) -> None:
+    """Every path valid, no duplicates, no file that is also a directory."""
+    errors: list[InvalidArgument] = []
+    seen: dict[str, str] = {}
+    for f in files:
+        problem = path_problem(f.path)
+        if problem:
+            errors.append(InvalidArgument(f"{f.source}: output path {f.path!r} {problem}"))
+            continue
+        if not 0 <= f.mode <= 0o777:
+            errors.append(InvalidArgument(f"{f.source}: mode {oct(f.mode)} is outside 0..0o777"))
+        if f.path in seen:
+            errors.append(
+                InvalidArgument(
+                    f"{f.source}: output path {f.path!r} is also written by {seen[f.path]}; "
+                    "give one of them a different path or alias"
+                )
+            )
+            continue
+        seen[f.path] = f.source
+    for path, source in seen.items():
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent in seen:
+                errors.append(
+                    InvalidArgument(
+                        f"{source}: output path {path!r} needs a directory {parent!r}, but "
+                        f"{seen[parent]} writes a file there; rename one of them"
+                    )
+                )
+    if errors:
+        raise MountFailed(errors, summary="invalid output files")
+
+
+def check_budget(files: Iterable[OutputFile], total: int, budget: int) -> None:
+    """Fail with the largest files named when the encoded response exceeds the budget."""
+    if total <= budget:
+        return
+    largest = sorted(files, key=lambda f: len(f.contents), reverse=True)[:3]
+    names = ", ".join(f"{f.path} ({len(f.contents)} bytes, {f.source})" for f in largest)
+    raise ResourceExhausted(
+        f"the mount would return {total} bytes, over the {budget}-byte budget "
+        f"(the driver's gRPC receive limit is 4 MiB, and syncing to a Kubernetes Secret "
+        f"needs under 1 MiB); largest files: {names}. Split the SecretProviderClass or "
+        "extract only the keys you need"
+    )

@@ -1,0 +1,140 @@
+"""Logs, the audit record and Prometheus metrics.
+
+Logs are JSON lines on stderr. Nothing here is ever handed secret bytes,
+tokens or nodePublishSecretRef data; as a second line of defence
+:class:`Redactor` scrubs any registered secret value from every log line.
+Metric labels are low-cardinality: dialect, backend, operation, outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LOGGER_NAME = "keyferry"
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
+
+
+class Redactor:
+    """Remembers secret values seen recently and replaces them in log output."""
+
+    def __init__(self, max_values: int = 4096) -> None:
+        self._values: dict[str, None] = {}
+        self._max = max_values
+        self._lock = threading.Lock()
+
+    def add(self, values: Iterable[str | bytes]) -> None:
+        with self._lock:
+            for v in values:
+                text = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+                if len(text) >= 6:  # shorter strings would redact ordinary words
+                    self._values[text] = None
+            while len(self._values) > self._max:
+                del self._values[next(iter(self._values))]
+
+    def scrub(self, text: str) -> str:
+        with self._lock:
+            values = list(self._values)
+        for v in values:
+            if v in text:
+                text = text.replace(v, "[REDACTED]")
+        return text
+
+
+REDACTOR = Redactor()
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["error_type"] = record.exc_info[0].__name__
+        return REDACTOR.scrub(json.dumps(entry, default=str, sort_keys=False))
+
+
+def setup_logging(level: str = "info", stream: Any = None) -> None:
+    logger = logging.getLogger(LOGGER_NAME)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+
+def get_logger(name: str = "") -> logging.Logger:
+    return logging.getLogger(f"{LOGGER_NAME}.{name}" if name else LOGGER_NAME)
+
+
+def audit(record: Mapping[str, Any]) -> None:
+    """One line per Mount: who, which class, which objects and versions, outcome."""
+    get_logger("audit").info("mount", extra={"audit": dict(record)})
+
+
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    """Prometheus metrics of one server; a registry per instance keeps tests apart."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.mounts = Counter(
+            "keyferry_mounts",
+            "Mount calls by dialect and outcome",
+            ["dialect", "outcome"],
+            registry=r,
+        )
+        self.mount_duration = Histogram(
+            "keyferry_mount_duration_seconds",
+            "Mount duration",
+            ["dialect"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.inflight = Gauge("keyferry_mounts_in_flight", "Mounts in progress", registry=r)
+        self.backend_requests = Counter(
+            "keyferry_backend_requests",
+            "Backend API requests by backend, operation and outcome",
+            ["backend", "operation", "outcome"],
+            registry=r,
+        )
+        self.backend_latency = Histogram(
+            "keyferry_backend_request_duration_seconds",
+            "Backend API request latency",
+            ["backend", "operation"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.cache_events = Counter(
+            "keyferry_cache_events",
+            "Cache lookups by cache and result",
+            ["cache", "result"],
+            registry=r,
+        )
+        self.objects_skipped = Counter(
+            "keyferry_optional_objects_skipped",
+            "Optional objects not found",
+            ["backend"],
+            registry=r,
+        )
+
+    def backend_call(self, backend: str, operation: str, outcome: str, seconds: float) -> None:
+        self.backend_requests.labels(backend, operation, outcome).inc()
+        self.backend_latency.labels(backend, operation).observe(seconds)

@@ -1,0 +1,193 @@
+"""Plan -> fetch -> render -> files, all or nothing.
+
+Objects are grouped by backend and fetched concurrently; identical refs in one
+mount are fetched once. Every output path is validated before any fetch and
+again after rendering. On success the result holds every file and at least one
+ObjectVersion; on failure one error lists every failing object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+
+from . import dialects, files, render
+from .backends import Registry
+from .errors import (
+    Code,
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    KeyferryError,
+    MountFailed,
+    NotFound,
+    ObjectError,
+)
+from .model import (
+    Deadline,
+    Fetched,
+    Mount,
+    ObjectSpec,
+    ObjectVersion,
+    OutputFile,
+    Plan,
+    Result,
+)
+from .observe import Metrics, get_logger
+
+log = get_logger("pipeline")
+
+
+def load_hmac_key(path: Path | None) -> bytes:
+    """The key for content-derived versions: from a file, or random per process."""
+    if path is None:
+        log.warning(
+            "no hmac_key_file configured: versions of objects without a backend version "
+            "(local backend) will change when keyferry restarts"
+        )
+        return secrets.token_bytes(32)
+    data = path.read_bytes().strip()
+    if len(data) < 16:
+        raise ValueError(f"hmac_key_file {path} must hold at least 16 bytes")
+    return data
+
+
+def make_plan(mount: Mount) -> Plan:
+    """Parse the parameters with the socket's dialect and check every output path,
+    before anything is fetched."""
+    plan = dialects.parse(mount)
+    if not plan.objects:
+        raise InvalidArgument(
+            "the SecretProviderClass selects no objects; the driver would fail the mount "
+            "with 'missing object versions'"
+        )
+    files.check_file_set(
+        [
+            OutputFile(path=o.path, mode=o.mode or 0, contents=b"", source=spec.label)
+            for spec in plan.objects
+            for o in spec.outputs
+        ]
+    )
+    return plan
+
+
+class Pipeline:
+    def __init__(self, registry: Registry, metrics: Metrics, hmac_key: bytes) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self._hmac_key = hmac_key
+
+    async def mount(self, mount: Mount, deadline: Deadline) -> Result:
+        plan = make_plan(mount)
+        fetched = await self._fetch_all(mount, plan, deadline)
+        out_files: list[OutputFile] = []
+        versions: dict[str, tuple[str, str]] = {}
+        errors: list[KeyferryError] = []
+        skipped: list[str] = []
+        for spec, result in zip(plan.objects, fetched, strict=True):
+            if (
+                spec.optional
+                and isinstance(result, KeyferryError)
+                and result.code is Code.NOT_FOUND
+            ):
+                skipped.append(spec.label)
+                self.metrics.objects_skipped.labels(spec.backend).inc()
+                continue
+            if isinstance(result, Exception):
+                errors.append(_as_object_error(spec, result))
+                continue
+            try:
+                out_files.extend(render.render(spec, result, mount.default_mode))
+            except KeyferryError as exc:
+                errors.append(_as_object_error(spec, exc))
+                continue
+            version = result.version or self._content_version(spec, result)
+            for object_id in spec.ids:
+                previous = versions.get(object_id)
+                if previous is not None and previous[0] != version:
+                    errors.append(
+                        InvalidArgument(
+                            f"{spec.label}: object id {object_id!r} is also used by "
+                            f"{previous[1]} with different content; give them distinct "
+                            "names or aliases"
+                        )
+                    )
+                versions[object_id] = (version, spec.label)
+        if errors:
+            raise MountFailed(
+                errors, summary=f"{len(errors)} of {len(plan.objects)} objects failed"
+            )
+        files.check_file_set(out_files)
+        if not versions:
+            raise NotFound(
+                "every object is optional and none was found; the driver needs at least one "
+                "object (make one object required or create one of them): " + ", ".join(skipped)
+            )
+        return Result(
+            files=tuple(out_files),
+            versions=tuple(ObjectVersion(i, v) for i, (v, _) in sorted(versions.items())),
+            skipped=tuple(skipped),
+        )
+
+    def _content_version(self, spec: ObjectSpec, fetched: Fetched) -> str:
+        mac = hmac.new(self._hmac_key, digestmod=hashlib.sha256)
+        mac.update(spec.backend.encode() + b"\0" + repr(spec.ref).encode() + b"\0")
+        mac.update(fetched.content)
+        return "hmac-sha256:" + mac.hexdigest()[:32]
+
+    async def _fetch_all(
+        self, mount: Mount, plan: Plan, deadline: Deadline
+    ) -> list[Fetched | Exception]:
+        by_backend: dict[str, list[Hashable]] = {}
+        for spec in plan.objects:
+            refs = by_backend.setdefault(spec.backend, [])
+            if spec.ref not in refs:
+                refs.append(spec.ref)
+        results: dict[tuple[str, Hashable], Fetched | Exception] = {}
+
+        async def run(name: str, refs: Sequence[Hashable]) -> None:
+            try:
+                backend = await self.registry.get(name)
+                got = await backend.fetch(mount, refs, deadline)
+                if len(got) != len(refs):
+                    raise RuntimeError(
+                        f"backend {name} returned {len(got)} results for {len(refs)}"
+                    )
+            except Exception as exc:  # one failure for every object of this backend
+                got = [exc] * len(refs)
+            for ref, item in zip(refs, got, strict=True):
+                results[(name, ref)] = item
+
+        tasks = [asyncio.ensure_future(run(n, r)) for n, r in by_backend.items()]
+        done, pending = await asyncio.wait(tasks, timeout=deadline.remaining())
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+            slow = sorted(n for n, r in by_backend.items() if any((n, x) not in results for x in r))
+            raise DeadlineExceeded(
+                f"fetching did not finish within {deadline.seconds:.0f}s "
+                f"(still waiting on backend {', '.join(slow)}); the backend is slow or "
+                "unreachable from this node"
+            )
+        for task in done:
+            task.result()
+        return [results[(spec.backend, spec.ref)] for spec in plan.objects]
+
+
+def _as_object_error(spec: ObjectSpec, exc: Exception) -> KeyferryError:
+    if isinstance(exc, ObjectError | MountFailed):
+        return exc
+    if isinstance(exc, KeyferryError):
+        return ObjectError(spec.label, exc)
+    log.error(
+        "unexpected backend failure",
+        extra={"object": spec.label, "backend": spec.backend, "error_type": type(exc).__name__},
+    )
+    return ObjectError(
+        spec.label, Internal(f"unexpected {type(exc).__name__} in backend {spec.backend}")
+    )

@@ -1,0 +1,307 @@
+"""The grpc.aio server: one Unix socket per provider name, each bound to its dialect.
+
+The request never says which provider name it was sent to (PROTOCOL.md §4.1),
+so every socket gets its own server and servicer. The same sockets serve
+``grpc.health.v1``. An HTTP listener serves ``/healthz`` (the process is
+alive), ``/readyz`` (a real Version round trip over every socket) and
+``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import signal
+import socket
+import stat
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+from prometheus_client import make_wsgi_app
+
+from . import __version__, files, protocol
+from ._proto.v1alpha1 import service_pb2 as pb
+from ._proto.v1alpha1 import service_pb2_grpc as pb_grpc
+from .backends import Registry
+from .backends.base import Services
+from .cache import TTLCache
+from .config import PROVIDER_NAME_RE, Config
+from .errors import Code, ConfigError, Internal, KeyferryError
+from .kube import KubeClient
+from .model import Deadline, Fetched, Mount
+from .observe import REDACTOR, Metrics, audit, get_logger
+from .pipeline import Pipeline, load_hmac_key
+
+RUNTIME_NAME = "keyferry"
+SERVICE_NAME = "v1alpha1.CSIDriverProvider"
+# Leave room to answer before the caller's own deadline expires.
+DEADLINE_MARGIN = 2.0
+
+log = get_logger("server")
+
+
+def _status(code: Code) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, code.value)  # type: ignore[no-any-return]
+
+
+class Servicer(pb_grpc.CSIDriverProviderServicer):  # type: ignore[misc]
+    """Version and Mount for one socket (one provider name, one dialect)."""
+
+    def __init__(self, provider: Provider, name: str, dialect: str) -> None:
+        self.provider = provider
+        self.name = name
+        self.dialect = dialect
+
+    async def Version(
+        self, request: pb.VersionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.VersionResponse:
+        return pb.VersionResponse(
+            version="v1alpha1", runtime_name=RUNTIME_NAME, runtime_version=__version__
+        )
+
+    async def Mount(
+        self, request: pb.MountRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.MountResponse:
+        code, message, response = await self.provider.handle_mount(
+            request, self.name, self.dialect, context.time_remaining()
+        )
+        if code is not None:
+            await context.abort(_status(code), message)
+        return response
+
+
+class Provider:
+    """Everything one keyferry process serves, built once from the configuration."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        for name in config.providers:
+            if not name or not PROVIDER_NAME_RE.match(name):
+                raise ConfigError(f"provider name {name!r} must match ^[a-zA-Z0-9_-]{{1,30}}$")
+        self.metrics = Metrics()
+        self.executor = ThreadPoolExecutor(
+            max_workers=config.max_concurrent_fetches, thread_name_prefix="keyferry-fetch"
+        )
+        self.services = Services(
+            config=config,
+            metrics=self.metrics,
+            executor=self.executor,
+            kube=KubeClient(config.kubernetes, self.executor),
+            values=TTLCache[Fetched](config.cache_ttl_seconds),
+        )
+        self.registry = Registry(self.services)
+        self.pipeline = Pipeline(self.registry, self.metrics, load_hmac_key(config.hmac_key_file))
+        self.servers: dict[str, grpc.aio.Server] = {}
+        self.health: dict[str, health_aio.HealthServicer] = {}
+        self.sockets: dict[str, Path] = {}
+        self._http: WSGIServer | None = None
+        self.http_port: int | None = None
+        self._stopping = asyncio.Event()
+        self._inflight = 0
+
+    # -- Mount ---------------------------------------------------------------
+
+    async def handle_mount(
+        self, request: pb.MountRequest, name: str, dialect: str, time_remaining: float | None
+    ) -> tuple[Code | None, str, pb.MountResponse]:
+        """Returns (error code or None, error message, response)."""
+        start = time.monotonic()
+        budget = self.config.mount_timeout_seconds
+        if time_remaining is not None:
+            budget = max(0.1, min(budget, time_remaining - DEADLINE_MARGIN))
+        deadline = Deadline(budget)
+        self.metrics.inflight.inc()
+        self._inflight += 1
+        mount: Mount | None = None
+        record: dict[str, Any] = {"provider": name, "dialect": dialect}
+        try:
+            mount = protocol.decode(request, dialect=dialect, provider_name=name)
+            REDACTOR.add(protocol.secret_values(mount))
+            record.update(_who(mount))
+            result = await self.pipeline.mount(mount, deadline)
+            REDACTOR.add(f.contents for f in result.files)
+            response = protocol.encode(result)
+            files.check_budget(result.files, response.ByteSize(), self.config.max_response_bytes)
+            record["objects"] = [{"id": v.id, "version": v.version} for v in result.versions]
+            if result.skipped:
+                record["skipped_optional"] = list(result.skipped)
+            record["files"] = len(result.files)
+            record["outcome"] = "ok"
+            return None, "", response
+        except KeyferryError as exc:
+            record.update(outcome="error", code=exc.code.value, error=exc.message)
+            return exc.code, exc.message, pb.MountResponse()
+        except Exception as exc:  # never a stack trace to the client
+            incident = uuid.uuid4().hex[:12]
+            log.exception("mount failed unexpectedly", extra={"incident": incident})
+            err = Internal(f"internal error in keyferry (incident {incident}); see provider logs")
+            record.update(outcome="error", code=err.code.value, error=type(exc).__name__)
+            return err.code, err.message, pb.MountResponse()
+        finally:
+            seconds = time.monotonic() - start
+            self._inflight -= 1
+            self.metrics.inflight.dec()
+            self.metrics.mounts.labels(dialect, record.get("outcome", "error")).inc()
+            self.metrics.mount_duration.labels(dialect).observe(seconds)
+            record["duration_ms"] = round(seconds * 1000, 1)
+            if mount is not None and mount.current_versions:
+                record["rotation"] = True
+            audit(record)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.config.socket_dir.mkdir(parents=True, exist_ok=True)
+        for name, dialect in self.config.providers.items():
+            path = self.config.socket_dir / f"{name}.sock"
+            prepare_socket_path(path)
+            server = grpc.aio.server(options=[("grpc.max_receive_message_length", 4 * 1024 * 1024)])
+            pb_grpc.add_CSIDriverProviderServicer_to_server(Servicer(self, name, dialect), server)
+            health = health_aio.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(health, server)
+            server.add_insecure_port(f"unix:{path}")
+            old = os.umask(0o177)  # the socket must never be reachable by others, even briefly
+            try:
+                await server.start()
+            finally:
+                os.umask(old)
+            os.chmod(path, self.config.socket_mode)
+            for service in ("", SERVICE_NAME):
+                await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            self.servers[name] = server
+            self.health[name] = health
+            self.sockets[name] = path
+            log.info("listening", extra={"provider": name, "dialect": dialect, "socket": str(path)})
+        if self.config.http_address:
+            self._start_http()
+
+    def _start_http(self) -> None:
+        host, _, port = self.config.http_address.rpartition(":")
+        metrics_app = make_wsgi_app(self.metrics.registry)
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO", "")
+            if path == "/metrics":
+                return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            if path == "/healthz":
+                status, body = "200 OK", b"ok\n"
+            elif path == "/readyz":
+                problems = self.readiness_problems()
+                status = "200 OK" if not problems else "503 Service Unavailable"
+                body = ("ok\n" if not problems else "\n".join(problems) + "\n").encode()
+            else:
+                status, body = "404 Not Found", b"not found\n"
+            start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+            return [body]
+
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        class Threaded(WSGIServer):
+            daemon_threads = True
+
+            def process_request(self, request: Any, client_address: Any) -> None:
+                t = threading.Thread(
+                    target=self._handle, args=(request, client_address), daemon=True
+                )
+                t.start()
+
+            def _handle(self, request: Any, client_address: Any) -> None:
+                try:
+                    self.finish_request(request, client_address)
+                finally:
+                    self.shutdown_request(request)
+
+        httpd = make_server(
+            host or "0.0.0.0", int(port), app, server_class=Threaded, handler_class=Quiet
+        )
+        self._http = httpd
+        self.http_port = httpd.server_port
+        threading.Thread(target=httpd.serve_forever, name="keyferry-http", daemon=True).start()
+        log.info("http listening", extra={"address": f"{host}:{self.http_port}"})
+
+    def readiness_problems(self) -> list[str]:
+        """A real Version call over each socket, as the driver would make it."""
+        problems = []
+        if self._stopping.is_set():
+            problems.append("shutting down")
+        for name, path in self.sockets.items():
+            try:
+                with grpc.insecure_channel(f"unix:{path}") as channel:
+                    stub = pb_grpc.CSIDriverProviderStub(channel)
+                    reply = stub.Version(pb.VersionRequest(version="v1alpha1"), timeout=3)
+                if reply.version != "v1alpha1":
+                    problems.append(f"{name}: unexpected version {reply.version!r}")
+            except grpc.RpcError as exc:
+                problems.append(f"{name}: Version over {path} failed: {exc.code().name}")
+        return problems
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let in-flight Mounts finish within the grace period, clean up."""
+        self._stopping.set()
+        grace = self.config.grace_seconds if grace is None else grace
+        for health in self.health.values():
+            await health.enter_graceful_shutdown()
+        await asyncio.gather(*(s.stop(grace) for s in self.servers.values()))
+        for path in self.sockets.values():
+            path.unlink(missing_ok=True)
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        await self.registry.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        log.info("stopped")
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        await self._stopping.wait()
+        log.info("signal received; draining", extra={"in_flight": self._inflight})
+        await self.stop()
+
+
+def prepare_socket_path(path: Path) -> None:
+    """Remove a stale socket; refuse to take over a live one or a non-socket file."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ConfigError(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            path.unlink(missing_ok=True)
+            log.info("removed stale socket", extra={"socket": str(path)})
+            return
+        raise ConfigError(f"cannot probe existing socket {path}: {exc.strerror}") from None
+    finally:
+        probe.close()
+    raise ConfigError(
+        f"{path} is in use by a running process (another provider with this name?); "
+        "stop it first — two providers must never share a socket name on one node"
+    )
+
+
+def _who(mount: Mount) -> dict[str, Any]:
+    return {
+        "pod": {"namespace": mount.pod.namespace, "name": mount.pod.name, "uid": mount.pod.uid},
+        "service_account": mount.pod.service_account,
+        "secret_provider_class": mount.secret_provider_class,
+    }

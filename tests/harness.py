@@ -1,0 +1,166 @@
+"""End-to-end harness: a real keyferry server on Unix sockets, called like the driver.
+
+``with running_server(tmp_path, providers="keyferry,aws", backends={...}) as srv:``
+then ``srv.mount("aws", params, tokens={...})`` sends a driver-shaped
+MountRequest over a real gRPC channel and returns the MountResponse (a
+``grpc.RpcError`` on an error status).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from provider import config as kconfig
+from provider._proto.v1alpha1 import service_pb2 as pb
+from provider._proto.v1alpha1 import service_pb2_grpc as pb_grpc
+from provider.embedded import EmbeddedProvider
+from provider.manifest import SecretProviderClass, driver_attributes, encode_attributes
+from provider.model import Pod
+from provider.observe import setup_logging
+
+DEFAULT_POD = ("team-a", "web-0", "11111111-2222-3333-4444-555555555555", "web")
+
+
+class _Lines(io.TextIOBase):
+    def __init__(self, sink: list[str]) -> None:
+        self.sink = sink
+
+    def write(self, s: str) -> int:
+        self.sink.extend(line for line in s.splitlines() if line.strip())
+        return len(s)
+
+
+@dataclass
+class Server:
+    emb: EmbeddedProvider
+    logs: list[str] = field(default_factory=list)
+
+    @property
+    def config(self) -> kconfig.Config:
+        return self.emb.config
+
+    def socket(self, name: str) -> Path:
+        return self.emb.socket(name)
+
+    def channel(self, name: str, *, dial: str = "v1.6") -> grpc.Channel:
+        """``v1.6``: target ``unix:<path>``, authority ``localhost``;
+        ``v1.5``: the authority is the socket path."""
+        path = self.socket(name)
+        options = [("grpc.default_authority", str(path))] if dial == "v1.5" else []
+        return grpc.insecure_channel(f"unix:{path}", options=options)
+
+    def stub(self, name: str, *, dial: str = "v1.6") -> pb_grpc.CSIDriverProviderStub:
+        return pb_grpc.CSIDriverProviderStub(self.channel(name, dial=dial))
+
+    def version(self, name: str = "keyferry") -> pb.VersionResponse:
+        with self.channel(name) as ch:
+            reply: pb.VersionResponse = pb_grpc.CSIDriverProviderStub(ch).Version(
+                pb.VersionRequest(version="v1alpha1"), timeout=10
+            )
+            return reply
+
+    def request(
+        self,
+        params: Mapping[str, str],
+        *,
+        tokens: Mapping[str, str] | None = None,
+        pod: tuple[str, str, str, str] = DEFAULT_POD,
+        secrets: Mapping[str, str] | None = None,
+        permission: str = "420",
+        volume_attributes: Mapping[str, str] | None = None,
+        current: Mapping[str, str] | None = None,
+        spc_name: str = "test-class",
+    ) -> pb.MountRequest:
+        spc = SecretProviderClass(
+            name=spc_name, namespace=pod[0], provider="", parameters=params, source="test"
+        )
+        attrs = driver_attributes(
+            spc,
+            Pod(*pod),
+            volume_attributes=volume_attributes,
+            tokens=tokens,
+            expiration="2030-01-01T00:00:00Z",
+        )
+        return pb.MountRequest(
+            attributes=encode_attributes(attrs),
+            secrets=json.dumps(dict(secrets)) if secrets is not None else "null",
+            target_path=f"/var/lib/kubelet/pods/{pod[2]}/volumes/kubernetes.io~csi/vol/mount",
+            permission=permission,
+            current_object_version=[
+                pb.ObjectVersion(id=k, version=v) for k, v in (current or {}).items()
+            ],
+        )
+
+    def mount(
+        self,
+        name: str,
+        params: Mapping[str, str],
+        *,
+        timeout: float = 60,
+        dial: str = "v1.6",
+        **kwargs: Any,
+    ) -> pb.MountResponse:
+        return self.send(name, self.request(params, **kwargs), timeout=timeout, dial=dial)
+
+    def send(
+        self, name: str, request: pb.MountRequest, *, timeout: float = 60, dial: str = "v1.6"
+    ) -> pb.MountResponse:
+        with self.channel(name, dial=dial) as ch:
+            reply: pb.MountResponse = pb_grpc.CSIDriverProviderStub(ch).Mount(
+                request, timeout=timeout
+            )
+            return reply
+
+    def metrics_text(self) -> str:
+        assert self.emb.provider is not None
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.emb.provider.metrics.registry).decode()
+
+    def http_get(self, path: str) -> tuple[int, str]:
+        assert self.emb.provider is not None and self.emb.provider.http_port
+        url = f"http://127.0.0.1:{self.emb.provider.http_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+
+@contextmanager
+def running_server(
+    tmp_path: Path,
+    *,
+    providers: str | Mapping[str, str] = "keyferry",
+    backends: Mapping[str, Mapping[str, Any]] | None = None,
+    **overrides: Any,
+) -> Iterator[Server]:
+    settings: dict[str, Any] = {
+        "socket_dir": tmp_path / "sockets",
+        "providers": providers,
+        "http_address": "",
+        "log_level": "debug",
+    }
+    if backends:
+        settings["backends"] = backends
+    settings.update(overrides)
+    cfg = kconfig.load(None, env={}, overrides=settings)
+    logs: list[str] = []
+    setup_logging(cfg.log_level, stream=_Lines(logs))
+    emb = EmbeddedProvider(cfg)
+    emb.start()
+    try:
+        yield Server(emb=emb, logs=logs)
+    finally:
+        emb.stop(grace=1.0)
+        logging.getLogger("keyferry").handlers.clear()
