@@ -40,6 +40,38 @@ class _Lines(io.TextIOBase):
         return len(s)
 
 
+def driver_request(
+    params: Mapping[str, str],
+    *,
+    tokens: Mapping[str, str] | None = None,
+    pod: tuple[str, str, str, str] = DEFAULT_POD,
+    secrets: Mapping[str, str] | None = None,
+    permission: str = "420",
+    volume_attributes: Mapping[str, str] | None = None,
+    current: Mapping[str, str] | None = None,
+    spc_name: str = "test-class",
+) -> pb.MountRequest:
+    spc = SecretProviderClass(
+        name=spc_name, namespace=pod[0], provider="", parameters=params, source="test"
+    )
+    attrs = driver_attributes(
+        spc,
+        Pod(*pod),
+        volume_attributes=volume_attributes,
+        tokens=tokens,
+        expiration="2030-01-01T00:00:00Z",
+    )
+    return pb.MountRequest(
+        attributes=encode_attributes(attrs),
+        secrets=json.dumps(dict(secrets)) if secrets is not None else "null",
+        target_path=f"/var/lib/kubelet/pods/{pod[2]}/volumes/kubernetes.io~csi/vol/mount",
+        permission=permission,
+        current_object_version=[
+            pb.ObjectVersion(id=k, version=v) for k, v in (current or {}).items()
+        ],
+    )
+
+
 @dataclass
 class Server:
     emb: EmbeddedProvider
@@ -69,37 +101,8 @@ class Server:
             )
             return reply
 
-    def request(
-        self,
-        params: Mapping[str, str],
-        *,
-        tokens: Mapping[str, str] | None = None,
-        pod: tuple[str, str, str, str] = DEFAULT_POD,
-        secrets: Mapping[str, str] | None = None,
-        permission: str = "420",
-        volume_attributes: Mapping[str, str] | None = None,
-        current: Mapping[str, str] | None = None,
-        spc_name: str = "test-class",
-    ) -> pb.MountRequest:
-        spc = SecretProviderClass(
-            name=spc_name, namespace=pod[0], provider="", parameters=params, source="test"
-        )
-        attrs = driver_attributes(
-            spc,
-            Pod(*pod),
-            volume_attributes=volume_attributes,
-            tokens=tokens,
-            expiration="2030-01-01T00:00:00Z",
-        )
-        return pb.MountRequest(
-            attributes=encode_attributes(attrs),
-            secrets=json.dumps(dict(secrets)) if secrets is not None else "null",
-            target_path=f"/var/lib/kubelet/pods/{pod[2]}/volumes/kubernetes.io~csi/vol/mount",
-            permission=permission,
-            current_object_version=[
-                pb.ObjectVersion(id=k, version=v) for k, v in (current or {}).items()
-            ],
-        )
+    def request(self, params: Mapping[str, str], **kwargs: Any) -> pb.MountRequest:
+        return driver_request(params, **kwargs)
 
     def mount(
         self,
