@@ -45,10 +45,6 @@ log = get_logger("pipeline")
 def load_hmac_key(path: Path | None) -> bytes:
     """The key for content-derived versions: from a file, or random per process."""
     if path is None:
-        log.warning(
-            "no hmac_key_file configured: versions of objects without a backend version "
-            "(local backend) will change when keyferry restarts"
-        )
         return secrets.token_bytes(32)
     data = path.read_bytes().strip()
     if len(data) < 16:

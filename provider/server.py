@@ -184,6 +184,11 @@ class Provider:
             log.info("listening", extra={"provider": name, "dialect": dialect, "socket": str(path)})
         if self.config.http_address:
             self._start_http()
+        if self.config.local_root and not self.config.hmac_key_file:
+            log.warning(
+                "no hmac_key_file configured: versions of local-backend objects change "
+                "when keyferry restarts (set hmac_key_file to keep them stable)"
+            )
 
     def _start_http(self) -> None:
         host, _, port = self.config.http_address.rpartition(":")
