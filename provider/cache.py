@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -29,7 +29,7 @@ class TTLCache(Generic[T]):
         self.ttl = ttl
         self.max_entries = max_entries
         self._entries: dict[Hashable, _Entry[T]] = {}
-        self._inflight: dict[Hashable, asyncio.Future[T]] = {}
+        self._inflight: dict[Hashable, asyncio.Task[T]] = {}
         self.hits = 0
         self.misses = 0
         self.coalesced = 0
@@ -88,17 +88,24 @@ class TTLCache(Generic[T]):
             self.coalesced += 1
             return await asyncio.shield(pending)
         self.misses += 1
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            value = await load()
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        else:
-            future.set_result(value)
-            self.put(key, value, ttl=ttl(value) if callable(ttl) else ttl)
-            return value
-        finally:
-            del self._inflight[key]
+
+        async def run() -> T:
+            try:
+                value = await load()
+                self.put(key, value, ttl=ttl(value) if callable(ttl) else ttl)
+                return value
+            finally:
+                self._inflight.pop(key, None)
+
+        # The load runs as its own task: a caller that gives up (its mount hit the
+        # deadline) must not cancel the load other callers are waiting for.
+        task = asyncio.ensure_future(run())
+        self._inflight[key] = task
+        task.add_done_callback(_consume)
+        return await asyncio.shield(task)
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    """Mark a failed load's exception as retrieved when every caller gave up."""
+    if not task.cancelled():
+        task.exception()

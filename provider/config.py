@@ -82,22 +82,31 @@ _SCALARS: dict[str, type] = {
 }
 
 
+_OPTIONAL_PATHS = {"local_root", "hmac_key_file"}
+
+
 def _coerce(name: str, value: Any, kind: type) -> Any:
     if value is None or value == "":
-        if kind in (Path,):
+        if kind is Path and name in _OPTIONAL_PATHS:
             return None
         if kind is str:
             return ""
+        raise ConfigError(f"config {name}: a value is required")
     try:
+        if isinstance(value, bool) and kind is not bool:
+            raise ValueError(value)
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
         if kind is int and isinstance(value, str):
-            return int(value, 0)
+            text = value.strip()
+            if len(text) > 1 and text.startswith("0") and text.isdigit():
+                return int(text, 8)  # file modes: 0600 means octal, as in chmod
+            return int(text, 0)
         if kind is bool and isinstance(value, str):
             if value.lower() in ("1", "true", "yes", "on"):
                 return True
             if value.lower() in ("0", "false", "no", "off"):
                 return False
-            raise ValueError(value)
-        if kind is int and isinstance(value, bool):
             raise ValueError(value)
         return kind(value)
     except (TypeError, ValueError) as exc:

@@ -28,8 +28,8 @@ def path_problem(path: str) -> str:
     """Why ``path`` would be rejected, or ``""`` when it is acceptable."""
     if not isinstance(path, str) or path == "":
         return "is empty; give a relative file name"
-    if len(path) > MAX_PATH:
-        return f"is longer than {MAX_PATH} characters"
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH:
+        return f"is longer than {MAX_PATH} bytes"
     if "\x00" in path:
         return "contains a NUL byte"
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):

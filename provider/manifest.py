@@ -73,6 +73,12 @@ def load(path: str | Path) -> Iterator[SecretProviderClass | KeyferryError]:
                 "a class without parameters)"
             )
             continue
+        bad_keys = [str(k) for k in params if not isinstance(k, str)]
+        if bad_keys:
+            yield InvalidArgument(
+                f"{source}: spec.parameters key {bad_keys[0]} must be a string; quote it"
+            )
+            continue
         bad = [str(k) for k, v in params.items() if not isinstance(v, str)]
         if bad:
             yield InvalidArgument(

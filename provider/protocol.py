@@ -89,7 +89,7 @@ def _permission(raw: str) -> int:
     except json.JSONDecodeError:
         value = None
     if isinstance(value, str):  # tolerate a quoted number
-        value = int(value) if value.isdigit() else None
+        value = int(value) if value.isascii() and value.isdigit() else None
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 0o777:
         raise InvalidArgument(
             f"MountRequest.permission {raw[:20]!r} is not a JSON file mode between 0 and 511 "
@@ -154,4 +154,15 @@ def secret_values(mount: Mount) -> list[str]:
 def attributes_json(attributes: Mapping[str, str]) -> str:
     """Encode attributes the way the driver does (Go's json.Marshal of a map)."""
     text = json.dumps(dict(sorted(attributes.items())), separators=(",", ":"), ensure_ascii=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    for char, escaped in _GO_ESCAPES:
+        text = text.replace(char, escaped)
+    return text
+
+
+_GO_ESCAPES = (
+    ("<", "\\u003c"),
+    (">", "\\u003e"),
+    ("&", "\\u0026"),
+    ("\u2028", "\\u2028"),
+    ("\u2029", "\\u2029"),
+)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import json
 from functools import lru_cache
 from typing import Any
@@ -27,8 +28,9 @@ def _compiled(expression: str) -> Any:
 
 
 def compile_jmespath(expression: str, where: str) -> Any:
+    """Compile, and catch unknown functions and wrong arity before anything is fetched."""
     try:
-        return _compiled(expression)
+        compiled = _compiled(expression)
     except jmespath.exceptions.ParseError as exc:
         hint = ""
         if "-" in expression and '"' not in expression:
@@ -37,9 +39,36 @@ def compile_jmespath(expression: str, where: str) -> Any:
             f"{where}: jmesPath {expression!r} is not a valid expression "
             f"(error at column {getattr(exc, 'lex_position', '?')}){hint}"
         ) from None
+    # jmespath resolves functions only when it evaluates; a dry run on an empty
+    # document finds the errors that do not depend on the data.
+    try:
+        compiled.search({})
+    except (jmespath.exceptions.UnknownFunctionError, jmespath.exceptions.ArityError) as exc:
+        raise InvalidArgument(
+            f"{where}: jmesPath {expression!r}: {_function_problem(exc)}"
+        ) from None
+    except jmespath.exceptions.JMESPathError:
+        pass  # type errors depend on the document; reported at render time
+    return compiled
+
+
+def _function_problem(exc: Exception) -> str:
+    if isinstance(exc, jmespath.exceptions.UnknownFunctionError):
+        return "unknown function (see jmespath.org for the built-in functions)"
+    if isinstance(exc, jmespath.exceptions.ArityError):
+        name = getattr(exc, "function_name", "a function")
+        return f"wrong number of arguments to {name}()"
+    return "invalid expression"
 
 
 def _document(content: bytes, kind: str, where: str) -> Any:
+    try:
+        return _parse(content, kind, where)
+    except RecursionError:
+        raise InvalidArgument(f"{where}: the value is nested too deeply to parse") from None
+
+
+def _parse(content: bytes, kind: str, where: str) -> Any:
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError:
@@ -65,8 +94,19 @@ def extract(content: bytes, extraction: Extraction, where: str) -> bytes:
     doc = _document(content, extraction.kind, where)
     expr = extraction.expression
     if extraction.kind == "jmespath":
-        value = compile_jmespath(expr, where).search(doc)
         what = f"jmesPath {expr!r}"
+        try:
+            value = compile_jmespath(expr, where).search(doc)
+        except jmespath.exceptions.JMESPathTypeError as exc:
+            # jmespath's own message quotes the offending value: never pass it on.
+            fn = getattr(exc, "function_name", "a function")
+            raise InvalidArgument(
+                f"{where}: {what}: {fn}() was given a value of the wrong type"
+            ) from None
+        except jmespath.exceptions.JMESPathError as exc:
+            raise InvalidArgument(f"{where}: {what}: {_function_problem(exc)}") from None
+        except RecursionError:
+            raise InvalidArgument(f"{where}: the value is nested too deeply") from None
     else:
         if not isinstance(doc, dict):
             raise InvalidArgument(
@@ -74,8 +114,10 @@ def extract(content: bytes, extraction: Extraction, where: str) -> bytes:
                 f"cannot take key {expr!r}"
             )
         if expr not in doc:
-            keys = ", ".join(sorted(map(str, doc))[:20])
-            raise InvalidArgument(f"{where}: key {expr!r} not found (keys: {keys})")
+            # Suggest the closest key only: the document's keys are its content.
+            close = difflib.get_close_matches(expr, [str(k) for k in doc], n=1, cutoff=0.75)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InvalidArgument(f"{where}: key {expr!r} not found in the document{hint}")
         value = doc[expr]
         what = f"key {expr!r}"
     if value is None:
@@ -91,7 +133,7 @@ def extract(content: bytes, extraction: Extraction, where: str) -> bytes:
 def decode(content: bytes, decoding: str | None, where: str) -> bytes:
     if decoding in (None, "utf-8"):
         return content
-    text = content.strip()
+    text = b"".join(content.split())  # line-wrapped base64/hex, as Go's decoders accept
     try:
         if decoding == "base64":
             return base64.b64decode(text, validate=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,13 +23,17 @@ DATA = "..data"
 def write_atomic(target: Path, files: Sequence[OutputFile]) -> Path:
     """Replace the content of ``target`` with ``files``; return the new payload dir."""
     target.mkdir(parents=True, exist_ok=True)
-    now = time.time()
-    stamp = time.strftime("%Y_%m_%d_%H_%M_%S", time.gmtime(now)) + f".{int(now * 1e9) % 10**9:09d}"
-    payload = target / f"..{stamp}"
-    payload.mkdir(mode=0o755)
+    stamp = time.strftime("..%Y_%m_%d_%H_%M_%S.", time.gmtime())
+    # Like kubelet: the timestamp plus a random suffix, so two writes in one tick differ.
+    payload = Path(tempfile.mkdtemp(prefix=stamp, dir=target))
+    os.chmod(payload, 0o755)
     for f in files:
         dest = payload / f.path
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        for parent in reversed(dest.relative_to(payload).parents[:-1]):
+            sub = payload / parent
+            if not sub.is_dir():
+                sub.mkdir()
+                os.chmod(sub, 0o755)
         with open(dest, "wb") as fh:
             fh.write(f.contents)
         os.chmod(dest, f.mode)  # exactly the mode sent, umask ignored, as the driver does

@@ -19,7 +19,46 @@ from ..errors import InvalidArgument, KeyferryError, MountFailed, did_you_mean
 _OCTAL_TEXT = re.compile(r"^(0o|0)?([0-7]{1,4})$")
 
 
-def load_yaml(parameter: str, text: str, *, loader: type[Any] = yaml.SafeLoader) -> Any:
+class UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if _hashable(key) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            if _hashable(key):
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+class TextScalarLoader(UniqueKeyLoader):
+    """Numbers stay text, so a mode written ``0640``, ``640`` or ``"0640"`` reads as
+    octal like chmod, and a version ``3`` is the string ``"3"``."""
+
+
+TextScalarLoader.yaml_implicit_resolvers = {
+    first: [
+        (tag, rx)
+        for tag, rx in resolvers
+        if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    ]
+    for first, resolvers in UniqueKeyLoader.yaml_implicit_resolvers.items()
+}
+
+
+def load_yaml(parameter: str, text: str, *, loader: type[Any] = UniqueKeyLoader) -> Any:
     try:
         return yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
@@ -137,7 +176,9 @@ def parse_mode(value: Any, where: str) -> int:
     if not 0 <= mode <= 0o777:
         hint = (
             f" ({value} looks like octal written without a leading zero; write 0{value})"
-            if isinstance(value, int) and _OCTAL_TEXT.match(str(value))
+            if isinstance(value, int)
+            and _OCTAL_TEXT.match(str(value))
+            and int(str(value), 8) <= 0o777
             else ""
         )
         raise InvalidArgument(

@@ -30,6 +30,7 @@ from ..errors import FailedPrecondition, InvalidArgument, KeyferryError, did_you
 from ..files import check_path
 from ..model import Decoding, Extraction, Mount, ObjectSpec, Output, Plan
 from .common import (
+    TextScalarLoader,
     check_keys,
     collect,
     get_str,
@@ -85,7 +86,7 @@ def parse(mount: Mount) -> Plan:
         raise InvalidArgument(
             "parameter 'objects' is missing; list the objects to mount, e.g. " + EXAMPLE
         )
-    items = require_list("objects", load_yaml("objects", text), EXAMPLE)
+    items = require_list("objects", load_yaml("objects", text, loader=TextScalarLoader), EXAMPLE)
     specs: list[ObjectSpec] = []
     errors: list[KeyferryError] = []
     for i, item in enumerate(items):
