@@ -9,8 +9,6 @@ ObjectVersion; on failure one error lists every failing object.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import secrets
 from collections.abc import Hashable, Sequence
 from pathlib import Path
@@ -72,10 +70,9 @@ def make_plan(mount: Mount) -> Plan:
 
 
 class Pipeline:
-    def __init__(self, registry: Registry, metrics: Metrics, hmac_key: bytes) -> None:
+    def __init__(self, registry: Registry, metrics: Metrics) -> None:
         self.registry = registry
         self.metrics = metrics
-        self._hmac_key = hmac_key
 
     async def mount(self, mount: Mount, deadline: Deadline) -> Result:
         plan = make_plan(mount)
@@ -130,10 +127,10 @@ class Pipeline:
         )
 
     def _content_version(self, spec: ObjectSpec, fetched: Fetched) -> str:
-        mac = hmac.new(self._hmac_key, digestmod=hashlib.sha256)
-        mac.update(spec.backend.encode() + b"\0" + repr(spec.ref).encode() + b"\0")
-        mac.update(fetched.content)
-        return "hmac-sha256:" + mac.hexdigest()[:32]
+        digest = self.registry.services.keyed_digest(
+            spec.backend.encode(), repr(spec.ref).encode(), fetched.content
+        )
+        return "hmac-sha256:" + digest[:32]
 
     async def _fetch_all(
         self, mount: Mount, plan: Plan, deadline: Deadline

@@ -98,9 +98,10 @@ class Provider:
             executor=self.executor,
             kube=KubeClient(config.kubernetes, self.executor),
             values=TTLCache[Fetched](config.cache_ttl_seconds),
+            hmac_key=load_hmac_key(config.hmac_key_file),
         )
         self.registry = Registry(self.services)
-        self.pipeline = Pipeline(self.registry, self.metrics, load_hmac_key(config.hmac_key_file))
+        self.pipeline = Pipeline(self.registry, self.metrics)
         self.servers: dict[str, grpc.aio.Server] = {}
         self.health: dict[str, health_aio.HealthServicer] = {}
         self.sockets: dict[str, Path] = {}

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import hmac
+import secrets
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ..cache import TTLCache
@@ -39,6 +42,15 @@ class Services:
     kube: KubeClient
     values: TTLCache[Fetched]
     """Fetched values, keyed by (backend, principal, ref): identity-scoped."""
+    hmac_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    """The server's key for content-derived versions (``hmac_key_file``)."""
+
+    def keyed_digest(self, *parts: bytes) -> str:
+        """Hex HMAC-SHA256 of ``parts``: a version that reveals nothing of the content."""
+        mac = hmac.new(self.hmac_key, digestmod=hashlib.sha256)
+        for part in parts:
+            mac.update(len(part).to_bytes(8, "big") + part)
+        return mac.hexdigest()
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking SDK call on the shared bounded pool."""

@@ -1,0 +1,172 @@
+"""Locators for the ``gcp`` backend: Secret Manager secret versions and
+Parameter Manager parameter versions, global or regional, plus the auth mode
+the object is fetched with.
+
+Parsing lives in :func:`parse_resource_name` so that both dialects accept
+exactly the same names. Patterns are anchored at both ends (the official
+provider anchors only the end and so accepts leading junk), and
+``locations/global`` means the global service, never a regional endpoint
+called ``global``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+AuthMode = Literal["pod-adc", "provider-adc", "node-publish-secret"]
+Service = Literal["secretmanager", "parametermanager"]
+
+# Project ids are 6-30 characters (older, domain-scoped ones contain ':' and
+# '.'); project numbers are digits. Both are accepted as written.
+_PROJECT = r"(?P<project>[a-z0-9](?:[a-z0-9.:-]{0,61}[a-z0-9])?)"
+_LOCATION = r"(?P<location>[a-z][a-z0-9-]{0,29})"
+_SECRET = r"(?P<secret>[A-Za-z0-9_-]{1,255})"
+# ``latest``, a version number, or a version alias (letters, digits, '-', '_').
+_SM_VERSION = r"(?P<version>latest|[1-9][0-9]{0,18}|[A-Za-z](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)"
+_PARAMETER = r"(?P<parameter>[A-Za-z0-9_-]{1,63})"
+_PM_VERSION = r"(?P<version>[A-Za-z0-9_-]{1,63})"
+
+_SM_GLOBAL = re.compile(rf"projects/{_PROJECT}/secrets/{_SECRET}/versions/{_SM_VERSION}")
+_SM_REGIONAL = re.compile(
+    rf"projects/{_PROJECT}/locations/{_LOCATION}/secrets/{_SECRET}/versions/{_SM_VERSION}"
+)
+_PM = re.compile(
+    rf"projects/{_PROJECT}/locations/{_LOCATION}/parameters/{_PARAMETER}/versions/{_PM_VERSION}"
+)
+
+FORMATS = (
+    "projects/<project>/secrets/<secret>/versions/<latest|N|alias>",
+    "projects/<project>/locations/<location>/secrets/<secret>/versions/<latest|N|alias>",
+    "projects/<project>/locations/<location|global>/parameters/<parameter>/versions/<version>",
+)
+
+
+@dataclass(frozen=True)
+class SecretVersionRef:
+    """A Secret Manager secret version; ``location`` empty means the global service."""
+
+    project: str
+    secret: str
+    version: str
+    location: str = ""
+    auth: AuthMode = "pod-adc"
+    key_json: bool = False
+    """A nodePublishSecretRef ``key.json`` is present (drop-in dialect, ``auth`` unset)."""
+    auth_explicit: bool = True
+
+    @property
+    def service(self) -> Service:
+        return "secretmanager"
+
+    @property
+    def name(self) -> str:
+        """The name sent to the API (global names without ``locations/global``)."""
+        if self.location:
+            return (
+                f"projects/{self.project}/locations/{self.location}/secrets/{self.secret}"
+                f"/versions/{self.version}"
+            )
+        return f"projects/{self.project}/secrets/{self.secret}/versions/{self.version}"
+
+    @property
+    def short(self) -> str:
+        return self.secret
+
+
+@dataclass(frozen=True)
+class ParameterVersionRef:
+    """A Parameter Manager parameter version; ``location`` empty means ``global``."""
+
+    project: str
+    parameter: str
+    version: str
+    location: str = ""
+    auth: AuthMode = "pod-adc"
+    key_json: bool = False
+    auth_explicit: bool = True
+
+    @property
+    def service(self) -> Service:
+        return "parametermanager"
+
+    @property
+    def name(self) -> str:
+        location = self.location or "global"
+        return (
+            f"projects/{self.project}/locations/{location}/parameters/{self.parameter}"
+            f"/versions/{self.version}"
+        )
+
+    @property
+    def short(self) -> str:
+        return self.parameter
+
+
+GcpRef = SecretVersionRef | ParameterVersionRef
+
+
+def parse_resource_name(
+    text: str,
+    *,
+    auth: AuthMode = "pod-adc",
+    key_json: bool = False,
+    auth_explicit: bool = True,
+) -> GcpRef | None:
+    """The ref for a full resource name, or ``None`` when it matches no format."""
+    m = _SM_GLOBAL.fullmatch(text)
+    if m:
+        return SecretVersionRef(
+            project=m["project"],
+            secret=m["secret"],
+            version=m["version"],
+            auth=auth,
+            key_json=key_json,
+            auth_explicit=auth_explicit,
+        )
+    m = _SM_REGIONAL.fullmatch(text)
+    if m:
+        location = m["location"]
+        return SecretVersionRef(
+            project=m["project"],
+            secret=m["secret"],
+            version=m["version"],
+            location="" if location == "global" else location,
+            auth=auth,
+            key_json=key_json,
+            auth_explicit=auth_explicit,
+        )
+    m = _PM.fullmatch(text)
+    if m:
+        location = m["location"]
+        return ParameterVersionRef(
+            project=m["project"],
+            parameter=m["parameter"],
+            version=m["version"],
+            location="" if location == "global" else location,
+            auth=auth,
+            key_json=key_json,
+            auth_explicit=auth_explicit,
+        )
+    return None
+
+
+def explain_bad_name(text: str) -> str:
+    """A short reason why ``text`` is not a resource name, for error messages."""
+    if text != text.strip():
+        return "has leading or trailing whitespace"
+    if text.startswith("//") or "googleapis.com" in text:
+        return "must be a bare resource name starting with 'projects/', not a URL"
+    if not text.startswith("projects/"):
+        return "must start with 'projects/'"
+    parts = text.split("/")
+    if "" in parts:
+        return "has an empty path element ('//' or a trailing '/')"
+    if "locations" in parts:
+        i = parts.index("locations")
+        if i + 1 < len(parts) and len(parts[i + 1]) > 30:
+            return "has a location longer than 30 characters"
+    if "versions" not in parts:
+        return "names no version; end it with '/versions/latest' or '/versions/<number>'"
+    return "does not match any supported format"
