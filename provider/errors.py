@@ -50,6 +50,11 @@ class NotFound(KeyferryError):
     code = Code.NOT_FOUND
 
 
+class Absent(NotFound):
+    """An optional slot with nothing in it by design (e.g. a version-history entry
+    beyond the versions that exist): skipped without being reported as missing."""
+
+
 class PermissionDenied(KeyferryError):
     code = Code.PERMISSION_DENIED
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from . import dialects, files, render
 from .backends import Registry
 from .errors import (
+    Absent,
     Code,
     DeadlineExceeded,
     Internal,
@@ -82,6 +83,8 @@ class Pipeline:
         errors: list[KeyferryError] = []
         skipped: list[str] = []
         for spec, result in zip(plan.objects, fetched, strict=True):
+            if spec.optional and isinstance(result, Absent):
+                continue
             if (
                 spec.optional
                 and isinstance(result, KeyferryError)

@@ -5,6 +5,7 @@ with the real Azure SDKs talking to the fake Key Vault and Entra ID."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,10 @@ def test_history_with_fewer_versions_than_asked(srv: Server, fake: FakeAzure) ->
     )
     assert files(resp) == {"only/0": (b"one", 0o644)}
     assert versions(resp) == {"secret/only/0": v}
+    # empty history slots are by design, not missing optional objects
+    audit = [json.loads(line)["audit"] for line in srv.logs if '"audit"' in line]
+    assert "skipped_optional" not in audit[-1]
+    assert "keyferry_optional_objects_skipped_total{" not in srv.metrics_text()
 
 
 def test_bad_class_is_one_invalid_argument_before_any_network_call(

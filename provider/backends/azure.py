@@ -79,6 +79,7 @@ from azure.keyvault.secrets import SecretClient
 from .. import certs
 from ..cache import TTLCache
 from ..errors import (
+    Absent,
     ConfigError,
     DeadlineExceeded,
     FailedPrecondition,
@@ -906,7 +907,7 @@ class AzureBackend:
             if not versions:
                 raise NotFound(f"{ref.describe()} has no enabled version")
             if ref.index >= len(versions):
-                raise NotFound(
+                raise Absent(
                     f"{ref.describe()}: version history entry {ref.index} does not exist (only "
                     f"{len(versions)} enabled versions)"
                 )
