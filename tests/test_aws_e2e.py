@@ -5,7 +5,10 @@ the aws backend, moto and a fake Kubernetes API, all on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import threading
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -323,3 +326,33 @@ def test_keyferry_mount_cli(
     assert (out / "MySecretPassword").read_bytes() == b"cli-pass"
     assert f"MySecret = {made['VersionId']}" in printed
     assert proxy.sts_calls()[0]["WebIdentityToken"] == "jwt-from-file"
+
+
+def test_concurrent_identical_mounts_share_one_batch_call(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube
+) -> None:
+    """A rollout: pods of one service account mount one class at once. With the value
+    cache off, in-flight coalescing alone must keep them from each calling AWS."""
+    sm, _ = seed_clients("us-east-1")
+    names = [f"coalesce-{uuid.uuid4().hex[:6]}-{i}" for i in range(3)]
+    for n in names:
+        sm.create_secret(Name=n, SecretString="v")
+    params = {
+        "objects": json.dumps([{"objectName": n, "objectType": "secretsmanager"} for n in names]),
+        "region": "us-east-1",
+    }
+    pods = 6
+    with server(tmp_path, proxy, kube) as srv:
+        srv.mount("aws", params, tokens=IRSA)  # credentials and clients warm
+        proxy.clear()
+        proxy.delay["BatchGetSecretValue"] = 0.5  # keep the first call in flight
+        gate = threading.Barrier(pods)
+
+        def one(i: int) -> int:
+            gate.wait()
+            pod = (DEFAULT_POD[0], f"web-{i}", str(uuid.uuid4()), DEFAULT_POD[3])
+            return len(srv.mount("aws", params, tokens=IRSA, pod=pod).files)
+
+        with ThreadPoolExecutor(pods) as pool:
+            assert list(pool.map(one, range(pods))) == [3] * pods
+    assert 1 <= proxy.count("BatchGetSecretValue") < pods

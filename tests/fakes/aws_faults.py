@@ -16,6 +16,7 @@ import http.client
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -81,6 +82,8 @@ class AwsFaults:
     requests: list[Recorded] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
     url: str = ""
+    delay: dict[str, float] = field(default_factory=dict)
+    """operation -> seconds to hold the request before forwarding (latency injection)."""
 
     def __post_init__(self) -> None:
         proxy = self
@@ -101,6 +104,8 @@ class AwsFaults:
                 body = self.rfile.read(length) if length else b""
                 rec = proxy._record(self.headers, body)
                 rule = proxy._match(rec)
+                if rec.operation in proxy.delay:
+                    time.sleep(proxy.delay[rec.operation])
                 if rule is not None:
                     self._error(rule, rec)
                     return

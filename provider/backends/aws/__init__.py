@@ -89,6 +89,7 @@ class AwsBackend:
         self.services = services
         self.pool = IdentityPool(settings)
         self._regions: TTLCache[str] = TTLCache(settings.region_cache_seconds)
+        self._inflight: TTLCache[_Outcome] = TTLCache(0)  # coalescing only, nothing kept
         self._batch_denied: TTLCache[bool] = TTLCache(settings.batch_denied_seconds)
         self._semaphore: asyncio.Semaphore | None = None
         self.calls: dict[str, int] = {}
@@ -189,7 +190,13 @@ class AwsBackend:
                 out[i] = cached
             else:
                 jobs.append(_Job(i, refs[i], refs[i].target, primary[i]))
-        first = await self._run_jobs(identity, jobs, deadline)
+        # Identical concurrent mounts (a rollout: many pods of one service account, one
+        # class) share one set of API calls instead of each missing the cache.
+        batch_key = (principal, tuple((j.index, j.ref, j.region) for j in jobs))
+        shared = await self._inflight.get_or_load(
+            batch_key, lambda: self._run_jobs(identity, jobs, deadline)
+        )
+        first = _Outcome(dict(shared.results), dict(shared.failures))  # ours to amend
         retry: list[_Job] = []
         for job in jobs:
             failure = first.failures.get(job.index)
