@@ -86,7 +86,7 @@ _VAULT_NAME = re.compile(r"^[-A-Za-z0-9]{3,24}$")
 _OBJECT_NAME = re.compile(r"^[-A-Za-z0-9]{1,127}$")
 _VERSION = re.compile(r"^[A-Za-z0-9]{1,64}$")
 _CLOUD_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_INT = re.compile(r"^[+]?(0o[0-7]+|0[0-7]*|[1-9][0-9]*)$")
+_INT = re.compile(r"^[+-]?(0o[0-7]+|0[0-7]*|[1-9][0-9]*)$")
 _OCTAL = re.compile(r"^[0-7]+$")
 
 EXAMPLE = "'array:\\n  - |\\n    objectName: db-password\\n    objectType: secret'"
@@ -144,6 +144,13 @@ def parse(mount: Mount) -> Plan:
             raise InvalidArgument(
                 "parameter 'cloudName': AzureStackCloud needs 'cloudEnvFileName' naming an "
                 "environment file the keyferry operator has allowed"
+            )
+        if top.get("cloudEnvFileName") and cloud.lower() != "azurestackcloud":
+            # Upstream reads the file only for AzureStackCloud; silently ignoring it
+            # would hide a misconfiguration, so say so.
+            raise InvalidArgument(
+                "parameter 'cloudEnvFileName' applies only with cloudName: AzureStackCloud; "
+                "remove it or set cloudName"
             )
     except KeyferryError as exc:
         errors.append(exc)
@@ -302,12 +309,13 @@ def _object_items(text: str) -> list[Any]:
 def _int_text(text: str, where: str) -> int:
     if not _INT.match(text):
         raise InvalidArgument(f"{where}: {text!r} is not an integer")
-    body = text.lstrip("+")
+    sign = -1 if text.startswith("-") else 1
+    body = text.lstrip("+-")
     if body.startswith("0o"):
-        return int(body[2:], 8)
+        return sign * int(body[2:], 8)
     if body.startswith("0") and len(body) > 1:
-        return int(body, 8)
-    return int(body)
+        return sign * int(body, 8)
+    return sign * int(body)
 
 
 def parse_file_permission(text: str, where: str) -> int:
