@@ -8,10 +8,10 @@ Metric labels are low-cardinality: dialect, backend, operation, outcome.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sys
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -23,26 +23,37 @@ _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mess
 
 
 class Redactor:
-    """Remembers secret values seen recently and replaces them in log output."""
+    """Replaces the secret values of the *current request* in its log lines.
 
-    def __init__(self, max_values: int = 4096) -> None:
-        self._values: dict[str, None] = {}
-        self._max = max_values
-        self._lock = threading.Lock()
+    Values live in a context variable, so one request's values never touch another
+    request's lines (a tenant must not be able to blank other tenants' audit records
+    by mounting a secret whose value is, say, their namespace). Each gRPC call runs
+    in its own task, and blocking work is run with the caller's context copied.
+    """
+
+    _values: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+        "keyferry_redact", default=()
+    )
+    MIN_LENGTH = 6  # shorter strings would redact ordinary words
+    MAX_LENGTH = 64 * 1024
+
+    def start(self) -> None:
+        """Begin a request with nothing to redact."""
+        self._values.set(())
 
     def add(self, values: Iterable[str | bytes]) -> None:
-        with self._lock:
-            for v in values:
-                text = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
-                if len(text) >= 6:  # shorter strings would redact ordinary words
-                    self._values[text] = None
-            while len(self._values) > self._max:
-                del self._values[next(iter(self._values))]
+        current = list(self._values.get())
+        for v in values:
+            text = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+            if self.MIN_LENGTH <= len(text) <= self.MAX_LENGTH:
+                current.append(text)
+                escaped = json.dumps(text)[1:-1]  # log lines are JSON-encoded
+                if escaped != text:
+                    current.append(escaped)
+        self._values.set(tuple(current))
 
     def scrub(self, text: str) -> str:
-        with self._lock:
-            values = list(self._values)
-        for v in values:
+        for v in self._values.get():
             if v in text:
                 text = text.replace(v, "[REDACTED]")
         return text

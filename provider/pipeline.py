@@ -97,8 +97,13 @@ class Pipeline:
                 errors.append(_as_object_error(spec, result))
                 continue
             try:
-                out_files.extend(render.render(spec, result, mount.default_mode))
-            except KeyferryError as exc:
+                # Off the event loop: extraction runs user expressions over documents.
+                out_files.extend(
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, render.render, spec, result, mount.default_mode
+                    )
+                )
+            except Exception as exc:
                 errors.append(_as_object_error(spec, exc))
                 continue
             version = result.version or self._content_version(spec, result)

@@ -33,6 +33,8 @@ def _string_map(raw: str, field: str, *, allow_null: bool) -> dict[str, str]:
         return {}
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise InvalidArgument(f"MountRequest.{field} is nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise InvalidArgument(
             f"MountRequest.{field} is not valid JSON (line {exc.lineno}, column {exc.colno}); "
@@ -58,7 +60,7 @@ def _string_map(raw: str, field: str, *, allow_null: bool) -> dict[str, str]:
 def _tokens(raw: str, source: str) -> dict[str, Token]:
     try:
         value: Any = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise InvalidArgument(
             f"{TOKENS_KEY} in {source} is not valid JSON; it must be the object kubelet "
             'sends: {"<audience>": {"token": "...", "expirationTimestamp": "..."}}'
@@ -85,8 +87,8 @@ def _permission(raw: str) -> int:
     if raw.strip() == "":
         return DEFAULT_MODE
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
+        value = json.loads(raw) if len(raw) <= 32 else None
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
         value = None
     if isinstance(value, str):  # tolerate a quoted number
         value = int(value) if value.isascii() and value.isdigit() else None

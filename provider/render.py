@@ -16,6 +16,7 @@ from typing import Any
 
 import jmespath
 import jmespath.exceptions
+import jmespath.functions
 import yaml
 
 from .errors import InvalidArgument
@@ -27,8 +28,22 @@ def _compiled(expression: str) -> Any:
     return jmespath.compile(expression)
 
 
+# Bounds on user-supplied JMESPath: an expression is evaluated for every mount, so
+# it must not be able to do unbounded work (``[@,@] | [@,@] | ...`` doubles the
+# value at every pipe).
+MAX_EXPRESSION_CHARS = 1024
+MAX_EXPRESSION_NODES = 256
+MAX_FANOUT = 1024
+_FUNCTIONS = jmespath.functions.Functions().FUNCTION_TABLE
+
+
 def compile_jmespath(expression: str, where: str) -> Any:
-    """Compile, and catch unknown functions and wrong arity before anything is fetched."""
+    """Compile and statically check an expression: syntax, known functions, arity,
+    and bounded size and fan-out. Nothing is evaluated here."""
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        raise InvalidArgument(
+            f"{where}: jmesPath expression is longer than {MAX_EXPRESSION_CHARS} characters"
+        )
     try:
         compiled = _compiled(expression)
     except jmespath.exceptions.ParseError as exc:
@@ -36,29 +51,55 @@ def compile_jmespath(expression: str, where: str) -> Any:
         if "-" in expression and '"' not in expression:
             hint = '; quote keys with hyphens, e.g. "my-key"'
         raise InvalidArgument(
-            f"{where}: jmesPath {expression!r} is not a valid expression "
+            f"{where}: jmesPath {_clip(expression)!r} is not a valid expression "
             f"(error at column {getattr(exc, 'lex_position', '?')}){hint}"
         ) from None
-    # jmespath resolves functions only when it evaluates; a dry run on an empty
-    # document finds the errors that do not depend on the data.
-    try:
-        compiled.search({})
-    except (jmespath.exceptions.UnknownFunctionError, jmespath.exceptions.ArityError) as exc:
-        raise InvalidArgument(
-            f"{where}: jmesPath {expression!r}: {_function_problem(exc)}"
-        ) from None
-    except jmespath.exceptions.JMESPathError:
-        pass  # type errors depend on the document; reported at render time
+    except RecursionError:
+        raise InvalidArgument(f"{where}: jmesPath expression is nested too deeply") from None
+    _check_ast(compiled.parsed, where, expression)
     return compiled
 
 
-def _function_problem(exc: Exception) -> str:
-    if isinstance(exc, jmespath.exceptions.UnknownFunctionError):
-        return "unknown function (see jmespath.org for the built-in functions)"
-    if isinstance(exc, jmespath.exceptions.ArityError):
-        name = getattr(exc, "function_name", "a function")
-        return f"wrong number of arguments to {name}()"
-    return "invalid expression"
+def _check_ast(root: Any, where: str, expression: str) -> None:
+    nodes = 0
+    fanout = 1
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        nodes += 1
+        if nodes > MAX_EXPRESSION_NODES:
+            raise InvalidArgument(f"{where}: jmesPath expression is too complex")
+        kind = node.get("type")
+        children = [c for c in node.get("children", []) if isinstance(c, dict)]
+        if kind == "function_expression":
+            name = node.get("value")
+            entry = _FUNCTIONS.get(name)
+            if entry is None:
+                raise InvalidArgument(
+                    f"{where}: jmesPath {_clip(expression)!r}: unknown function {name}() "
+                    "(see jmespath.org for the built-in functions)"
+                )
+            signature = entry["signature"]
+            variadic = bool(signature) and signature[-1].get("variadic")
+            wrong = len(children) < len(signature) if variadic else len(children) != len(signature)
+            if wrong:
+                raise InvalidArgument(
+                    f"{where}: jmesPath {_clip(expression)!r}: {name}() takes "
+                    f"{'at least ' if variadic else ''}{len(signature)} argument(s), "
+                    f"got {len(children)}"
+                )
+        elif kind in ("multi_select_list", "multi_select_dict"):
+            fanout *= max(1, len(children))
+            if fanout > MAX_FANOUT:
+                raise InvalidArgument(
+                    f"{where}: jmesPath expression multiplies its input more than "
+                    f"{MAX_FANOUT} times; select the values you need directly"
+                )
+        stack.extend(children)
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _document(content: bytes, kind: str, where: str) -> Any:
@@ -69,6 +110,13 @@ def _document(content: bytes, kind: str, where: str) -> Any:
 
 
 def _parse(content: bytes, kind: str, where: str) -> Any:
+    try:
+        return _parse_document(content, kind, where)
+    except (ValueError, OverflowError):  # e.g. Python's integer-digits limit
+        raise InvalidArgument(f"{where}: the value could not be parsed as a document") from None
+
+
+def _parse_document(content: bytes, kind: str, where: str) -> Any:
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError:
@@ -103,8 +151,8 @@ def extract(content: bytes, extraction: Extraction, where: str) -> bytes:
             raise InvalidArgument(
                 f"{where}: {what}: {fn}() was given a value of the wrong type"
             ) from None
-        except jmespath.exceptions.JMESPathError as exc:
-            raise InvalidArgument(f"{where}: {what}: {_function_problem(exc)}") from None
+        except jmespath.exceptions.JMESPathError:
+            raise InvalidArgument(f"{where}: {what} could not be evaluated") from None
         except RecursionError:
             raise InvalidArgument(f"{where}: the value is nested too deeply") from None
     else:
@@ -127,7 +175,10 @@ def extract(content: bytes, extraction: Extraction, where: str) -> bytes:
             f"{where}: {what} selects a {type(value).__name__}, not a string; select a "
             "string value (e.g. a leaf key)"
         )
-    return value.encode("utf-8")
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{where}: {what} selects text that is not valid Unicode") from None
 
 
 def decode(content: bytes, decoding: str | None, where: str) -> bytes:

@@ -127,6 +127,7 @@ class Provider:
         mount: Mount | None = None
         record: dict[str, Any] = {"provider": name, "dialect": dialect}
         try:
+            REDACTOR.start()
             mount = protocol.decode(request, dialect=dialect, provider_name=name)
             REDACTOR.add(protocol.secret_values(mount))
             record.update(_who(mount))
@@ -141,8 +142,9 @@ class Provider:
             record["outcome"] = "ok"
             return None, "", response
         except KeyferryError as exc:
-            record.update(outcome="error", code=exc.code.value, error=exc.message)
-            return exc.code, exc.message, pb.MountResponse()
+            message = _clip(exc.message)
+            record.update(outcome="error", code=exc.code.value, error=message)
+            return exc.code, message, pb.MountResponse()
         except Exception as exc:  # never a stack trace to the client
             incident = uuid.uuid4().hex[:12]
             log.exception("mount failed unexpectedly", extra={"incident": incident})
@@ -325,6 +327,16 @@ def prepare_socket_path(path: Path) -> None:
         f"{path} is in use by a running process (another provider with this name?); "
         "stop it first — two providers must never share a socket name on one node"
     )
+
+
+MAX_MESSAGE_CHARS = 4000
+
+
+def _clip(message: str) -> str:
+    """Keep status messages well under gRPC's metadata limits (16 KiB in some clients)."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return message[:MAX_MESSAGE_CHARS] + f"... ({len(message) - MAX_MESSAGE_CHARS} more characters)"
 
 
 def _who(mount: Mount) -> dict[str, Any]:

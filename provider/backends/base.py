@@ -11,6 +11,7 @@ dialects or other backends.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import hashlib
 import hmac
@@ -55,7 +56,9 @@ class Services:
     async def run_blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking SDK call on the shared bounded pool."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+        context = contextvars.copy_context()  # keeps the request's log redaction
+        call = functools.partial(fn, *args, **kwargs)
+        return await loop.run_in_executor(self.executor, context.run, call)
 
     async def timed(
         self,

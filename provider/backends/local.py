@@ -69,6 +69,10 @@ class LocalBackend:
             raise InvalidArgument(f"local name {ref.path!r} is a directory, not a file") from None
         except PermissionError:
             raise PermissionDenied(f"keyferry may not read local file {ref.path!r}") from None
+        except OSError as exc:  # ENAMETOOLONG, ELOOP, ...
+            raise InvalidArgument(
+                f"local file {ref.path!r} cannot be read: {exc.strerror or type(exc).__name__}"
+            ) from None
         if len(data) > limit:
             raise ResourceExhausted(
                 f"local file {ref.path!r} is larger than the {limit}-byte budget"

@@ -58,9 +58,44 @@ TextScalarLoader.yaml_implicit_resolvers = {
 }
 
 
+MAX_PARAMETER_BYTES = 256 * 1024
+MAX_YAML_DEPTH = 64
+
+
+def _check_events(parameter: str, text: str, loader: type[Any]) -> None:
+    """Refuse aliases (``*name``: an alias bomb expands exponentially wherever a value
+    is turned into text) and absurd nesting, before anything is constructed."""
+    depth = 0
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.AliasEvent):
+            line = event.start_mark.line + 1 if event.start_mark else "?"
+            raise InvalidArgument(
+                f"parameter '{parameter}' uses a YAML alias (*{event.anchor}) at line "
+                f"{line}; aliases are not allowed in parameters, write the value out"
+            )
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise InvalidArgument(
+                    f"parameter '{parameter}' is nested more than {MAX_YAML_DEPTH} levels deep"
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def load_yaml(parameter: str, text: str, *, loader: type[Any] = UniqueKeyLoader) -> Any:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_PARAMETER_BYTES:
+        raise InvalidArgument(
+            f"parameter '{parameter}' is larger than {MAX_PARAMETER_BYTES // 1024} KiB"
+        )
     try:
+        _check_events(parameter, text, loader)
         return yaml.load(text, Loader=loader)
+    except (RecursionError, ValueError, OverflowError):  # e.g. the integer-digits limit
+        raise InvalidArgument(
+            f"parameter '{parameter}' holds a value that cannot be read (a number with "
+            "thousands of digits or nesting too deep)"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -7,6 +7,7 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 
 from ..errors import InvalidArgument
+from ..files import path_problem
 from ..model import Mount
 from ..refs.local import LocalRef
 from .common import get_str
@@ -25,4 +26,7 @@ def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Has
     clean = "/".join(p for p in parts if p not in ("", "."))
     if not clean:
         raise InvalidArgument(f"{where}: local name must name a file below the local root")
+    problem = path_problem(clean)
+    if problem:
+        raise InvalidArgument(f"{where}: local name {clean[:80]!r} {problem}")
     return LocalRef(path=clean), clean
