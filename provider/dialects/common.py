@@ -62,7 +62,7 @@ MAX_PARAMETER_BYTES = 256 * 1024
 MAX_YAML_DEPTH = 64
 
 
-def _check_events(parameter: str, text: str, loader: type[Any]) -> None:
+def check_yaml_events(parameter: str, text: str, loader: type[Any]) -> None:
     """Refuse aliases (``*name``: an alias bomb expands exponentially wherever a value
     is turned into text) and absurd nesting, before anything is constructed."""
     depth = 0
@@ -89,7 +89,7 @@ def load_yaml(parameter: str, text: str, *, loader: type[Any] = UniqueKeyLoader)
             f"parameter '{parameter}' is larger than {MAX_PARAMETER_BYTES // 1024} KiB"
         )
     try:
-        _check_events(parameter, text, loader)
+        check_yaml_events(parameter, text, loader)
         return yaml.load(text, Loader=loader)
     except (RecursionError, ValueError, OverflowError):  # e.g. the integer-digits limit
         raise InvalidArgument(

@@ -37,7 +37,7 @@ from ..refs.gcp import (
     explain_bad_name,
     parse_resource_name,
 )
-from .common import check_keys, collect
+from .common import MAX_PARAMETER_BYTES, check_keys, check_yaml_events, collect
 
 PARAMETERS = ("secrets", "auth")
 ENTRY_KEYS = ("resourceName", "fileName", "path", "mode", "extractJSONKey", "extractYAMLKey")
@@ -111,8 +111,15 @@ def _walk(node: yaml.Node, where: str, budget: list[int], depth: int = 0) -> Any
 
 def load_source_yaml(parameter: str, text: str) -> Any:
     """Parse YAML keeping every scalar's source text (no type resolution)."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_PARAMETER_BYTES:
+        raise InvalidArgument(
+            f"parameter '{parameter}' is larger than {MAX_PARAMETER_BYTES // 1024} KiB"
+        )
     try:
+        check_yaml_events(parameter, text, yaml.SafeLoader)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise InvalidArgument(f"parameter '{parameter}' is nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
