@@ -86,6 +86,11 @@ def setup_logging(level: str = "info", stream: Any = None) -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(level.upper())
     logger.propagate = False
+    # Third-party loggers (SDKs) go through the same JSON formatter and redaction,
+    # warnings and above only: their debug output can quote request details.
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
 
 
 def get_logger(name: str = "") -> logging.Logger:

@@ -167,3 +167,4 @@ def running_server(
     finally:
         emb.stop(grace=1.0)
         logging.getLogger("keyferry").handlers.clear()
+        logging.getLogger().handlers.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -305,6 +306,106 @@ def test_service_principal_from_node_publish_secret(env: Env) -> None:
     err = env.error(ref("db", auth=sp), bad)
     assert err.code is Code.UNAUTHENTICATED
     assert "clientsecret" in err.message and "wrong" not in err.message
+
+
+def test_service_principal_client_id_never_reaches_messages(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    # nodePublishSecretRef data: neither a 403 nor an Entra refusal names the client id,
+    # and azure-identity's own warnings (which quote Entra's text) are not emitted.
+    caplog.set_level(logging.DEBUG)
+    env.fake.entra.add_client_secret("sp-canary-id", "s3cret")
+    env.fake.vault.add_secret("kv1", "db", "x")
+    env.fake.vault.grant("kv1", "secrets", "someone-else")
+    sp = AzureAuth(mode="service_principal", tenant_id=TENANT, client_id="sp-canary-id")
+    good = workload_mount(secrets={"clientid": "sp-canary-id", "clientsecret": "s3cret"})
+    denied = env.error(ref("db", auth=sp), good)
+    assert denied.code is Code.PERMISSION_DENIED
+    assert "nodePublishSecretRef" in denied.message
+    unknown = AzureAuth(mode="service_principal", tenant_id=TENANT, client_id="sp-unknown-id")
+    bad = workload_mount(secrets={"clientid": "sp-unknown-id", "clientsecret": "s3cret"})
+    refused = env.error(ref("db", auth=unknown), bad)
+    assert refused.code is Code.UNAUTHENTICATED
+    for err in (denied, refused):
+        assert "sp-canary-id" not in err.message and "sp-unknown-id" not in err.message
+        assert "s3cret" not in err.message
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("azure.identity")]
+    assert not [m for m in logged if "sp-unknown-id" in m], logged
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value"),
+    [
+        ("azure.workload.identity/tenant-id", "x/../../steal"),
+        ("azure.workload.identity/tenant-id", "t?x=1"),
+        ("azure.workload.identity/client-id", "app-1&client_id=other"),
+    ],
+)
+def test_service_account_annotation_with_url_characters_is_refused_before_any_token(
+    env: Env, annotation: str, value: str
+) -> None:
+    annotations = {
+        "azure.workload.identity/client-id": "app-1",
+        "azure.workload.identity/tenant-id": TENANT,
+        annotation: value,
+    }
+    env.kube.add_service_account("team-a", "web", annotations)
+    env.fake.vault.add_secret("kv1", "db", "x")
+    err = env.error(ref("db", auth=AzureAuth()))
+    assert err.code is Code.FAILED_PRECONDITION, err.message
+    assert annotation in err.message
+    assert env.fake.entra.token_requests == 0
+    assert not [r for r in env.fake.entra.requests if "steal" in r]
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        AzureAuth(mode="workload", tenant_id="x/../../steal", client_id="app-1"),
+        AzureAuth(mode="workload", tenant_id=TENANT, client_id="app-1/../x"),
+        AzureAuth(mode="service_principal", tenant_id="a b"),
+        AzureAuth(mode="vm_managed_identity", user_assigned_identity_id="id?x=1"),
+    ],
+    ids=["workload-tenant", "workload-client", "sp-tenant", "vm-user-assigned"],
+)
+def test_refs_with_url_characters_are_refused_by_the_backend_too(
+    fake: FakeAzure, kube: FakeKube, auth: AzureAuth
+) -> None:
+    e = Env(fake, kube, allow_vm_managed_identity=True)
+    try:
+        m = workload_mount(secrets={"clientid": "sp-1", "clientsecret": "CANARY-sp-secret"})
+        err = e.error(ref("db", auth=auth), m)
+        assert err.code is Code.INVALID_ARGUMENT, err.message
+        assert "CANARY" not in err.message and "sp-1" not in err.message
+        assert fake.entra.token_requests == 0
+    finally:
+        e.close()
+
+
+def test_service_principal_client_id_with_url_characters_is_refused_unquoted(env: Env) -> None:
+    sp = AzureAuth(mode="service_principal", tenant_id=TENANT)
+    m = workload_mount(secrets={"clientid": "CANARY/../x", "clientsecret": "CANARY-secret"})
+    err = env.error(ref("db", auth=sp), m)
+    assert err.code is Code.INVALID_ARGUMENT
+    assert "nodePublishSecretRef" in err.message and "CANARY" not in err.message
+    assert env.fake.entra.token_requests == 0
+
+
+@pytest.mark.parametrize("error", [ValueError, TypeError])
+def test_sdk_argument_errors_while_building_credentials_are_user_errors(
+    env: Env, monkeypatch: pytest.MonkeyPatch, error: type[Exception]
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise error("azure-identity says no about CANARY-sp-secret")
+
+    monkeypatch.setattr(azb, "ClientSecretCredential", refuse)
+    monkeypatch.setattr(azb, "ClientAssertionCredential", refuse)
+    sp = AzureAuth(mode="service_principal", tenant_id=TENANT, client_id="sp-1")
+    m = workload_mount(secrets={"clientid": "sp-1", "clientsecret": "CANARY-sp-secret"})
+    for auth in (sp, WI):
+        err = env.error(ref("db", auth=auth), m)
+        assert err.code is Code.INVALID_ARGUMENT, err.message
+        assert "CANARY" not in err.message and "azure-identity" in err.message
 
 
 def test_vm_managed_identity_needs_server_permission(env: Env) -> None:

@@ -228,6 +228,60 @@ def test_half_a_service_principal_names_the_missing_key() -> None:
     assert "'clientsecret'" in err.message
 
 
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"tenantID": "x/../../steal"}, "'tenantID'"),
+        ({"tenantID": None, "tenantId": "t?x=1"}, "'tenantId'"),
+        ({"tenantID": "a" * 101}, "'tenantID'"),
+        ({"tenantID": "tenant#frag"}, "'tenantID'"),
+        ({"clientID": "app/../x"}, "'clientID'"),
+        ({"clientID": "app&scope=x"}, "'clientID'"),
+        (
+            {"clientID": None, "useVMManagedIdentity": "true", "userAssignedIdentityID": "a?b"},
+            "'userAssignedIdentityID'",
+        ),
+    ],
+)
+def test_tenant_and_client_ids_with_url_characters_are_rejected(
+    params: dict[str, str], field: str
+) -> None:
+    # The tenant id is a path segment of the token URL the pod's token is posted to.
+    err = error(mount(objects(SECRET), **params))
+    assert err.code is Code.INVALID_ARGUMENT
+    assert field in err.message
+
+
+def test_tenant_ids_as_azure_identity_accepts_them_pass() -> None:
+    for tenant in (TENANT, "contoso.onmicrosoft.com", "t", "a" * 100):
+        ref = azure.parse(mount(objects(SECRET), tenantID=tenant)).objects[0].ref
+        assert isinstance(ref, AzureRef) and ref.auth.tenant_id == tenant
+
+
+def test_service_principal_client_id_is_checked_without_quoting_it() -> None:
+    err = error(
+        mount(
+            objects(SECRET),
+            clientID=None,  # type: ignore[arg-type]
+            secrets={"clientid": "CANARY/../x", "clientsecret": "s"},
+        )
+    )
+    assert err.code is Code.INVALID_ARGUMENT
+    assert "nodePublishSecretRef" in err.message and "CANARY" not in err.message
+
+
+def test_native_tenant_id_with_url_characters_is_rejected() -> None:
+    with pytest.raises(KeyferryError) as info:
+        native.parse(
+            native_mount(
+                "- backend: azure\n  vault: my-kv\n  name: db\n  clientID: c\n"
+                "  tenantID: x/../steal\n"
+            )
+        )
+    assert info.value.code is Code.INVALID_ARGUMENT
+    assert "tenantID" in info.value.message
+
+
 def test_user_assigned_identity_without_vm_mode_is_rejected() -> None:
     err = error(mount(objects(SECRET), userAssignedIdentityID="uai"))
     assert "useVMManagedIdentity" in err.message

@@ -325,6 +325,29 @@ def test_checksum_is_verified(stack: GoogleStack, kube: StubKube) -> None:
 # -- Parameter Manager -------------------------------------------------------------------
 
 
+def test_parameters_with_equal_bytes_do_not_share_a_version_suffix(
+    stack: GoogleStack, kube: StubKube
+) -> None:
+    # The suffix is keyed by the parameter version too: equal suffixes would tell that
+    # two parameters (say, one readable and one not) hold the same bytes.
+    stack.parameter_manager.add_version("my-project", "a", "v1", b"same\n")
+    stack.parameter_manager.add_version("my-project", "b", "v1", b"same\n")
+    got = run(
+        backend(stack, kube),
+        make_mount(
+            stack,
+            entries(
+                "projects/my-project/locations/global/parameters/a/versions/v1",
+                "projects/my-project/locations/global/parameters/b/versions/v1",
+            ),
+        ),
+    )
+    a, b = ok(got[0]), ok(got[1])
+    assert a.content == b.content == b"same\n"
+    assert a.version and b.version
+    assert a.version.rpartition("@")[2] != b.version.rpartition("@")[2]
+
+
 def test_parameter_versions_render_and_version_follows_references(
     stack: GoogleStack, kube: StubKube
 ) -> None:
@@ -518,6 +541,73 @@ def test_unreachable_sts_is_unavailable(stack: GoogleStack, kube: StubKube) -> N
     assert err.code is Code.UNAVAILABLE and "STS" in err.message
 
 
+_BAD_GATEWAY = "<html><body><h1>502 Server Error</h1></body></html>"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        (
+            503,
+            {"error": {"code": 503, "message": "Unavailable.", "status": "UNAVAILABLE"}},
+        ),
+        (500, {"error": "server_error", "error_description": "Internal error."}),
+        (502, _BAD_GATEWAY),
+        (429, {"error": {"code": 429, "message": "Quota.", "status": "RESOURCE_EXHAUSTED"}}),
+    ],
+    ids=["503-json", "500-oauth", "502-html", "429"],
+)
+def test_sts_outage_is_unavailable_not_permission_denied(
+    stack: GoogleStack, kube: StubKube, fault: tuple[int, Any]
+) -> None:
+    # A 5xx from STS is not a verdict on the pod's identity: kubelet should retry.
+    stack.identity.fail_sts_with = fault
+    err = single_error(
+        backend(stack, kube),
+        make_mount(stack, entries("projects/my-project/secrets/db/versions/1")),
+    )
+    assert err.code is Code.UNAVAILABLE, err.message
+    assert "STS" in err.message and f"HTTP {fault[0]}" in err.message
+    assert "eyJ" not in err.message
+
+
+def test_sts_4xx_rejection_stays_permission_denied(stack: GoogleStack, kube: StubKube) -> None:
+    stack.identity.fail_sts_with = (
+        400,
+        {"error": "invalid_grant", "error_description": "The subject token is not valid."},
+    )
+    err = single_error(
+        backend(stack, kube),
+        make_mount(stack, entries("projects/my-project/secrets/db/versions/1")),
+    )
+    assert err.code is Code.PERMISSION_DENIED, err.message
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [
+        ((503, {"error": {"code": 503, "status": "UNAVAILABLE"}}), Code.UNAVAILABLE),
+        ((500, {"error": {"code": 500, "status": "INTERNAL"}}), Code.UNAVAILABLE),
+        ((502, _BAD_GATEWAY), Code.UNAVAILABLE),
+        ((403, {"error": {"code": 403, "status": "PERMISSION_DENIED"}}), Code.PERMISSION_DENIED),
+    ],
+    ids=["503", "500", "502-html", "403"],
+)
+def test_iam_credentials_outage_is_unavailable_and_rejection_permission_denied(
+    stack: GoogleStack, kube: StubKube, fault: tuple[int, Any], code: Code
+) -> None:
+    kube.annotations[("team-a", "web")] = {"iam.gke.io/gcp-service-account": GSA}
+    stack.google.bind(GSA, "team-a", "web")
+    stack.identity.fail_iam_with = fault
+    err = single_error(
+        backend(stack, kube),
+        make_mount(stack, entries("projects/my-project/secrets/db/versions/1")),
+    )
+    assert err.code is code, err.message
+    assert stack.google.counts["iam"] >= 1
+    assert "eyJ" not in err.message
+
+
 def test_pool_not_configured(stack: GoogleStack, kube: StubKube) -> None:
     b = backend(stack, kube, audience="", workload_identity_pool="")
     err = single_error(b, make_mount(stack, entries("projects/my-project/secrets/db/versions/1")))
@@ -606,6 +696,28 @@ def test_key_json_only_when_allowed(stack: GoogleStack, kube: StubKube) -> None:
     )
     err = single_error(backend(stack, kube, allow_node_publish_secret=True), both)
     assert err.code is Code.INVALID_ARGUMENT and "both" in err.message
+
+
+def test_key_json_rejection_does_not_name_the_key(stack: GoogleStack, kube: StubKube) -> None:
+    # client_email is nodePublishSecretRef data: it stays out of messages.
+    email = "canary-keyed@my-project.iam.gserviceaccount.com"
+    stack.identity.disabled_keys.add(email)
+    key = {"key.json": _service_account_key(email)}
+    m = make_mount(stack, entries("projects/my-project/secrets/db/versions/1"), node_secrets=key)
+    err = single_error(backend(stack, kube, allow_node_publish_secret=True), m)
+    assert err.code is Code.PERMISSION_DENIED, err.message
+    assert "key.json" in err.message and "Invalid JWT Signature" in err.message
+    assert "canary" not in err.message and "PRIVATE KEY" not in err.message
+
+
+def test_key_json_token_endpoint_outage_is_unavailable(stack: GoogleStack, kube: StubKube) -> None:
+    email = "canary-keyed@my-project.iam.gserviceaccount.com"
+    stack.identity.fail_oauth2_with = (502, _BAD_GATEWAY)
+    key = {"key.json": _service_account_key(email)}
+    m = make_mount(stack, entries("projects/my-project/secrets/db/versions/1"), node_secrets=key)
+    err = single_error(backend(stack, kube, allow_node_publish_secret=True), m)
+    assert err.code is Code.UNAVAILABLE, err.message
+    assert "canary" not in err.message
 
 
 def test_key_json_must_be_a_service_account_key(stack: GoogleStack, kube: StubKube) -> None:

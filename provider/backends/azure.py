@@ -46,6 +46,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import re
 import threading
 import time
@@ -99,6 +100,8 @@ from ..refs.azure import (
     WORKLOAD_AUDIENCE,
     AzureAuth,
     AzureRef,
+    check_client_id,
+    check_tenant_id,
     require_workload_token,
 )
 from .base import FetchResult, Services
@@ -433,6 +436,9 @@ def _jwt_claims(token: str) -> Mapping[str, Any] | None:
     return claims if isinstance(claims, Mapping) else None
 
 
+SP_DESCRIBE = "the service principal from nodePublishSecretRef"
+"""How messages name a service principal: its client id is nodePublishSecretRef data."""
+
 _AADSTS = re.compile(r"(AADSTS\d+)[:\s]+([^\r\n]*)")
 _AADSTS_HINTS = {
     "AADSTS70021": "no federated identity credential matches the token: create one on the "
@@ -493,6 +499,13 @@ class AzureBackend:
                     identities[who] = await self._identity(mount, ref, sa)
                 except KeyferryError as exc:
                     identities[who] = exc
+                except (ValueError, TypeError) as exc:
+                    # azure-identity validates its arguments with ValueError/TypeError;
+                    # its text may quote them (nodePublishSecretRef data), so only the type.
+                    identities[who] = InvalidArgument(
+                        f"{ref.describe()}: the identity settings were rejected "
+                        f"({type(exc).__name__}); check tenantID and clientID"
+                    )
 
         async def one(i: int, ref: AzureRef, url: str) -> None:
             identity = identities[(ref.auth, ref.cloud, ref.cloud_env_file)]
@@ -592,7 +605,11 @@ class AzureBackend:
                 "add a nodePublishSecretRef with 'clientid' and 'clientsecret'",
             )
             client_id = str(annotations.get(ANNOTATION_CLIENT_ID, "")).strip()
-            if not client_id:
+            if client_id:
+                check_client_id(
+                    client_id, f"{who} annotation {ANNOTATION_CLIENT_ID}", error=FailedPrecondition
+                )
+            else:
                 raise FailedPrecondition(
                     "no identity for Key Vault: the SecretProviderClass has no 'clientID' and "
                     f"{who} has no {ANNOTATION_CLIENT_ID} annotation; set one of them to the "
@@ -614,16 +631,36 @@ class AzureBackend:
                     f"'tenantID' is not set and {who} has no {ANNOTATION_TENANT_ID} annotation; "
                     "set tenantID in the SecretProviderClass to the vault's Entra tenant id"
                 )
+            # As untrusted as the class: it becomes a path segment of the token URL.
+            check_tenant_id(
+                tenant, f"{who} annotation {ANNOTATION_TENANT_ID}", error=FailedPrecondition
+            )
+        # The dialect checked the class's values; refs built elsewhere are checked here,
+        # before any credential exists or any token is sent.
+        if tenant:
+            check_tenant_id(tenant, "tenantID")
+        if client_id and mode == "workload":
+            check_client_id(client_id, "clientID")
+        if auth.user_assigned_identity_id:
+            check_client_id(auth.user_assigned_identity_id, "userAssignedIdentityID")
         if mode == "workload":
             return self._workload(mount, cloud, tenant, client_id)
         if mode == "service_principal":
             return self._service_principal(mount, cloud, tenant)
         return self._managed_identity(auth)
 
-    def _remember(self, key: Hashable, build: Callable[[], _Identity]) -> _Identity:
+    def _remember(self, key: Hashable, build: Callable[[], _Identity], what: str) -> _Identity:
         identity = self._identities.get(key)
         if identity is None:
-            identity = build()
+            try:
+                identity = build()
+            except (ValueError, TypeError) as exc:
+                # azure-identity validates its arguments this way; its text may quote
+                # them (nodePublishSecretRef data), so the message names only the type.
+                raise InvalidArgument(
+                    f"cannot set up {what}: azure-identity rejected its settings "
+                    f"({type(exc).__name__}); check tenantID and the client id"
+                ) from None
             self._identities[key] = identity
             if len(self._identities) > self.settings.max_clients:
                 _, old = self._identities.popitem(last=False)
@@ -680,7 +717,7 @@ class AzureBackend:
                 assertion=assertion,
             )
 
-        identity = self._remember(key, build)
+        identity = self._remember(key, build, f"workload identity {client_id}")
         assert identity.assertion is not None
         identity.assertion.set(token)
         return identity
@@ -697,6 +734,7 @@ class AzureBackend:
             raise InvalidArgument(
                 "nodePublishSecretRef: a service principal needs 'clientid' and 'clientsecret'"
             )
+        check_client_id(client_id, "nodePublishSecretRef 'clientid'", show=False)
         digest = hashlib.sha256(f"{tenant}\0{client_id}\0{secret}".encode()).hexdigest()
         key = ("service_principal", cloud.authority_host, tenant, client_id, digest)
 
@@ -706,14 +744,15 @@ class AzureBackend:
             inner = ClientSecretCredential(tenant, client_id, secret, **kwargs)
             return _Identity(
                 key=key,
-                describe=f"service principal {client_id}",
+                # Never the client id: nodePublishSecretRef data stays out of messages.
+                describe=SP_DESCRIBE,
                 mode="service_principal",
                 tenant_id=tenant,
                 client_id=client_id,
                 credential=_PinnedCredential(inner),
             )
 
-        return self._remember(key, build)
+        return self._remember(key, build, SP_DESCRIBE)
 
     def _managed_identity(self, auth: AzureAuth) -> _Identity:
         if not self.settings.allow_vm_managed_identity:
@@ -740,7 +779,7 @@ class AzureBackend:
                 credential=_PinnedCredential(inner),
             )
 
-        return self._remember(key, build)
+        return self._remember(key, build, f"VM managed identity {uai or '(system-assigned)'}")
 
     # -- clients --
 
@@ -975,11 +1014,20 @@ def _auth_hint(text: str, identity: _Identity) -> str:
     code = m.group(1)
     subject = identity.describe.rpartition("(")[2].rstrip(")") if identity.assertion else ""
     hint = _AADSTS_HINTS.get(code)
+    secret_client = identity.mode == "service_principal"
+    client = "(the nodePublishSecretRef clientid)" if secret_client else identity.client_id
     if hint:
-        return f"{code}: " + hint.format(
-            client=identity.client_id, tenant=identity.tenant_id, subject=subject
+        return f"{code}: " + hint.format(client=client, tenant=identity.tenant_id, subject=subject)
+    detail = m.group(2)
+    if secret_client and identity.client_id:
+        # Entra quotes the application id in its descriptions.
+        detail = re.sub(
+            re.escape(identity.client_id),
+            "(the nodePublishSecretRef clientid)",
+            detail,
+            flags=re.IGNORECASE,
         )
-    return f"{code}: {m.group(2)[:200].strip()}"
+    return f"{code}: {detail[:200].strip()}"
 
 
 def _from_vault(exc: HttpResponseError, ref: AzureRef) -> bool:
@@ -1061,5 +1109,16 @@ def translate(exc: Exception, ref: AzureRef, identity: _Identity) -> KeyferryErr
     return Internal(f"{what}: unexpected error {type(exc).__name__}")
 
 
+# azure-identity logs every failed token request at WARNING with Entra's text, which
+# quotes the application id (a service principal's is nodePublishSecretRef data). It
+# bypasses keyferry's JSON log and redactor (Python's last-resort stderr handler), and
+# every failure already becomes a keyferry error, so only its errors are let through.
+_QUIET_LOGGERS = ("azure.identity",)
+
+
 def create(settings: Mapping[str, Any], services: Services) -> AzureBackend:
+    for name in _QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.ERROR:
+            logger.setLevel(logging.ERROR)
     return AzureBackend(parse_settings(settings), services)

@@ -46,6 +46,8 @@ from ..refs.azure import (
     AzureRef,
     Conversion,
     ObjectKind,
+    check_client_id,
+    check_tenant_id,
     require_workload_token,
 )
 from .common import check_keys, collect, get_str, load_yaml, parse_bool, require_list, type_name
@@ -160,6 +162,7 @@ def parse(mount: Mount) -> Plan:
         auth = resolve_auth(
             mount,
             tenant_id=top.get("tenantID") or top.get("tenantId", ""),
+            tenant_field="tenantID" if top.get("tenantID") else "tenantId",
             client_id=top.get("clientID", ""),
             use_vm=top.get("useVMManagedIdentity", ""),
             user_assigned=top.get("userAssignedIdentityID", ""),
@@ -233,8 +236,19 @@ def resolve_auth(
     use_pod_identity: Any,
     use_token_proxy: Any,
     where: str,
+    tenant_field: str = "tenantID",
 ) -> AzureAuth:
-    """The identity mode a class asks for, checked as far as possible without I/O."""
+    """The identity mode a class asks for, checked as far as possible without I/O.
+
+    The tenant id becomes a path segment of the token URL the pod's token is posted
+    to, and client ids go into token requests: both are checked here, before any
+    Kubernetes or Entra call."""
+    if tenant_id:
+        check_tenant_id(tenant_id, f"{where} '{tenant_field}'")
+    if client_id:
+        check_client_id(client_id, f"{where} 'clientID'")
+    if user_assigned:
+        check_client_id(user_assigned, f"{where} 'userAssignedIdentityID'")
     pod_identity = parse_bool(use_pod_identity, f"{where} 'usePodIdentity'")
     vm = parse_bool(use_vm, f"{where} 'useVMManagedIdentity'")
     proxy = parse_bool(use_token_proxy, f"{where} 'useAzureTokenProxy'")
@@ -284,9 +298,10 @@ def resolve_auth(
                 "principal needs both 'clientid' and 'clientsecret' (or set 'clientID' for "
                 "workload identity)"
             )
-        return AzureAuth(
-            mode="service_principal", tenant_id=tenant_id, client_id=str(sp["clientid"]).strip()
+        sp_client = check_client_id(
+            str(sp["clientid"]).strip(), "nodePublishSecretRef 'clientid'", show=False
         )
+        return AzureAuth(mode="service_principal", tenant_id=tenant_id, client_id=sp_client)
     return AzureAuth(mode="auto", tenant_id=tenant_id)
 
 

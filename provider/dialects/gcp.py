@@ -312,7 +312,10 @@ def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Has
     auth_text = raw_auth.strip() if isinstance(raw_auth, str) else ""
     if auth_text not in NATIVE_AUTH:
         raise InvalidArgument(
-            f"{where}: auth {raw_auth!r} is not supported{did_you_mean(auth_text, NATIVE_AUTH)}"
+            f"{where}: auth {auth_text[:40]!r} is not supported"
+            f"{did_you_mean(auth_text[:40], NATIVE_AUTH)}"
+            if isinstance(raw_auth, str)
+            else f"{where}: auth must be a string such as 'pod-adc'"
         )
     auth: AuthMode = "pod-adc"
     for candidate in NATIVE_AUTH:

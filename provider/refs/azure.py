@@ -7,15 +7,23 @@ output conversion. Endpoints are not here: they come from server configuration.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
-from ..errors import FailedPrecondition
+from ..errors import FailedPrecondition, InvalidArgument, KeyferryError
 from ..model import Mount
 
 WORKLOAD_AUDIENCE = "api://AzureADTokenExchange"
 ANNOTATION_CLIENT_ID = "azure.workload.identity/client-id"
 ANNOTATION_TENANT_ID = "azure.workload.identity/tenant-id"
+
+# azure-identity's own rule (``azure.identity._internal.validate_tenant_id``): the
+# tenant becomes a path segment of the token URL, so nothing else may pass.
+_TENANT_ID = re.compile(r"^[A-Za-z0-9.-]{1,100}$")
+# Client ids are GUIDs in Entra; anything that could carry a path, query or form
+# separator is refused before it reaches azure-identity or the token endpoint.
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 ObjectKind = Literal["secret", "key", "cert"]
 AuthMode = Literal["auto", "workload", "service_principal", "vm_managed_identity"]
@@ -70,6 +78,41 @@ class AzureRef:
         if self.version:
             what += f" version '{self.version}'"
         return f"{what} in vault '{self.vault}'"
+
+
+def _shown(value: str) -> str:
+    """A class value in a message: short values quoted, long ones only measured."""
+    return repr(value) if len(value) <= 64 else f"({len(value)} characters)"
+
+
+def check_tenant_id(
+    value: str, where: str, *, error: type[KeyferryError] = InvalidArgument, show: bool = True
+) -> str:
+    """``value`` if it is a valid Entra tenant id (GUID or domain), else ``error``.
+
+    ``show=False`` keeps the value out of the message (nodePublishSecretRef data)."""
+    if not _TENANT_ID.match(value):
+        shown = f" {_shown(value)}" if show else ""
+        raise error(
+            f"{where}: tenant id{shown} is not valid; use the Entra tenant's id (a GUID) or "
+            "its domain: 1-100 letters, digits, '.' and '-'"
+        )
+    return value
+
+
+def check_client_id(
+    value: str, where: str, *, error: type[KeyferryError] = InvalidArgument, show: bool = True
+) -> str:
+    """``value`` if it can be an Entra client id, else ``error``.
+
+    ``show=False`` keeps the value out of the message (nodePublishSecretRef data)."""
+    if not _CLIENT_ID.match(value):
+        shown = f" {_shown(value)}" if show else ""
+        raise error(
+            f"{where}: client id{shown} is not valid; use the application's or managed "
+            "identity's client id (a GUID): 1-128 letters, digits, '.', '_' and '-'"
+        )
+    return value
 
 
 def require_workload_token(mount: Mount, where: str) -> None:

@@ -383,7 +383,12 @@ class FakeIdentity:
         self.google = google
         self.sts_requests: list[dict[str, str]] = []
         self.iam_requests: list[dict[str, Any]] = []
-        self.fail_sts_with: tuple[int, dict[str, Any]] | None = None
+        self.fail_sts_with: tuple[int, dict[str, Any] | str] | None = None
+        """Fault injection: every STS answer is this (status, JSON body or raw text)."""
+        self.fail_iam_with: tuple[int, dict[str, Any] | str] | None = None
+        """Fault injection: every generateAccessToken answer is this."""
+        self.fail_oauth2_with: tuple[int, dict[str, Any] | str] | None = None
+        """Fault injection: every OAuth2 token endpoint (key.json) answer is this."""
         self.node_account = "node@my-project.iam.gserviceaccount.com"
         self.metadata: dict[str, str] = {}
         """Metadata paths (``/computeMetadata/v1/...``) -> text values."""
@@ -446,9 +451,10 @@ class FakeIdentity:
                         code, reply = fake._iam(
                             m.group(1), self.headers.get("Authorization", ""), json.loads(body)
                         )
-                data = json.dumps(reply).encode()
+                text = isinstance(reply, str)
+                data = reply.encode() if isinstance(reply, str) else json.dumps(reply).encode()
                 self.send_response(code)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/html" if text else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -465,7 +471,7 @@ class FakeIdentity:
         self._server.shutdown()
         self._server.server_close()
 
-    def _sts(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def _sts(self, form: dict[str, str]) -> tuple[int, dict[str, Any] | str]:
         self.sts_requests.append({k: v for k, v in form.items() if k != "subject_token"})
         self.google.counts["sts"] += 1
         if self.fail_sts_with is not None:
@@ -500,11 +506,13 @@ class FakeIdentity:
             "expires_in": self.google.token_lifetime,
         }
 
-    def _oauth2(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def _oauth2(self, form: dict[str, str]) -> tuple[int, dict[str, Any] | str]:
         """The OAuth2 token endpoint for service-account keys (JWT bearer grant).
 
         Checks the assertion's claims, not its signature."""
         self.google.counts["oauth2"] += 1
+        if self.fail_oauth2_with is not None:
+            return self.fail_oauth2_with
         if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
             return 400, {"error": "unsupported_grant_type"}
         claims = _claims(form.get("assertion", ""))
@@ -521,9 +529,11 @@ class FakeIdentity:
 
     def _iam(
         self, gsa: str, authorization: str, body: dict[str, Any]
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> tuple[int, dict[str, Any] | str]:
         self.iam_requests.append({"gsa": gsa, **body})
         self.google.counts["iam"] += 1
+        if self.fail_iam_with is not None:
+            return self.fail_iam_with
         caller = self.google.principal(authorization)
         if caller is None:
             return 401, {

@@ -4,7 +4,7 @@ Manager, fetched as the pod's workload identity.
 Versions: Secret Manager reports the resolved version name as the API returns
 it (with the project *number*), so a rotation that moves ``latest`` changes
 the version. Parameter Manager reports the parameter-version name plus a
-keyed HMAC of the rendered bytes, because a secret referenced with
+keyed HMAC of that name and the rendered bytes, because a secret referenced with
 ``__REF__`` can change under an unchanged parameter version.
 """
 
@@ -119,7 +119,9 @@ class GcpBackend:
                 )
             version = response.version_name
             if isinstance(ref, ParameterVersionRef):
-                digest = self.services.keyed_digest(response.content)
+                # Keyed by the parameter version as well: two parameters rendering equal
+                # bytes must not share a suffix (that would tell one's content from the other's).
+                digest = self.services.keyed_digest(version.encode(), response.content)
                 version = f"{version}@{digest[:16]}"
             return Fetched(content=response.content, version=version, served_by=response.endpoint)
 

@@ -111,11 +111,15 @@ class _Supplier(identity_pool.SubjectTokenSupplier):
 
 
 class _BoundedRequest:
-    """A google-auth transport request whose timeout never exceeds the budget."""
+    """A google-auth transport request whose timeout never exceeds the budget.
+
+    Remembers the HTTP status of its last answer: google-auth's STS and IAM errors
+    do not carry it, and it is what tells a rejection (4xx) from an outage (5xx)."""
 
     def __init__(self, inner: Request, timeout: float) -> None:
         self._inner = inner
         self._timeout = max(0.1, timeout)
+        self.last_status: int | None = None
 
     def __call__(
         self,
@@ -127,7 +131,13 @@ class _BoundedRequest:
         **kwargs: Any,
     ) -> Any:
         limit = self._timeout if timeout is None else min(timeout, self._timeout)
-        return self._inner(url, method=method, body=body, headers=headers, timeout=limit, **kwargs)
+        self.last_status = None
+        response = self._inner(
+            url, method=method, body=body, headers=headers, timeout=limit, **kwargs
+        )
+        status = getattr(response, "status", None)
+        self.last_status = status if isinstance(status, int) else None
+        return response
 
 
 def _expiry(value: datetime.datetime | None, default_seconds: float = 300.0) -> float:
@@ -179,6 +189,21 @@ def _is_transport_error(exc: BaseException) -> bool:
     return isinstance(exc, google.auth.exceptions.TransportError) or bool(
         getattr(exc, "retryable", False)
     )
+
+
+def _is_outage(exc: BaseException, status: int | None) -> bool:
+    """Whether a token endpoint failure is transient (UNAVAILABLE), not a rejection.
+
+    A 5xx or 429 answer, or no answer at all, is an outage; any other answer
+    (4xx) is the service refusing the credential. Without a status, google-auth's
+    own classification decides (TransportError, ``retryable``)."""
+    if status is not None:
+        return status >= 500 or status == 429
+    return _is_transport_error(exc)
+
+
+def _status_text(status: int | None) -> str:
+    return f"HTTP {status}" if status is not None else "no answer"
 
 
 class Identities:
@@ -453,7 +478,7 @@ class Identities:
         try:
             await self.services.timed("gcp", "sts_exchange", source.refresh, request)
         except google.auth.exceptions.GoogleAuthError as exc:
-            raise self._sts_error(exc, audience, ns, ksa) from None
+            raise self._sts_error(exc, audience, ns, ksa, request.last_status) from None
         if not gsa:
             return AccessToken(str(source.token), _expiry(source.expiry))
         # Hand IAM the federated token already obtained: impersonated credentials copy and
@@ -474,15 +499,18 @@ class Identities:
         try:
             await self.services.timed("gcp", "generate_access_token", target.refresh, request)
         except google.auth.exceptions.GoogleAuthError as exc:
-            raise self._iam_error(exc, gsa, ns, ksa) from None
+            raise self._iam_error(exc, gsa, ns, ksa, request.last_status) from None
         return AccessToken(str(target.token), _expiry(target.expiry))
 
-    def _sts_error(self, exc: BaseException, audience: str, ns: str, ksa: str) -> KeyferryError:
+    def _sts_error(
+        self, exc: BaseException, audience: str, ns: str, ksa: str, status: int | None = None
+    ) -> KeyferryError:
         detail = _error_detail(exc)
-        if _is_transport_error(exc) and "invalid_grant" not in detail:
+        if _is_outage(exc, status) and "invalid_grant" not in detail:
             return Unavailable(
-                f"could not reach the Google STS endpoint {self.settings.sts_url} to exchange "
-                f"the token of {ns}/{ksa}: {type(exc).__name__}"
+                f"the Google STS endpoint {self.settings.sts_url} failed to exchange the token "
+                f"of {ns}/{ksa} ({_status_text(status)}, {type(exc).__name__}); kubelet will "
+                "retry the mount"
             )
         return PermissionDenied(
             f"Google STS rejected the workload identity token of service account {ns}/{ksa} "
@@ -492,12 +520,15 @@ class Identities:
             "provider, and that the driver's tokenRequests audience matches"
         )
 
-    def _iam_error(self, exc: BaseException, gsa: str, ns: str, ksa: str) -> KeyferryError:
+    def _iam_error(
+        self, exc: BaseException, gsa: str, ns: str, ksa: str, status: int | None = None
+    ) -> KeyferryError:
         detail = _error_detail(exc)
-        if _is_transport_error(exc) and not detail:
+        if _is_outage(exc, status):
             return Unavailable(
-                f"could not reach IAM Credentials at {self.settings.iam_credentials_url} to "
-                f"impersonate {gsa}: {type(exc).__name__}"
+                f"IAM Credentials at {self.settings.iam_credentials_url} failed to impersonate "
+                f"{gsa} ({_status_text(status)}, {type(exc).__name__}); kubelet will retry "
+                "the mount"
             )
         pool = self._pool.pool if self._pool else "<project>.svc.id.goog"
         return PermissionDenied(
@@ -553,23 +584,30 @@ class Identities:
         info = {**info, "token_uri": self.settings.oauth2_token_url}
         try:
             creds = _service_account.Credentials.from_service_account_info(info, scopes=[SCOPE])
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, TypeError, google.auth.exceptions.GoogleAuthError):
             raise InvalidArgument(
                 f"nodePublishSecretRef {KEY_JSON} is missing fields of a service account key "
                 "(client_email, private_key, ...)"
             ) from None
         self.exchanges += 1
+        request = self._request(budget)
         try:
-            creds.refresh(self._request(budget))
+            creds.refresh(request)
         except google.auth.exceptions.GoogleAuthError as exc:
-            if _is_transport_error(exc):
+            if _is_outage(exc, request.last_status):
                 raise Unavailable(
-                    f"could not reach {self.settings.oauth2_token_url} for the {KEY_JSON} "
-                    "service account"
+                    f"{self.settings.oauth2_token_url} failed for the {KEY_JSON} service account "
+                    f"({_status_text(request.last_status)}); kubelet will retry the mount"
                 ) from None
+            # Never the key's client_email or key id: nodePublishSecretRef data.
+            detail = _error_detail(exc)
+            for field_name in ("client_email", "private_key_id", "client_id"):
+                value = info.get(field_name)
+                if isinstance(value, str) and len(value) >= 3:
+                    detail = detail.replace(value, f"<{field_name}>")
             raise PermissionDenied(
-                f"Google rejected the nodePublishSecretRef {KEY_JSON} service account "
-                f"{info.get('client_email', '')} ({_error_detail(exc)}); the key may be "
-                "disabled or deleted"
+                f"Google rejected the nodePublishSecretRef {KEY_JSON} service account"
+                + (f" ({detail})" if detail else "")
+                + "; the key may be disabled or deleted"
             ) from None
         return AccessToken(str(creds.token), _expiry(creds.expiry))
