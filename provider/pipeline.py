@@ -82,7 +82,12 @@ class Pipeline:
         versions: dict[str, tuple[str, str]] = {}
         errors: list[KeyferryError] = []
         skipped: list[str] = []
-        for spec, result in zip(plan.objects, fetched, strict=True):
+        # One hop off the event loop for all objects: extraction runs user expressions
+        # over documents and must not stall other mounts.
+        rendered = await asyncio.get_running_loop().run_in_executor(
+            None, _render_all, plan, fetched, mount.default_mode
+        )
+        for spec, result, output in zip(plan.objects, fetched, rendered, strict=True):
             if spec.optional and isinstance(result, Absent):
                 continue
             if (
@@ -96,16 +101,10 @@ class Pipeline:
             if isinstance(result, Exception):
                 errors.append(_as_object_error(spec, result))
                 continue
-            try:
-                # Off the event loop: extraction runs user expressions over documents.
-                out_files.extend(
-                    await asyncio.get_running_loop().run_in_executor(
-                        None, render.render, spec, result, mount.default_mode
-                    )
-                )
-            except Exception as exc:
-                errors.append(_as_object_error(spec, exc))
+            if isinstance(output, Exception):
+                errors.append(_as_object_error(spec, output))
                 continue
+            out_files.extend(output or ())
             version = result.version or self._content_version(spec, result)
             for object_id in spec.ids:
                 previous = versions.get(object_id)
@@ -178,6 +177,21 @@ class Pipeline:
         for task in done:
             task.result()
         return [results[(spec.backend, spec.ref)] for spec in plan.objects]
+
+
+def _render_all(
+    plan: Plan, fetched: Sequence[Fetched | Exception], default_mode: int
+) -> list[list[OutputFile] | Exception | None]:
+    out: list[list[OutputFile] | Exception | None] = []
+    for spec, result in zip(plan.objects, fetched, strict=True):
+        if isinstance(result, Exception):
+            out.append(None)
+            continue
+        try:
+            out.append(render.render(spec, result, default_mode))
+        except Exception as exc:  # reported per object by the caller
+            out.append(exc)
+    return out
 
 
 def _as_object_error(spec: ObjectSpec, exc: Exception) -> KeyferryError:
