@@ -8,7 +8,7 @@ file/directory clash. Every error names the object the file came from.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from .errors import InvalidArgument, MountFailed, ResourceExhausted
 from .model import OutputFile
@@ -54,8 +54,19 @@ def path_problem(path: str) -> str:
     return ""
 
 
-def check_file_set(files: Sequence[OutputFile]) -> None:
+DEFAULT_FIX = "give one of them a different path or alias"
+
+
+def check_file_set(files: Sequence[OutputFile], fix: str = DEFAULT_FIX) -> None:
     """Every path valid, no duplicates, no file that is also a directory."""
+    errors = file_set_problems(files, fix)
+    if errors:
+        raise MountFailed(errors, summary="invalid output files")
+
+
+def file_set_problems(files: Sequence[OutputFile], fix: str = DEFAULT_FIX) -> list[InvalidArgument]:
+    """What :func:`check_file_set` would reject, one error per problem; ``fix`` ends the
+    duplicate and clash messages (dialects name their own field, e.g. objectAlias)."""
     errors: list[InvalidArgument] = []
     seen: dict[str, str] = {}
     for f in files:
@@ -68,25 +79,31 @@ def check_file_set(files: Sequence[OutputFile]) -> None:
         if f.path in seen:
             errors.append(
                 InvalidArgument(
-                    f"{f.source}: output path {f.path!r} is also written by {seen[f.path]}; "
-                    "give one of them a different path or alias"
+                    f"{f.source}: output path {f.path!r} is also written by {seen[f.path]}; {fix}"
                 )
             )
             continue
         seen[f.path] = f.source
-    for path, source in seen.items():
+    errors.extend(directory_clashes(seen, fix))
+    return errors
+
+
+def directory_clashes(owners: Mapping[str, str], fix: str = DEFAULT_FIX) -> list[InvalidArgument]:
+    """Paths that need a directory where another entry of ``owners`` (path -> who
+    writes it) puts a file."""
+    errors: list[InvalidArgument] = []
+    for path, source in owners.items():
         parts = path.split("/")
         for i in range(1, len(parts)):
             parent = "/".join(parts[:i])
-            if parent in seen:
+            if parent in owners:
                 errors.append(
                     InvalidArgument(
                         f"{source}: output path {path!r} needs a directory {parent!r}, but "
-                        f"{seen[parent]} writes a file there; rename one of them"
+                        f"{owners[parent]} writes a file there; {fix}"
                     )
                 )
-    if errors:
-        raise MountFailed(errors, summary="invalid output files")
+    return errors
 
 
 def check_budget(files: Iterable[OutputFile], total: int, budget: int) -> None:

@@ -40,7 +40,7 @@ from typing import Any, cast
 import yaml
 
 from ..errors import InvalidArgument, KeyferryError, did_you_mean
-from ..files import check_path
+from ..files import check_path, directory_clashes
 from ..model import Extraction, Mount, ObjectSpec, Output, Plan
 from ..refs.aws import (
     REGION_RE,
@@ -354,7 +354,8 @@ def parse(mount: Mount) -> Plan:
                 owners[out.path] = (spec.label, raw)
         if not clash:
             specs.append(spec)
-    errors.extend(_dir_clashes(owners))
+    owner_labels = {path: label for path, (label, _) in owners.items()}
+    errors.extend(directory_clashes(owner_labels, "rename one objectAlias"))
     collect(errors, "invalid 'objects' parameter")
     return Plan(dialect="aws", objects=tuple(specs))
 
@@ -370,22 +371,6 @@ def _collision(label: str, path: str, raw: str, other: tuple[str, str]) -> str:
         f"{label}: output file {path!r} is also written by {other_label}{note}; "
         "give one of them a different objectAlias"
     )
-
-
-def _dir_clashes(owners: Mapping[str, tuple[str, str]]) -> list[KeyferryError]:
-    errors: list[KeyferryError] = []
-    for path, (label, _) in owners.items():
-        parts = path.split("/")
-        for n in range(1, len(parts)):
-            parent = "/".join(parts[:n])
-            if parent in owners:
-                errors.append(
-                    InvalidArgument(
-                        f"{label}: output file {path!r} needs a directory {parent!r}, but "
-                        f"{owners[parent][0]} writes a file there; rename one of them"
-                    )
-                )
-    return errors
 
 
 def _object(index: int, item: Any, opts: _Options) -> tuple[ObjectSpec, list[str]]:

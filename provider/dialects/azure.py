@@ -38,8 +38,8 @@ from typing import Any, cast
 import yaml
 
 from ..errors import FailedPrecondition, InvalidArgument, KeyferryError, did_you_mean
-from ..files import path_problem
-from ..model import Decoding, Mount, ObjectSpec, Output, Plan
+from ..files import file_set_problems, path_problem
+from ..model import Decoding, Mount, ObjectSpec, Output, OutputFile, Plan
 from ..refs.azure import (
     ANNOTATION_CLIENT_ID,
     AzureAuth,
@@ -477,31 +477,12 @@ def _unique_id(object_id: str, selector: tuple[str, bool], seen: dict[str, tuple
 
 
 def _path_conflicts(specs: list[ObjectSpec]) -> list[KeyferryError]:
-    errors: list[KeyferryError] = []
-    owner: dict[str, str] = {}
-    for spec in specs:
-        for out in spec.outputs:
-            if out.path in owner:
-                errors.append(
-                    InvalidArgument(
-                        f"{spec.label}: output file {out.path!r} is also written by "
-                        f"{owner[out.path]}; give one of them a different objectAlias"
-                    )
-                )
-            else:
-                owner[out.path] = spec.label
-    for path, label in owner.items():
-        parts = path.split("/")
-        for i in range(1, len(parts)):
-            parent = "/".join(parts[:i])
-            if parent in owner:
-                errors.append(
-                    InvalidArgument(
-                        f"{label}: output {path!r} needs a directory {parent!r}, but "
-                        f"{owner[parent]} writes a file there; change one objectAlias"
-                    )
-                )
-    return errors
+    planned = [
+        OutputFile(path=out.path, mode=out.mode or 0, contents=b"", source=spec.label)
+        for spec in specs
+        for out in spec.outputs
+    ]
+    return list(file_set_problems(planned, "give one of them a different objectAlias"))
 
 
 # --- the native-dialect hook -----------------------------------------------------

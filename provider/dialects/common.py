@@ -97,13 +97,18 @@ def load_yaml(parameter: str, text: str, *, loader: type[Any] = UniqueKeyLoader)
             "thousands of digits or nesting too deep)"
         ) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise InvalidArgument(
-            f"parameter '{parameter}' is not valid YAML{where}: {problem}; "
-            "check indentation and quoting (a block scalar '|' keeps the list as text)"
-        ) from None
+        raise yaml_error(parameter, exc) from None
+
+
+def yaml_error(parameter: str, exc: yaml.YAMLError) -> InvalidArgument:
+    """The message for unparsable YAML: where, what, and the usual fix."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or "invalid YAML"
+    return InvalidArgument(
+        f"parameter '{parameter}' is not valid YAML{where}: {problem}; "
+        "check indentation and quoting (a block scalar '|' keeps the list as text)"
+    )
 
 
 def require_list(parameter: str, value: Any, example: str) -> list[Any]:

@@ -37,7 +37,7 @@ from ..refs.gcp import (
     explain_bad_name,
     parse_resource_name,
 )
-from .common import MAX_PARAMETER_BYTES, check_keys, check_yaml_events, collect
+from .common import MAX_PARAMETER_BYTES, check_keys, check_yaml_events, collect, yaml_error
 
 PARAMETERS = ("secrets", "auth")
 ENTRY_KEYS = ("resourceName", "fileName", "path", "mode", "extractJSONKey", "extractYAMLKey")
@@ -121,13 +121,7 @@ def load_source_yaml(parameter: str, text: str) -> Any:
     except RecursionError:
         raise InvalidArgument(f"parameter '{parameter}' is nested too deeply") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise InvalidArgument(
-            f"parameter '{parameter}' is not valid YAML{at}: {problem}; check indentation "
-            "and quoting (a block scalar '|' keeps the list as text)"
-        ) from None
+        raise yaml_error(parameter, exc) from None
     if node is None:
         return None
     return _walk(node, parameter, [_MAX_NODES])
