@@ -356,3 +356,40 @@ def test_concurrent_identical_mounts_share_one_batch_call(
         with ThreadPoolExecutor(pods) as pool:
             assert list(pool.map(one, range(pods))) == [3] * pods
     assert 1 <= proxy.count("BatchGetSecretValue") < pods
+
+
+def test_aws_secrets_and_tokens_never_reach_logs_errors_or_metrics(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube
+) -> None:
+    value = "CANARY-aws-value-7d1c9e"
+    token = "CANARY-aws-token-eyJ0eXAi"
+    sm, _ = seed_clients("us-east-1")
+    name = f"canary-{uuid.uuid4().hex[:6]}"
+    sm.create_secret(Name=name, SecretString=json.dumps({"password": value, "n": 1}))
+    tokens = {"sts.amazonaws.com": token}
+
+    def objects(*items: dict[str, Any]) -> dict[str, str]:
+        return {"objects": json.dumps(list(items)), "region": "us-east-1"}
+
+    plain = {"objectName": name, "objectType": "secretsmanager"}
+    messages = []
+    with server(tmp_path, proxy, kube) as srv:
+        ok = srv.mount("aws", objects(plain), tokens=tokens)
+        assert value.encode() in ok.files[0].contents
+        failing = [
+            objects({**plain, "jmesPath": [{"path": "n", "objectAlias": "n"}]}),  # not a string
+            objects({**plain, "jmesPath": [{"path": "password.x", "objectAlias": "x"}]}),
+            objects(plain, {"objectName": "missing-" + name, "objectType": "secretsmanager"}),
+        ]
+        for params in failing:
+            with pytest.raises(grpc.RpcError) as err:
+                srv.mount("aws", params, tokens=tokens)
+            messages.append(err.value.details() or "")
+        proxy.fail("BatchGetSecretValue", "AccessDeniedException", 400)
+        proxy.fail("GetSecretValue", "AccessDeniedException", 400)
+        with pytest.raises(grpc.RpcError) as err:
+            srv.mount("aws", objects(plain, {**plain, "objectAlias": "b"}), tokens=tokens)
+        messages.append(err.value.details() or "")
+        haystack = "\n".join(srv.logs + messages) + srv.metrics_text()
+    assert srv.logs and len(messages) == 4
+    assert value not in haystack and token not in haystack
