@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from .errors import InvalidArgument, KeyferryError
-from .model import DEFAULT_MODE, Mount, Plan, Pod
+from .model import DEFAULT_MODE, Mount, Plan, Pod, Token
 from .pipeline import make_plan
 from .protocol import (
     POD_NAME,
@@ -24,6 +24,13 @@ from .protocol import (
     SERVICE_ACCOUNT,
     TOKENS_KEY,
     attributes_json,
+)
+
+KNOWN_AUDIENCES = (
+    "sts.amazonaws.com",
+    "pods.eks.amazonaws.com",
+    "api://AzureADTokenExchange",
+    "api://AKSIdentityBinding",
 )
 
 # spec.provider -> dialect, for the socket names keyferry serves by default.
@@ -140,7 +147,11 @@ def dialect_for(provider: str, source: str) -> str:
 def static_plan(spc: SecretProviderClass, pod: Pod | None = None) -> Plan:
     """Parse and check a class as a Mount would, without any backend call."""
     dialect = dialect_for(spc.provider, spc.source)
+    # A static check cannot know the pod's tokens; assume the driver is configured
+    # to send one for every audience a dialect may need (tokens are request data).
+    tokens = {aud: Token(aud, "validate-placeholder") for aud in KNOWN_AUDIENCES}
     mount = Mount(
+        tokens=tokens,
         pod=pod
         or Pod(
             namespace=spc.namespace or "default", name="validate", uid="", service_account="default"

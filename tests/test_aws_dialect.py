@@ -476,7 +476,7 @@ def test_native_hook_builds_refs_per_region() -> None:
 @pytest.mark.parametrize(
     ("obj", "needle"),
     [
-        ("{backend: aws, name: x}", "'objectType' is required"),
+        ("{backend: aws, name: x}", "'service' is required"),
         ("{backend: aws, service: secretsmanager, name: x, version: 3}", "for SSM"),
         ("{backend: aws, service: ssm, name: x, versionId: abc}", "for Secrets Manager"),
         ("{backend: aws, service: kms, name: x}", "not an AWS secret store"),

@@ -566,6 +566,11 @@ def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Has
                 f"{did_you_mean(service_text, ('secretsmanager', 'ssm'))}"
             )
         object_type = "secretsmanager" if service == "secretsmanager" else "ssmparameter"
+    elif not is_arn(name):
+        raise InvalidArgument(
+            f"{where}: 'service' is required when 'name' is not a full ARN; use "
+            "service: secretsmanager or service: ssm"
+        )
     else:
         object_type = ""
     service = _service_for(name, object_type, region, where)
