@@ -85,19 +85,29 @@ def _shown(value: str) -> str:
     return repr(value) if len(value) <= 64 else f"({len(value)} characters)"
 
 
+def _check_id(
+    value: str,
+    where: str,
+    pattern: re.Pattern[str],
+    what: str,
+    rule: str,
+    error: type[KeyferryError],
+    show: bool,
+) -> str:
+    if not pattern.match(value):
+        shown = f" {_shown(value)}" if show else ""
+        raise error(f"{where}: {what}{shown} is not valid; {rule}")
+    return value
+
+
 def check_tenant_id(
     value: str, where: str, *, error: type[KeyferryError] = InvalidArgument, show: bool = True
 ) -> str:
     """``value`` if it is a valid Entra tenant id (GUID or domain), else ``error``.
 
     ``show=False`` keeps the value out of the message (nodePublishSecretRef data)."""
-    if not _TENANT_ID.match(value):
-        shown = f" {_shown(value)}" if show else ""
-        raise error(
-            f"{where}: tenant id{shown} is not valid; use the Entra tenant's id (a GUID) or "
-            "its domain: 1-100 letters, digits, '.' and '-'"
-        )
-    return value
+    rule = "use the Entra tenant's id (a GUID) or its domain: 1-100 letters, digits, '.' and '-'"
+    return _check_id(value, where, _TENANT_ID, "tenant id", rule, error, show)
 
 
 def check_client_id(
@@ -106,13 +116,11 @@ def check_client_id(
     """``value`` if it can be an Entra client id, else ``error``.
 
     ``show=False`` keeps the value out of the message (nodePublishSecretRef data)."""
-    if not _CLIENT_ID.match(value):
-        shown = f" {_shown(value)}" if show else ""
-        raise error(
-            f"{where}: client id{shown} is not valid; use the application's or managed "
-            "identity's client id (a GUID): 1-128 letters, digits, '.', '_' and '-'"
-        )
-    return value
+    rule = (
+        "use the application's or managed identity's client id (a GUID): "
+        "1-128 letters, digits, '.', '_' and '-'"
+    )
+    return _check_id(value, where, _CLIENT_ID, "client id", rule, error, show)
 
 
 def require_workload_token(mount: Mount, where: str) -> None:
