@@ -53,7 +53,7 @@ def run(mode: str, secrets: int, mounts: int, names: list[str]) -> dict[str, Any
                 Path(tmp),
                 providers="aws",
                 backends={"aws": settings},
-                kubernetes={"api_url": kube.url, "insecure": True},
+                kubernetes=kube.settings(),
                 cache_ttl_seconds=0,
                 log_level="warning",
             ) as srv,

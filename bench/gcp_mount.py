@@ -61,7 +61,7 @@ def main() -> None:
             Path(tmp),
             providers="gcp",
             backends={"gcp": stack.settings()},
-            kubernetes={"api_url": kube.url, "insecure": True},
+            kubernetes=kube.settings(),
             cache_ttl_seconds=0,
             log_level="warning",
         ) as srv,

@@ -43,7 +43,7 @@ def burst(ttl: float, pods: int, names: list[str]) -> tuple[int, float]:
                 Path(tmp),
                 providers="aws",
                 backends={"aws": {"endpoint_url": proxy.url, "region": "us-east-1"}},
-                kubernetes={"api_url": kube.url, "insecure": True},
+                kubernetes=kube.settings(),
                 cache_ttl_seconds=ttl,
                 log_level="warning",
             ) as srv,

@@ -44,7 +44,7 @@ def make_stack(proxy: AwsFaults, kube: FakeKube) -> Iterator[MakeStack]:
 
     def make(**kwargs: Any) -> AwsStack:
         kwargs.setdefault("endpoint", proxy.url)
-        kwargs.setdefault("kube_url", kube.url)
+        kwargs.setdefault("kube", kube.settings())
         stack = AwsStack(**kwargs)
         stacks.append(stack)
         return stack

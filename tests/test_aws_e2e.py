@@ -54,7 +54,7 @@ def server(tmp_path: Path, proxy: AwsFaults, kube: FakeKube, **aws: Any) -> Any:
         tmp_path,
         providers="keyferry,aws",
         backends={"aws": settings},
-        kubernetes={"api_url": kube.url, "insecure": True},
+        kubernetes=kube.settings(),
         cache_ttl_seconds=0,
     )
 
@@ -295,7 +295,7 @@ def test_keyferry_mount_cli(
         json.dumps(
             {
                 "backends": {"aws": {"endpoint_url": proxy.url, "region": "me-central-1"}},
-                "kubernetes": {"api_url": kube.url, "insecure": True},
+                "kubernetes": kube.settings(),
             }
         )
     )

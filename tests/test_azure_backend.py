@@ -39,7 +39,7 @@ class Env:
         self.executor = ThreadPoolExecutor(8)
         self.config = Config(
             cache_ttl_seconds=0.0,
-            kubernetes=KubeConfig(api_url=kube.url, insecure=True),
+            kubernetes=KubeConfig(**kube.settings()),
         )
         self.metrics = Metrics()
         self.services = Services(

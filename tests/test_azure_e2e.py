@@ -51,7 +51,7 @@ def srv(tmp_path: Path, fake: FakeAzure, kube: FakeKube) -> Iterator[Server]:
         tmp_path,
         providers="keyferry,azure",
         backends={"azure": fake.settings(retry_backoff_factor=0.01)},
-        kubernetes={"api_url": kube.url, "insecure": True},
+        kubernetes=kube.settings(),
         cache_ttl_seconds=0,
     ) as s:
         yield s

@@ -50,7 +50,7 @@ def srv(tmp_path: Path, stack: GoogleStack, kube: FakeKube) -> Iterator[Server]:
         tmp_path,
         providers="keyferry,gcp",
         backends={"gcp": stack.settings()},
-        kubernetes={"api_url": kube.url, "insecure": True},
+        kubernetes=kube.settings(),
         local_root=root,
         cache_ttl_seconds=0,
     ) as s:

@@ -321,7 +321,7 @@ def azure(tmp_path: Path) -> Iterator[tuple[Server, FakeAzure]]:
                 tmp_path,
                 providers="keyferry,azure",
                 backends={"azure": fake.settings(retry_backoff_factor=0.01)},
-                kubernetes={"api_url": kube.url, "insecure": True},
+                kubernetes=kube.settings(),
                 cache_ttl_seconds=0,
             ) as s:
                 yield s, fake

@@ -34,7 +34,7 @@ class AwsStack:
         self,
         *,
         endpoint: str,
-        kube_url: str = "",
+        kube: Mapping[str, Any] | None = None,
         settings: Mapping[str, Any] | None = None,
         cache_ttl: float = 0.0,
         **overrides: Any,
@@ -47,8 +47,8 @@ class AwsStack:
             "backends": {"aws": aws},
             **overrides,
         }
-        if kube_url:
-            values["kubernetes"] = {"api_url": kube_url, "insecure": True}
+        if kube:
+            values["kubernetes"] = dict(kube)
         self.config = kconfig.load(None, env={}, overrides=values)
         self.executor = ThreadPoolExecutor(8)
         self.metrics = Metrics()
