@@ -36,6 +36,8 @@ class KubeConfig:
     insecure: bool = False
     """Plain HTTP / no TLS verification; for tests only."""
     cache_seconds: float = 60.0
+    timeout_seconds: float = 5.0
+    """Bound on one API request (connect, send, wait for the answer)."""
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,7 @@ def _kube(value: Any, base: KubeConfig, source: str) -> KubeConfig:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{source}: kubernetes must be a mapping")
     kinds = {"api_url": str, "token_file": str, "ca_file": str, "insecure": bool}
-    kinds["cache_seconds"] = float
+    kinds["cache_seconds"] = kinds["timeout_seconds"] = float
     changes: dict[str, Any] = {}
     for key, raw in value.items():
         key = str(key).replace("-", "_")

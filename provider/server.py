@@ -97,7 +97,7 @@ class Provider:
             config=config,
             metrics=self.metrics,
             executor=self.executor,
-            kube=KubeClient(config.kubernetes, self.executor),
+            kube=KubeClient(config.kubernetes),
             values=TTLCache[Fetched](config.cache_ttl_seconds),
             hmac_key=load_hmac_key(config.hmac_key_file),
         )
@@ -202,7 +202,7 @@ class Provider:
             FACTORIES[d].partition(":")[0] for d in self.config.providers.values() if d in FACTORIES
         ]
         if modules and self.services.kube.enabled:
-            modules.append("kubernetes.client")
+            modules.append("lightkube.resources.core_v1")
 
         def run() -> None:
             for name in modules:
@@ -290,6 +290,7 @@ class Provider:
             self._http.shutdown()
             self._http.server_close()
         await self.registry.close()
+        await self.services.kube.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         log.info("stopped")
 

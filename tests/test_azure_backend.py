@@ -46,7 +46,7 @@ class Env:
             config=self.config,
             metrics=self.metrics,
             executor=self.executor,
-            kube=KubeClient(self.config.kubernetes, self.executor),
+            kube=KubeClient(self.config.kubernetes),
             values=TTLCache[Fetched](0),
         )
         opts = {"retry_backoff_factor": 0.01, **settings}

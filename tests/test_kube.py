@@ -151,7 +151,7 @@ def test_a_server_certificate_from_another_ca_is_refused(
 
     other = tmp_path / "other-ca.crt"
     trustme.CA().cert_pem.write_to_path(str(other))
-    with pytest.raises(Unavailable, match="TLS|certificate"):
+    with pytest.raises(Unavailable, match=r"TLS|certificate"):
         read_sa(client(tls_kube.settings(ca_file=str(other))))
     assert not tls_kube.auth_headers  # the token never left the process
 

@@ -56,7 +56,7 @@ class AwsStack:
             config=self.config,
             metrics=self.metrics,
             executor=self.executor,
-            kube=KubeClient(self.config.kubernetes, self.executor),
+            kube=KubeClient(self.config.kubernetes),
             values=TTLCache[Fetched](self.config.cache_ttl_seconds),
         )
         self.registry = Registry(self.services)

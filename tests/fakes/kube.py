@@ -75,7 +75,10 @@ class FakeKube:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # a real API server does not drop a burst's SYNs
+
+        self._server = Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         scheme = "http"
         if tls:
