@@ -89,7 +89,8 @@ def main() -> None:
             rows.append((which, json.loads(proc.stdout)))
     finally:
         kube.close()
-    print(f"{'client':<12}{'import ms':>10}{'RSS MiB':>9}{'RSS after':>10}{'GET p50':>9}{'50 at once':>11}")
+    head = ("client", "import ms", "RSS MiB", "RSS after", "GET p50", "50 at once")
+    print("{:<12}{:>10}{:>9}{:>10}{:>9}{:>11}".format(*head))
     for which, r in rows:
         print(
             f"{which:<12}{r['import_ms']:>10.0f}{r['rss_import']:>9.1f}{r['rss_after']:>10.1f}"
