@@ -240,3 +240,33 @@ def test_errors_are_keyferry_errors_with_json_safe_messages(kube: FakeKube) -> N
     with pytest.raises(KeyferryError) as err:
         read_sa(client(kube.settings()))
     json.dumps(err.value.message)
+
+
+# -- the cluster's token issuer, which every fake identity endpoint trusts ---------------
+
+
+def test_issuer_verifies_signature_audience_expiry_and_issuer() -> None:
+    from tests.fakes.oidc import ISSUER, Issuer, TokenRejected, service_account_of
+
+    good = ISSUER.pod_token("sts.amazonaws.com", "team-a", "web")
+    assert service_account_of(ISSUER.verify(good, "sts.amazonaws.com")) == ("team-a", "web")
+    bad = {
+        "wrong audience": good,
+        "expired": ISSUER.pod_token("sts.amazonaws.com", lifetime=-10),
+        "other issuer claim": ISSUER.pod_token("sts.amazonaws.com", issuer="https://evil"),
+        "other cluster's key": Issuer().pod_token("sts.amazonaws.com"),
+        "not a jwt": "jwt-of-web-0",
+    }
+    for why, token in bad.items():
+        aud = "api://AzureADTokenExchange" if why == "wrong audience" else "sts.amazonaws.com"
+        with pytest.raises(TokenRejected):
+            ISSUER.verify(token, aud)
+            pytest.fail(why)
+    head, claims, sig = good.split(".")
+    import base64
+
+    forged = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
+    forged["sub"] = "system:serviceaccount:team-a:admin"
+    body = base64.urlsafe_b64encode(json.dumps(forged).encode()).rstrip(b"=").decode()
+    with pytest.raises(TokenRejected, match="signature"):
+        ISSUER.verify(f"{head}.{body}.{sig}", "sts.amazonaws.com")
