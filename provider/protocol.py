@@ -13,9 +13,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from ._proto.v1alpha1 import service_pb2 as pb
 from .errors import InvalidArgument
-from .model import DEFAULT_MODE, Mount, Pod, Result, Token
+from .model import Mount, Pod, Result, Token
 
 KUBELET_PREFIX = "csi.storage.k8s.io/"
 TOKENS_KEY = "csi.storage.k8s.io/serviceAccount.tokens"
@@ -85,7 +87,10 @@ def _tokens(raw: str, source: str) -> dict[str, Token]:
 
 def _permission(raw: str) -> int:
     if raw.strip() == "":
-        return DEFAULT_MODE
+        raise InvalidArgument(
+            "MountRequest.permission is empty; it must be the default file mode as JSON "
+            '(the driver always sends "420" for 0644)'
+        )
     try:
         value = json.loads(raw) if len(raw) <= 32 else None
     except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
@@ -98,6 +103,20 @@ def _permission(raw: str) -> int:
             '(the driver sends "420" for 0644)'
         )
     return value
+
+
+def parse(raw: bytes) -> pb.MountRequest:
+    """The request's wire bytes → MountRequest (the server takes requests as bytes, so a
+    message that is not protobuf is INVALID_ARGUMENT, not grpc's UNKNOWN)."""
+    try:
+        return pb.MountRequest.FromString(raw)
+    except DecodeError:  # its text is not shown: it may quote request bytes
+        raise InvalidArgument(
+            "MountRequest could not be decoded: the request bytes are not a "
+            "v1alpha1.MountRequest protobuf message (corrupt or truncated wire format, or a "
+            "string field that is not UTF-8); the caller must speak the Secrets Store CSI "
+            "Driver's v1alpha1 provider protocol"
+        ) from None
 
 
 def decode(

@@ -26,6 +26,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from prometheus_client import make_wsgi_app
@@ -64,14 +65,22 @@ class Servicer(pb_grpc.CSIDriverProviderServicer):  # type: ignore[misc]
         self.dialect = dialect
 
     async def Version(
-        self, request: pb.VersionRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.VersionResponse:
+        try:
+            pb.VersionRequest.FromString(request)
+        except DecodeError:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "VersionRequest could not be decoded: the request bytes are not a "
+                "v1alpha1.VersionRequest protobuf message",
+            )
         return pb.VersionResponse(
             version="v1alpha1", runtime_name=RUNTIME_NAME, runtime_version=__version__
         )
 
     async def Mount(
-        self, request: pb.MountRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.MountResponse:
         code, message, response = await self.provider.handle_mount(
             request, self.name, self.dialect, context.time_remaining()
@@ -79,6 +88,22 @@ class Servicer(pb_grpc.CSIDriverProviderServicer):  # type: ignore[misc]
         if code is not None:
             await context.abort(_status(code), message)
         return response
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        """The generated ``add_CSIDriverProviderServicer_to_server``, except that requests
+        arrive as bytes: grpc answers a failing deserializer with UNKNOWN, so the
+        servicer decodes them itself and answers INVALID_ARGUMENT."""
+        handlers = {
+            "Version": grpc.unary_unary_rpc_method_handler(
+                self.Version, response_serializer=pb.VersionResponse.SerializeToString
+            ),
+            "Mount": grpc.unary_unary_rpc_method_handler(
+                self.Mount, response_serializer=pb.MountResponse.SerializeToString
+            ),
+        }
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+        )
 
 
 class Provider:
@@ -114,9 +139,14 @@ class Provider:
     # -- Mount ---------------------------------------------------------------
 
     async def handle_mount(
-        self, request: pb.MountRequest, name: str, dialect: str, time_remaining: float | None
+        self,
+        request: pb.MountRequest | bytes,
+        name: str,
+        dialect: str,
+        time_remaining: float | None,
     ) -> tuple[Code | None, str, pb.MountResponse]:
-        """Returns (error code or None, error message, response)."""
+        """Returns (error code or None, error message, response). ``request`` may be the
+        wire bytes (as the server receives it)."""
         start = time.monotonic()
         budget = self.config.mount_timeout_seconds
         if time_remaining is not None:
@@ -128,6 +158,8 @@ class Provider:
         record: dict[str, Any] = {"provider": name, "dialect": dialect}
         try:
             REDACTOR.start()
+            if isinstance(request, bytes):
+                request = protocol.parse(request)
             mount = protocol.decode(request, dialect=dialect, provider_name=name)
             REDACTOR.add(protocol.secret_values(mount))
             record.update(_who(mount))
@@ -170,7 +202,7 @@ class Provider:
             path = self.config.socket_dir / f"{name}.sock"
             prepare_socket_path(path)
             server = grpc.aio.server(options=[("grpc.max_receive_message_length", 4 * 1024 * 1024)])
-            pb_grpc.add_CSIDriverProviderServicer_to_server(Servicer(self, name, dialect), server)
+            Servicer(self, name, dialect).add_to(server)
             health = health_aio.HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(health, server)
             server.add_insecure_port(f"unix:{path}")

@@ -230,7 +230,6 @@ def test_secret_values_lists_tokens_and_secrets_for_redaction() -> None:
         ("256", 0o400),
         ('"420"', 0o644),
         (" 420 ", 0o644),
-        ("", 0o644),
     ],
 )
 def test_permission_is_json_decimal_mode(permission: str, mode: int) -> None:
@@ -252,6 +251,8 @@ def test_permission_is_json_decimal_mode(permission: str, mode: int) -> None:
         "garbage",
         "1e2",
         '"²"',
+        "",
+        "  ",
     ],
 )
 def test_bad_permission_is_invalid_argument(permission: str) -> None:
@@ -402,3 +403,28 @@ def test_attributes_json_round_trips_through_decode(attributes: dict[str, str]) 
 def test_attributes_json_keys_come_out_sorted(attributes: dict[str, str]) -> None:
     decoded = json.loads(protocol.attributes_json(attributes))
     assert list(decoded) == sorted(attributes)
+
+
+# --- wire bytes -----------------------------------------------------------------------------
+
+
+def test_parse_reads_the_wire_bytes_of_a_request() -> None:
+    raw = request(permission="256").SerializeToString()
+    assert protocol.decode(protocol.parse(raw)).default_mode == 0o400
+
+
+@pytest.mark.parametrize("raw", [b"\xff", b"\x0a\x05ab", b"\x22\x02\xff\xfe", b"\x0b"])
+def test_bytes_that_are_not_a_mount_request_are_invalid_argument(raw: bytes) -> None:
+    with pytest.raises(InvalidArgument, match="MountRequest could not be decoded"):
+        protocol.parse(raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_any_bytes_parse_or_are_invalid_argument(raw: bytes) -> None:
+    try:
+        parsed = protocol.parse(raw)
+    except InvalidArgument as exc:
+        assert "MountRequest could not be decoded" in exc.message
+    else:
+        assert isinstance(parsed, pb.MountRequest)

@@ -216,6 +216,51 @@ def test_malformed_requests_get_invalid_argument(
     assert srv.version().version == "v1alpha1"
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xff",  # a field tag whose varint never ends
+        b"\x0a\x05ab",  # attributes says 5 bytes, 2 follow
+        b"\x22\x02\xff\xfe",  # permission is not UTF-8
+        b"\x0b",  # a group start (wire type 3) that never ends
+    ],
+)
+def test_request_bytes_that_are_not_protobuf_get_invalid_argument(srv: Server, raw: bytes) -> None:
+    with srv.channel("keyferry") as ch:
+        mount = ch.unary_unary(
+            "/v1alpha1.CSIDriverProvider/Mount",
+            request_serializer=None,
+            response_deserializer=pb.MountResponse.FromString,
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            mount(raw, timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "MountRequest could not be decoded" in (err.value.details() or "")
+    assert srv.mount("keyferry", GOOD).files[0].contents == b"hello"
+
+
+def test_version_request_bytes_that_are_not_protobuf_get_invalid_argument(srv: Server) -> None:
+    with srv.channel("keyferry") as ch:
+        version = ch.unary_unary(
+            "/v1alpha1.CSIDriverProvider/Version",
+            request_serializer=None,
+            response_deserializer=pb.VersionResponse.FromString,
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            version(b"\x0a\x05ab", timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "VersionRequest could not be decoded" in (err.value.details() or "")
+    assert srv.version().version == "v1alpha1"
+
+
+def test_empty_permission_is_invalid_argument_naming_the_field(srv: Server) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        srv.mount("keyferry", GOOD, permission="")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "MountRequest.permission is empty" in (err.value.details() or "")
+    assert srv.mount("keyferry", GOOD).files[0].contents == b"hello"
+
+
 def test_malformed_tokens_json_is_rejected_without_echoing_it(srv: Server) -> None:
     request = srv.request(GOOD)
     attrs = json.loads(request.attributes)
