@@ -207,6 +207,23 @@ def test_top_level_options() -> None:
 # ------------------------------------------------------------------ bad input
 
 
+def test_one_error_lists_per_object_and_cross_object_problems() -> None:
+    err = error(
+        "- {objectName: a, objectType: secretsmanager, objectAlais: x}\n"
+        "- {objectName: b, objectType: secretsmanager, objectAlias: ../up}\n"
+        "- {objectName: c, objectType: secretsmanager, objectAlias: same}\n"
+        "- {objectName: d, objectType: secretsmanager, objectAlias: same}\n"
+        "- {objectName: e, objectType: secretsmanager, objectAlias: dir}\n"
+        "- {objectName: f, objectType: secretsmanager, objectAlias: dir/file}\n",
+        pathTranslation="False",
+    )
+    assert err.code is Code.INVALID_ARGUMENT
+    assert "objects[0]: unknown key 'objectAlais'" in err.message
+    assert "objects[1] (b) file name: output path '../up' contains a '..'" in err.message
+    assert "objects[3] (d): output file 'same' is also written by objects[2] (c)" in err.message
+    assert "needs a directory 'dir', but objects[4] (e) writes a file" in err.message
+
+
 @pytest.mark.parametrize(
     ("objects", "params", "needle"),
     [

@@ -358,6 +358,40 @@ def test_duplicate_aliases() -> None:
     assert "also written by objects[0]" in err.message
 
 
+def test_one_error_lists_per_object_and_cross_object_problems() -> None:
+    err = error(
+        mount(
+            objects(
+                f"{SECRET}\nobjectAlias: a\nobjectAlais: x",
+                "objectName: b\nobjectType: secret\nobjectAlias: ../up",
+                "objectName: c\nobjectType: secret\nobjectAlias: same",
+                "objectName: d\nobjectType: secret\nobjectAlias: same",
+                "objectName: e\nobjectType: secret\nobjectAlias: dir",
+                "objectName: f\nobjectType: secret\nobjectAlias: dir/file",
+            )
+        )
+    )
+    assert err.code is Code.INVALID_ARGUMENT
+    assert "unknown key 'objectAlais'" in err.message
+    assert "objectAlias '../up' contains a '..'" in err.message
+    assert "output path 'same' is also written by objects[2] (secret/c)" in err.message
+    assert "needs a directory 'dir', but objects[4] (secret/e) writes a file" in err.message
+
+
+def test_cross_object_problems_are_reported_with_a_parameter_error() -> None:
+    err = error(
+        mount(
+            objects(
+                f"{SECRET}\nobjectAlias: same",
+                "objectName: b\nobjectType: secret\nobjectAlias: same",
+            ),
+            keyvaultName="",
+        )
+    )
+    assert "'keyvaultName' is required" in err.message
+    assert "output path 'same' is also written by objects[0]" in err.message
+
+
 def test_alias_clashing_with_a_history_directory() -> None:
     err = error(
         mount(

@@ -154,6 +154,81 @@ def test_validate_flags_non_string_parameters_and_files_without_classes(
     assert main(["validate", str(empty)]) == 1
 
 
+EVERY_MISTAKE = textwrap.dedent(
+    """\
+    apiVersion: secrets-store.csi.x-k8s.io/v1
+    kind: SecretProviderClass
+    metadata: {name: native, namespace: team-a}
+    spec:
+      provider: keyferry
+      parameters:
+        objects: |
+          - {backend: local, name: a, pth: x}
+          - {backend: local, name: b, path: ../up}
+          - {backend: local, name: c, path: same}
+          - {backend: local, name: d, path: same}
+    ---
+    apiVersion: secrets-store.csi.x-k8s.io/v1
+    kind: SecretProviderClass
+    metadata: {name: aws, namespace: team-a}
+    spec:
+      provider: aws
+      parameters:
+        pathTranslation: "False"
+        objects: |
+          - {objectName: a, objectType: secretsmanager, objectAlais: x}
+          - {objectName: b, objectType: secretsmanager, objectAlias: ../up}
+          - {objectName: c, objectType: secretsmanager, objectAlias: same}
+          - {objectName: d, objectType: secretsmanager, objectAlias: same}
+    ---
+    apiVersion: secrets-store.csi.x-k8s.io/v1
+    kind: SecretProviderClass
+    metadata: {name: gcp, namespace: team-a}
+    spec:
+      provider: gcp
+      parameters:
+        secrets: |
+          - {resourceName: projects/p/secrets/a/versions/1, pth: x}
+          - {resourceName: projects/p/secrets/b/versions/1, path: ../up}
+          - {resourceName: projects/p/secrets/c/versions/1, path: same}
+          - {resourceName: projects/p/secrets/d/versions/1, path: same}
+    ---
+    apiVersion: secrets-store.csi.x-k8s.io/v1
+    kind: SecretProviderClass
+    metadata: {name: azure, namespace: team-a}
+    spec:
+      provider: azure
+      parameters:
+        keyvaultName: my-kv
+        tenantID: 00000000-0000-0000-0000-000000000000
+        clientID: 11111111-1111-1111-1111-111111111111
+        objects: |
+          array:
+            - "{objectName: a, objectType: secret, objectAlais: x}"
+            - "{objectName: b, objectType: secret, objectAlias: ../up}"
+            - "{objectName: c, objectType: secret, objectAlias: same}"
+            - "{objectName: d, objectType: secret, objectAlias: same}"
+    """
+)
+
+
+def test_validate_shows_every_mistake_of_a_class_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "mistakes.yaml"
+    f.write_text(EVERY_MISTAKE)
+    assert main(["validate", str(f)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 4
+    names = ("native", "aws", "gcp", "azure")
+    unknowns = ("pth", "objectAlais", "pth", "objectAlais")
+    for line, name, unknown in zip(lines, names, unknowns, strict=True):
+        assert f"(SecretProviderClass {name}):" in line
+        assert f"unknown key '{unknown}'" in line
+        assert "'../up'" in line and "contains a '..' element" in line
+        assert "'same' is also written by" in line
+
+
 def test_demo_mounts_the_embedded_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo"]) == 0
     out = capsys.readouterr().out

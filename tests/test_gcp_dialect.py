@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from provider.dialects import gcp, native
-from provider.errors import Code, KeyferryError
+from provider.errors import Code, KeyferryError, MountFailed
 from provider.model import Mount, Pod
 from provider.refs.gcp import ParameterVersionRef, SecretVersionRef, parse_resource_name
 
@@ -266,6 +266,48 @@ def test_every_failing_entry_is_listed_once() -> None:
         assert part in err.message
     assert "secrets[2]" not in err.message
     assert err.message.count("[") >= 4
+
+
+def test_one_error_lists_per_entry_and_cross_entry_problems() -> None:
+    err = error(
+        mount(
+            """
+- resourceName: projects/p/secrets/a/versions/1
+  path: a
+  pth: x
+- resourceName: projects/p/secrets/b/versions/1
+  path: ../up
+- resourceName: projects/p/secrets/c/versions/1
+  path: same
+- resourceName: projects/p/secrets/d/versions/1
+  path: same
+- resourceName: projects/p/secrets/e/versions/1
+  path: dir
+- resourceName: projects/p/secrets/f/versions/1
+  path: dir/file
+"""
+        )
+    )
+    assert err.code is Code.INVALID_ARGUMENT
+    assert "secrets[0]: unknown key 'pth'" in err.message
+    assert "secrets[1] (projects/p/secrets/b/versions/1) path: output path '../up'" in err.message
+    assert (
+        "secrets[3] (projects/p/secrets/d/versions/1): output path 'same' is also written by "
+        "secrets[2] (projects/p/secrets/c/versions/1)" in err.message
+    )
+    assert "needs a directory 'dir', but secrets[4]" in err.message
+    assert err.message.startswith("invalid 'gcp' SecretProviderClass: [1] ")
+    assert isinstance(err, MountFailed) and len(err.errors) == 4
+
+
+def test_two_entries_of_one_secret_writing_one_path_are_reported() -> None:
+    err = error(
+        mount(
+            "- {resourceName: projects/p/secrets/a/versions/1, path: same}\n"
+            "- {resourceName: projects/p/secrets/a/versions/1, path: same}\n"
+        )
+    )
+    assert "secrets[1] (projects/p/secrets/a/versions/1): output path 'same' is also" in err.message
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from provider.dialects import native
@@ -403,6 +403,27 @@ def test_several_bad_objects_are_reported_together() -> None:
     assert err.code is Code.INVALID_ARGUMENT
 
 
+def test_one_error_lists_per_object_and_cross_object_problems() -> None:
+    text = (
+        "- {backend: local, name: a, pth: x}\n"  # unknown key
+        "- {backend: local, name: b, path: ../up}\n"  # traversal
+        "- {backend: local, name: c, path: same}\n"
+        "- {backend: local, name: d, path: same}\n"  # duplicate output path
+        "- {backend: local, name: e, path: dir}\n"
+        "- {backend: local, name: f, path: dir/file}\n"  # file where a directory is needed
+    )
+    for run in (parse, lambda t: make_plan(mount(t))):
+        with pytest.raises(MountFailed) as err:
+            run(text)
+        message = err.value.message
+        assert err.value.code is Code.INVALID_ARGUMENT
+        assert "objects[0]: unknown key 'pth'" in message
+        assert "objects[1] (local: b) path: output path '../up' contains a '..'" in message
+        assert "output path 'same' is also written by objects[2] (local: c)" in message
+        assert "needs a directory 'dir', but objects[4] (local: e) writes a file" in message
+        assert len(err.value.errors) == 4
+
+
 # --- make_plan -----------------------------------------------------------------------------
 
 
@@ -483,6 +504,10 @@ def _object(draw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 def test_well_formed_object_lists_always_parse(
     items: list[tuple[dict[str, Any], dict[str, Any]]], flow: bool
 ) -> None:
+    paths = [expected["path"] for _, expected in items]
+    # Two objects on one path, or a file where another needs a directory, is an error.
+    assume(len(set(paths)) == len(paths))
+    assume(not any(q.startswith(p + "/") for p in paths for q in paths))
     text = yaml.safe_dump([obj for obj, _ in items], default_flow_style=flow)
     plan = parse(text)
     assert len(plan.objects) == len(items)

@@ -38,8 +38,8 @@ from typing import Any, cast
 import yaml
 
 from ..errors import FailedPrecondition, InvalidArgument, KeyferryError, did_you_mean
-from ..files import file_set_problems, path_problem
-from ..model import Decoding, Mount, ObjectSpec, Output, OutputFile, Plan
+from ..files import path_problem
+from ..model import Decoding, Mount, ObjectSpec, Output, Plan
 from ..refs.azure import (
     ANNOTATION_CLIENT_ID,
     AzureAuth,
@@ -50,7 +50,16 @@ from ..refs.azure import (
     check_tenant_id,
     require_workload_token,
 )
-from .common import check_keys, collect, get_str, load_yaml, parse_bool, require_list, type_name
+from .common import (
+    check_keys,
+    collect,
+    get_str,
+    load_yaml,
+    output_problems,
+    parse_bool,
+    require_list,
+    type_name,
+)
 
 PARAMETERS = (
     "keyvaultName",
@@ -193,8 +202,12 @@ def parse(mount: Mount) -> Plan:
             specs.extend(_object(i, item, base, seen_ids))
         except KeyferryError as exc:
             errors.append(exc)
-    if not errors:
-        errors.extend(_path_conflicts(specs))
+    errors.extend(
+        output_problems(
+            ((s.label, o) for s in specs for o in s.outputs),
+            "give one of them a different objectAlias",
+        )
+    )
     collect(errors, "invalid SecretProviderClass for the azure provider")
     return Plan(dialect="azure", objects=tuple(specs))
 
@@ -474,15 +487,6 @@ def _unique_id(object_id: str, selector: tuple[str, bool], seen: dict[str, tuple
     count = previous[1] + 1
     seen[slot] = (previous[0], count)
     return f"{object_id}#{count}"
-
-
-def _path_conflicts(specs: list[ObjectSpec]) -> list[KeyferryError]:
-    planned = [
-        OutputFile(path=out.path, mode=out.mode or 0, contents=b"", source=spec.label)
-        for spec in specs
-        for out in spec.outputs
-    ]
-    return list(file_set_problems(planned, "give one of them a different objectAlias"))
 
 
 # --- the native-dialect hook -----------------------------------------------------

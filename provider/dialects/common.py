@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 
 from ..errors import InvalidArgument, KeyferryError, MountFailed, did_you_mean
+from ..files import DEFAULT_FIX, file_set_problems
+from ..model import Output, OutputFile
 
 _OCTAL_TEXT = re.compile(r"^(0o|0)?([0-7]{1,4})$")
 
@@ -226,6 +228,21 @@ def parse_mode(value: Any, where: str) -> int:
             "sticky bits are not allowed"
         )
     return mode
+
+
+def output_problems(
+    outputs: Iterable[tuple[str, Output]], fix: str = DEFAULT_FIX
+) -> list[InvalidArgument]:
+    """The cross-object checks (two outputs on one path, a file where another output
+    needs a directory) over ``(label, output)`` of the objects that did parse, so one
+    error lists them together with the per-object problems."""
+    return file_set_problems(
+        [
+            OutputFile(path=o.path, mode=o.mode or 0, contents=b"", source=label)
+            for label, o in outputs
+        ],
+        fix,
+    )
 
 
 def collect(errors: list[KeyferryError], summary: str) -> None:

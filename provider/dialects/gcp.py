@@ -37,7 +37,14 @@ from ..refs.gcp import (
     explain_bad_name,
     parse_resource_name,
 )
-from .common import MAX_PARAMETER_BYTES, check_keys, check_yaml_events, collect, yaml_error
+from .common import (
+    MAX_PARAMETER_BYTES,
+    check_keys,
+    check_yaml_events,
+    collect,
+    output_problems,
+    yaml_error,
+)
 
 PARAMETERS = ("secrets", "auth")
 ENTRY_KEYS = ("resourceName", "fileName", "path", "mode", "extractJSONKey", "extractYAMLKey")
@@ -268,17 +275,20 @@ def parse(mount: Mount) -> Plan:
     # Entries naming the same resource are fetched once and reported under one id
     # (the resourceName, as upstream), with one output per entry.
     grouped: dict[str, tuple[GcpRef, list[Output], list[str]]] = {}
+    planned: list[tuple[str, Output]] = []
     for i, item in enumerate(items):
         try:
             ref, output, resource = _entry(i, item, auth, key_json, explicit)
         except KeyferryError as exc:
             errors.append(exc)
             continue
+        planned.append((f"secrets[{i}] ({resource})", output))
         if resource in grouped:
             grouped[resource][1].append(output)
             grouped[resource][2].append(f"secrets[{i}]")
         else:
             grouped[resource] = (ref, [output], [f"secrets[{i}]"])
+    errors.extend(output_problems(planned, "give one of them a different path"))
     collect(errors, "invalid 'gcp' SecretProviderClass")
     specs = tuple(
         ObjectSpec(

@@ -35,6 +35,7 @@ from .common import (
     collect,
     get_str,
     load_yaml,
+    output_problems,
     parse_bool,
     parse_mode,
     require_list,
@@ -94,6 +95,7 @@ def parse(mount: Mount) -> Plan:
             specs.append(_object(i, item, mount))
         except KeyferryError as exc:
             errors.append(exc)
+    errors.extend(output_problems((s.label, o) for s in specs for o in s.outputs))
     collect(errors, "invalid 'objects' parameter")
     return Plan(dialect="native", objects=tuple(specs))
 
