@@ -11,6 +11,8 @@ import base64
 import binascii
 import difflib
 import json
+import math
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -102,6 +104,101 @@ def _clip(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+# --- YAML documents: the YAML 1.2 core schema, as the official GCP provider reads them ---
+#
+# Upstream decodes an extracted document with Go's yaml.v3 into map[string]any, so
+# `yes`, `on`, `No` and `12:30` are text (YAML 1.1, PyYAML's default, made them booleans
+# and a number), timestamps stay their text, and numbers follow Go's integer syntax
+# (0x, 0o, 0b, 1.1-style 0777, `_` separators) within 64 bits. Dialect *parameters* are
+# not read this way: each dialect keeps the YAML rules of the provider it replaces.
+
+_TAG = "tag:yaml.org,2002:"
+_NULL = frozenset(("", "~", "null", "Null", "NULL"))
+_BOOL = frozenset(("true", "True", "TRUE", "false", "False", "FALSE"))
+_SPECIAL_FLOAT = frozenset(
+    sign + dot for sign in ("", "+", "-") for dot in (".inf", ".Inf", ".INF")
+) | frozenset((".nan", ".NaN", ".NAN"))
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_GO_INT = re.compile(r"[-+]?(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0-7]*|[1-9][0-9]*)")
+
+
+def _go_int(text: str) -> int | None:
+    """``text`` (``_`` removed) as Go's ParseInt(s, 0, 64), else ParseUint: None when
+    it is not an integer or does not fit."""
+    body = text.lstrip("+-")
+    if len(body) > 66 or not _GO_INT.fullmatch(text):  # 64 binary digits after "0b"
+        return None
+    prefix = body[:2].lower()
+    if prefix in ("0x", "0o", "0b"):
+        number = int(body[2:], {"0x": 16, "0o": 8, "0b": 2}[prefix])
+    else:
+        number = int(body, 8 if body.startswith("0") else 10)
+    if text.startswith("-"):
+        number = -number
+    if -(2**63) <= number < 2**63 or (text[0] != "+" and 0 <= number < 2**64):
+        return number
+    return None
+
+
+def _plain_scalar_tag(text: str) -> str:
+    """The tag yaml.v3 resolves a plain scalar to (its resolve(), for decoding into any)."""
+    if text in _NULL:
+        return _TAG + "null"
+    if text in _BOOL:
+        return _TAG + "bool"
+    if text in _SPECIAL_FLOAT:
+        return _TAG + "float"
+    if text == "<<":
+        return _TAG + "merge"
+    if text[0] in "+-0123456789.":
+        plain = text if text[0] == "." else text.replace("_", "")
+        if text[0] != "." and _go_int(plain) is not None:
+            return _TAG + "int"
+        if _FLOAT.fullmatch(plain) and not math.isinf(float(plain)):
+            return _TAG + "float"
+    return _TAG + "str"
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """Safe loading with the resolution above; a key given twice in one mapping is an
+    error (as in yaml.v3), aliases and merge keys work as there."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        if kind is yaml.ScalarNode and implicit[0]:
+            return _plain_scalar_tag(value)
+        tag: str = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        return tag
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[str] = set()
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:  # not quoted: keys are the document's content
+                    raise yaml.constructor.ConstructorError(
+                        None, None, "a key is given twice", key.start_mark
+                    )
+                seen.add(key.value)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_text(self, node: yaml.ScalarNode) -> str:
+        return self.construct_scalar(node)
+
+    def construct_go_int(self, node: yaml.ScalarNode) -> int:
+        number = _go_int(self.construct_scalar(node).replace("_", ""))
+        if number is None:
+            raise yaml.constructor.ConstructorError(
+                None, None, "an !!int that is not a 64-bit integer", node.start_mark
+            )
+        return number
+
+
+Yaml12Loader.yaml_implicit_resolvers = {}  # resolve() above decides for plain scalars
+Yaml12Loader.add_constructor(_TAG + "int", Yaml12Loader.construct_go_int)
+# yaml.v3 keeps the text of a timestamp (even with !!timestamp) and of a `<<` value.
+Yaml12Loader.add_constructor(_TAG + "timestamp", Yaml12Loader.construct_text)
+Yaml12Loader.add_constructor(_TAG + "merge", Yaml12Loader.construct_text)
+
+
 def _document(content: bytes, kind: str, where: str) -> Any:
     try:
         return _parse(content, kind, where)
@@ -125,7 +222,7 @@ def _parse_document(content: bytes, kind: str, where: str) -> Any:
         ) from None
     if kind == "yaml_key":
         try:
-            return yaml.safe_load(text)
+            return yaml.load(text, Loader=Yaml12Loader)  # a SafeLoader
         except yaml.YAMLError:
             raise InvalidArgument(f"{where}: the value is not a valid YAML document") from None
     try:
@@ -175,10 +272,16 @@ def extract(content: bytes, extraction: Extraction, where: str) -> bytes:
             f"{where}: {what} selects a {type(value).__name__}, not a string; select a "
             "string value (e.g. a leaf key)"
         )
+    if extraction.kind != "yaml_key":
+        # Go's encoding/json reads a lone UTF-16 surrogate escape as U+FFFD.
+        value = _SURROGATE.sub("\ufffd", value)
     try:
         return value.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidArgument(f"{where}: {what} selects text that is not valid Unicode") from None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def decode(content: bytes, decoding: str | None, where: str) -> bytes:

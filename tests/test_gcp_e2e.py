@@ -122,6 +122,21 @@ def test_modes_extract_keys_regional_and_parameters(srv: Server, stack: GoogleSt
     )
 
 
+def test_extracted_values_are_the_bytes_upstream_writes(srv: Server, stack: GoogleStack) -> None:
+    sm = stack.secret_manager
+    sm.add_version("my-project", "flags", b"enabled: yes\nwindow: 12:30\nsince: 2024-05-01\n")
+    sm.add_version("my-project", "odd", b'{"k": "a\\ud800b"}')
+    text = """
+- {resourceName: projects/my-project/secrets/flags/versions/1, path: e, extractYAMLKey: enabled}
+- {resourceName: projects/my-project/secrets/flags/versions/1, path: w, extractYAMLKey: window}
+- {resourceName: projects/my-project/secrets/flags/versions/1, path: s, extractYAMLKey: since}
+- {resourceName: projects/my-project/secrets/odd/versions/1, path: k, extractJSONKey: k}
+"""
+    resp = srv.mount("gcp", secrets(text), tokens=stack.token(NS, KSA))
+    files = {f.path: f.contents for f in resp.files}
+    assert files == {"e": b"yes", "w": b"12:30", "s": b"2024-05-01", "k": b"a\xef\xbf\xbdb"}
+
+
 def test_bad_input_fails_before_any_network_call(
     srv: Server, stack: GoogleStack, kube: FakeKube
 ) -> None:

@@ -62,6 +62,118 @@ def test_extract_yaml_key() -> None:
     assert render.extract(content, yk("password"), WHERE) == b"p@ss"
 
 
+# The official GCP provider reads extracted YAML with yaml.v3 (YAML 1.2 core schema, into
+# map[string]any): what it writes, byte for byte, or that it rejects the value.
+@pytest.mark.parametrize(
+    ("scalar", "written"),
+    [
+        ("yes", b"yes"),
+        ("on", b"on"),
+        ("No", b"No"),
+        ("off", b"off"),
+        ("Y", b"Y"),
+        ("12:30", b"12:30"),  # YAML 1.1 sexagesimal 750
+        ("=", b"="),  # YAML 1.1 value key
+        ("2001-12-14", b"2001-12-14"),  # timestamps stay text (yaml.v3 into any)
+        ("2001-12-14T21:59:43.10-05:00", b"2001-12-14T21:59:43.10-05:00"),
+        ("!!timestamp 2001-12-14", b"2001-12-14"),
+        ("<<", b"<<"),
+        ("tRue", b"tRue"),
+        ("NaN", b"NaN"),
+        ("0x", b"0x"),
+        ("0xFFFFFFFFFFFFFFFFFF", b"0xFFFFFFFFFFFFFFFFFF"),  # beyond 64 bits: not a number
+        ("1e400", b"1e400"),  # out of float range: not a number
+        ("9" * 5000, b"9" * 5000),
+        ("'0777'", b"0777"),
+        ("!!str true", b"true"),
+        ("yes # a comment", b"yes"),
+    ],
+)
+def test_yaml_key_reads_yaml_12_like_the_official_provider(scalar: str, written: bytes) -> None:
+    assert render.extract(f"k: {scalar}\n".encode(), yk("k"), WHERE) == written
+
+
+@pytest.mark.parametrize(
+    ("scalar", "kind"),
+    [
+        ("true", "bool"),
+        ("False", "bool"),
+        ("TRUE", "bool"),
+        ("123", "int"),
+        ("+12", "int"),
+        ("0777", "int"),
+        ("0o17", "int"),
+        ("0x1F", "int"),
+        ("-0x1F", "int"),
+        ("0b101", "int"),
+        ("1_000", "int"),
+        ("1.5", "float"),
+        ("1e3", "float"),
+        ("-.5", "float"),
+        (".inf", "float"),
+        ("-.Inf", "float"),
+        (".nan", "float"),
+        ("99999999999999999999", "float"),
+    ],
+)
+def test_yaml_key_rejects_what_the_official_provider_rejects(scalar: str, kind: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        render.extract(f"k: {scalar}\n".encode(), yk("k"), WHERE)
+    assert f"selects a {kind}, not a string" in err.value.message
+    assert scalar not in err.value.message.replace(WHERE, "")
+
+
+@pytest.mark.parametrize("scalar", ["null", "~", "Null", ""])
+def test_yaml_key_with_a_null_value_matches_nothing(scalar: str) -> None:
+    with pytest.raises(InvalidArgument, match="matched nothing"):
+        render.extract(f"k: {scalar}\n".encode(), yk("k"), WHERE)
+
+
+def test_yaml_keys_that_yaml_11_read_as_booleans_are_found() -> None:
+    content = b"yes: agreed\non: switched\nno: refused\n"
+    assert render.extract(content, yk("yes"), WHERE) == b"agreed"
+    assert render.extract(content, yk("on"), WHERE) == b"switched"
+    assert render.extract(content, yk("no"), WHERE) == b"refused"
+
+
+def test_yaml_document_with_a_duplicate_key_is_rejected_like_upstream() -> None:
+    content = ("password: " + CANARY + "\npassword: other\n").encode()
+    with pytest.raises(InvalidArgument) as err:
+        render.extract(content, yk("password"), WHERE)
+    assert "not a valid YAML document" in err.value.message
+    assert CANARY not in err.value.message and "other" not in err.value.message
+
+
+def test_yaml_aliases_and_merge_keys_still_work() -> None:
+    content = b"base: &b {user: admin}\nsecret: &s hunter2\ncopy: *s\nmerged:\n  <<: *b\n"
+    assert render.extract(content, yk("copy"), WHERE) == b"hunter2"
+
+
+def test_yaml_lone_surrogate_escape_is_rejected_like_upstream() -> None:
+    with pytest.raises(InvalidArgument) as err:
+        render.extract(b'k: "a\\ud800b"\n', yk("k"), WHERE)
+    assert "not valid Unicode" in err.value.message
+
+
+# Go's encoding/json writes U+FFFD for a lone UTF-16 surrogate escape.
+@pytest.mark.parametrize(
+    ("escaped", "written"),
+    [
+        ("a\\ud800b", b"a\xef\xbf\xbdb"),
+        ("\\udc00", b"\xef\xbf\xbd"),
+        ("\\ud800\\ud800", b"\xef\xbf\xbd\xef\xbf\xbd"),
+        ("\\ud800\\u0041", b"\xef\xbf\xbdA"),
+        ("\\ud83d\\ude00", b"\xf0\x9f\x98\x80"),  # a valid pair stays one character
+    ],
+)
+@pytest.mark.parametrize("extraction", [jk("k"), jm("k"), jm("join('', [k])")])
+def test_lone_surrogate_escapes_in_json_are_written_as_fffd(
+    extraction: Extraction, escaped: str, written: bytes
+) -> None:
+    content = ('{"k": "' + escaped + '"}').encode()
+    assert render.extract(content, extraction, WHERE) == written
+
+
 def test_extract_keeps_unicode_as_utf8() -> None:
     content = json.dumps({"k": "pässwörd ✓"}).encode()
     assert render.extract(content, jk("k"), WHERE) == "pässwörd ✓".encode()
@@ -156,7 +268,7 @@ def test_key_extraction_needs_a_mapping(extraction: Extraction, document: Any) -
     assert CANARY not in err.value.message
 
 
-@pytest.mark.parametrize("extraction", [jm("a"), jk("a")])
+@pytest.mark.parametrize("extraction", [jm("a"), jk("a"), yk("a")])
 def test_absurdly_nested_document_is_invalid_argument(extraction: Extraction) -> None:
     content = b"[" * 100_000 + b"]" * 100_000
     with pytest.raises(InvalidArgument) as err:
