@@ -161,7 +161,7 @@ def call_mount(
 
 
 def check_response(response: pb.MountResponse) -> list[OutputFile]:
-    """The driver's checks on a response (PROTOCOL.md §3)."""
+    """The driver's checks on a response (docs/protocol.md §3)."""
     if response.error.code:
         raise SystemExit(f"mount request failed with provider error code {response.error.code}")
     if not response.object_version:

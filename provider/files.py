@@ -1,6 +1,6 @@
 """Output paths, modes and the size budget.
 
-One validator for every dialect: the driver's own rules (PROTOCOL.md §3.1)
+One validator for every dialect: the driver's own rules (docs/protocol.md §3.1)
 plus stricter ones, because the driver's validator lets ``.`` through (which
 empties the volume), lets duplicates overwrite each other and fails late on a
 file/directory clash. Every error names the object the file came from.

@@ -110,7 +110,7 @@ def driver_attributes(
     tokens: Mapping[str, str] | None = None,
     expiration: str = "",
 ) -> dict[str, str]:
-    """The ``attributes`` map the driver builds (PROTOCOL.md §2.2)."""
+    """The ``attributes`` map the driver builds (docs/protocol.md §2.2)."""
     attrs: dict[str, str] = dict(spc.parameters)
     attrs["secretProviderClass"] = spc.name
     attrs.update(volume_attributes or {})

@@ -1,7 +1,7 @@
 """The driver's MountRequest in, a MountResponse out.
 
 Decoding is strict about shape and lenient about what the driver legitimately
-varies (PROTOCOL.md §2): ``secrets`` may be ``null``, ``{}`` or a map;
+varies (docs/protocol.md §2): ``secrets`` may be ``null``, ``{}`` or a map;
 ``permission`` is JSON (``"420"`` = 0644); tokens may sit in ``attributes`` or
 in ``secrets``; the v1.5 rotation path omits ``secretProviderClass`` and the
 ``ephemeral`` flag. Nothing decoded here is trusted for authorisation.

@@ -1,6 +1,6 @@
 """The grpc.aio server: one Unix socket per provider name, each bound to its dialect.
 
-The request never says which provider name it was sent to (PROTOCOL.md §4.1),
+The request never says which provider name it was sent to (docs/protocol.md §4.1),
 so every socket gets its own server and servicer. The same sockets serve
 ``grpc.health.v1``. An HTTP listener serves ``/healthz`` (the process is
 alive), ``/readyz`` (a real Version round trip over every socket) and

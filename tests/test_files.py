@@ -1,4 +1,4 @@
-"""provider.files: the driver's path rules (PROTOCOL.md §3.1), keyferry's stricter ones,
+"""provider.files: the driver's path rules (docs/protocol.md §3.1), keyferry's stricter ones,
 file-set checks and the size budget."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def long_path(total: int, element: int = 200, char: str = "a") -> str:
     return path
 
 
-# --- PROTOCOL.md §3.1, "Rejected" table plus keyferry's stricter rules -----------------------
+# --- docs/protocol.md §3.1, "Rejected" table plus keyferry's stricter rules -----------------------
 
 
 @pytest.mark.parametrize(
@@ -98,7 +98,7 @@ def test_path_limit_counts_utf8_bytes_like_the_driver() -> None:
     assert files.path_problem(path) != ""
 
 
-# --- PROTOCOL.md §3.1, "Accepted" table ----------------------------------------------------
+# --- docs/protocol.md §3.1, "Accepted" table ----------------------------------------------------
 
 
 @pytest.mark.parametrize(

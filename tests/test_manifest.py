@@ -149,7 +149,7 @@ def test_non_string_parameter_keys_do_not_crash_attribute_encoding(tmp_path: Pat
     assert json.loads(encoded)["1"] == "x"
 
 
-# --- driver_attributes (PROTOCOL.md §2.2) --------------------------------------------------
+# --- driver_attributes (docs/protocol.md §2.2) --------------------------------------------------
 
 
 def test_driver_attributes_hold_parameters_spc_name_and_kubelet_keys() -> None:

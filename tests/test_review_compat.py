@@ -1,7 +1,7 @@
-"""Review of the drop-in dialects against ../shared/COMPAT.md.
+"""Review of the drop-in dialects against docs/compatibility.md.
 
-Each test states what COMPAT.md specifies for an input where keyferry currently
-does something else and COMPAT.md lists no deliberate difference. They parse
+Each test states what docs/compatibility.md specifies for an input where keyferry currently
+does something else and docs/compatibility.md lists no deliberate difference. They parse
 only: nothing here reaches the network.
 """
 

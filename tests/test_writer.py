@@ -116,7 +116,7 @@ def test_file_modes_are_exact_regardless_of_umask(tmp_path: Path, mask: int) -> 
 
 @pytest.mark.parametrize("mask", [0o022, 0o077])
 def test_payload_directory_is_0755_regardless_of_umask(tmp_path: Path, mask: int) -> None:
-    # PROTOCOL.md §3.2: the timestamped payload directory is 0755 (kubelet chmods it), so
+    # docs/protocol.md §3.2: the timestamped payload directory is 0755 (kubelet chmods it), so
     # non-root containers can traverse it whatever umask the writer ran with.
     with umask(mask):
         payload = writer.write_atomic(tmp_path / "m", [f("a", b"x")])
