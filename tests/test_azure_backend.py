@@ -27,6 +27,7 @@ from provider.refs.azure import WORKLOAD_AUDIENCE, AzureAuth, AzureRef
 from tests.fakes.azure import TENANT, FakeAzure, fake_azure, pod_token
 from tests.fakes.azure_certs import chain, jwk, new_key, public_pem
 from tests.fakes.kube import FakeKube
+from tests.fakes.oidc import ISSUER
 
 POD = Pod("team-a", "web-0", "uid", "web")
 WI = AzureAuth(mode="workload", tenant_id=TENANT, client_id="app-1")
@@ -264,6 +265,8 @@ def test_unfederated_service_account_names_the_federated_credential_to_create(en
     assert err.code is Code.UNAUTHENTICATED
     assert "AADSTS70021" in err.message
     assert "system:serviceaccount:team-c:batch" in err.message
+    assert f"issuer '{ISSUER.url}'" in err.message
+    assert env.fake.entra.errors[70021] == 1
 
 
 def test_token_of_another_service_account_is_refused(env: Env) -> None:

@@ -324,7 +324,7 @@ def test_service_account_without_federated_credential_names_the_one_to_create(
     assert f"'{ISSUER.url}'" in details
     assert "'system:serviceaccount:team-b:api'" in details
     assert f"'{AUD}'" in details
-    assert fake.entra.errors[70021] == 1 and fake.vault.refused == {}
+    assert fake.entra.errors[70021] == 1 and fake.entra.issued == {}
 
 
 @pytest.mark.parametrize(
