@@ -393,3 +393,12 @@ def test_listing_versions_needs_list(fake: FakeAzure) -> None:
         list(client.list_properties_of_secret_versions("db"))
     assert info.value.status_code == 403
     assert "does not have secrets list permission" in str(info.value.message)
+
+
+def test_vault_requires_an_api_version(fake: FakeAzure) -> None:
+    token = _token_for(fake)
+    auth = {"Authorization": f"Bearer {token}"}
+    status, _, body = https(fake, fake.vault.port, "GET", "/kv1/secrets/db", **auth)
+    assert status == 400 and body["error"]["code"] == "BadParameter"
+    status, _, body = https(fake, fake.vault.port, "GET", "/kv1/secrets/db?api-version=7.5", **auth)
+    assert status == 200 and body["value"] == "s3cret-value"

@@ -729,6 +729,18 @@ class FakeKeyVault(_TLSServer):
         if len(parts) < 3 or parts[1] not in KINDS:
             self.send_json(h, 404, {"error": {"code": "BadParameter", "message": "no route"}})
             return
+        if not urllib.parse.parse_qs(split.query).get("api-version"):
+            self.send_json(
+                h,
+                400,
+                {
+                    "error": {
+                        "code": "BadParameter",
+                        "message": "The 'api-version' query parameter is missing.",
+                    }
+                },
+            )
+            return
         kind, name = parts[1], parts[2]
         op = "list" if parts[3:] == ["versions"] else "get"
         if not self.allowed(vault, issued.client_id, kind, op):
