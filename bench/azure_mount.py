@@ -62,6 +62,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp, fake_azure(tmp) as fake:
         fake.entra.federate("bench-app", ns, sa)
+        fake.vault.grant_reader("bench-kv", "bench-app")
         fake.vault.add_secret("bench-kv", "db-password", "s3cret-db-password")
         fake.vault.add_key("bench-kv", "signing", jwk(new_key("p256")))
         ch = chain("rsa")

@@ -27,6 +27,7 @@ from provider.refs.azure import WORKLOAD_AUDIENCE, AzureAuth, AzureRef
 from tests.fakes.azure import TENANT, FakeAzure, fake_azure, pod_token
 from tests.fakes.azure_certs import chain, jwk, new_key, public_pem
 from tests.fakes.kube import FakeKube
+from tests.fakes.oidc import ISSUER
 
 POD = Pod("team-a", "web-0", "uid", "web")
 WI = AzureAuth(mode="workload", tenant_id=TENANT, client_id="app-1")
@@ -98,6 +99,7 @@ def ref(name: str, kind: str = "secret", **kw: Any) -> AzureRef:
 def fake(tmp_path: Path) -> Iterator[FakeAzure]:
     with fake_azure(str(tmp_path)) as fa:
         fa.entra.federate("app-1", "team-a", "web")
+        fa.vault.grant_reader("kv1", "app-1")
         yield fa
 
 
@@ -263,6 +265,8 @@ def test_unfederated_service_account_names_the_federated_credential_to_create(en
     assert err.code is Code.UNAUTHENTICATED
     assert "AADSTS70021" in err.message
     assert "system:serviceaccount:team-c:batch" in err.message
+    assert f"issuer '{ISSUER.url}'" in err.message
+    assert env.fake.entra.errors[70021] == 1
 
 
 def test_token_of_another_service_account_is_refused(env: Env) -> None:
@@ -298,6 +302,7 @@ def test_no_identity_anywhere_says_how_to_fix_it(env: Env) -> None:
 
 def test_service_principal_from_node_publish_secret(env: Env) -> None:
     env.fake.entra.add_client_secret("sp-app", "s3cret")
+    env.fake.vault.grant("kv1", "secrets", "sp-app")
     env.fake.vault.add_secret("kv1", "db", "x")
     sp = AzureAuth(mode="service_principal", tenant_id=TENANT, client_id="sp-app")
     good = workload_mount(secrets={"clientid": "sp-app", "clientsecret": "s3cret"})
@@ -316,7 +321,7 @@ def test_service_principal_client_id_never_reaches_messages(
     caplog.set_level(logging.DEBUG)
     env.fake.entra.add_client_secret("sp-canary-id", "s3cret")
     env.fake.vault.add_secret("kv1", "db", "x")
-    env.fake.vault.grant("kv1", "secrets", "someone-else")
+    # no access to kv1 for sp-canary-id: Key Vault answers 403 quoting its appid
     sp = AzureAuth(mode="service_principal", tenant_id=TENANT, client_id="sp-canary-id")
     good = workload_mount(secrets={"clientid": "sp-canary-id", "clientsecret": "s3cret"})
     denied = env.error(ref("db", auth=sp), good)
@@ -419,10 +424,13 @@ def test_vm_managed_identity_needs_server_permission(env: Env) -> None:
 
 def test_rbac_403_names_the_role_to_grant(env: Env) -> None:
     env.fake.vault.add_secret("kv1", "db", "x")
-    env.fake.vault.grant("kv1", "secrets", "someone-else")
+    env.fake.vault.revoke("kv1", "app-1")
+    env.fake.vault.grant("kv1", "keys", "app-1")  # not secrets
     err = env.error(ref("db"))
     assert err.code is Code.PERMISSION_DENIED
     assert "Key Vault Secrets User" in err.message and "app-1" in err.message
+    assert "ForbiddenByRbac" in err.message
+    assert env.fake.vault.refused[403] == 1
 
 
 def test_access_policy_403_names_the_permission(fake: FakeAzure, kube: FakeKube) -> None:
@@ -430,9 +438,12 @@ def test_access_policy_403_names_the_permission(fake: FakeAzure, kube: FakeKube)
     e = Env(fake, kube)
     try:
         fake.vault.add_key("kv1", "k", jwk(new_key("p256")))
-        fake.vault.grant("kv1", "keys", "someone-else")
+        fake.vault.revoke("kv1", "app-1")
+        fake.vault.grant("kv1", "keys", "app-1", operations=("get",))  # no list
+        assert e.one(ref("k", "key")).content  # get alone reads the latest version
         err = e.error(ref("k", "key", history=2, index=0))
         assert err.code is Code.PERMISSION_DENIED
+        assert "AccessDenied" in err.message
         assert "get and list permission on keys" in err.message
     finally:
         e.close()
@@ -491,6 +502,7 @@ def test_one_failing_object_does_not_hide_the_others(env: Env) -> None:
 def test_clients_are_reused_per_vault_and_identity(env: Env) -> None:
     env.fake.vault.add_secret("kv1", "db", "x")
     env.fake.vault.add_secret("kv2", "db", "y")
+    env.fake.vault.grant("kv2", "secrets", "app-1")
     for _ in range(5):
         env.fetch([ref("db"), replace(ref("db"), vault="kv2")])
     assert len(env.backend._clients) == 2

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from tests.fakes.azure import TENANT, FakeAzure, fake_azure, pod_token
 from tests.fakes.azure_certs import chain, jwk, new_key, public_pem
 from tests.fakes.kube import FakeKube
+from tests.fakes.oidc import ISSUER, Issuer
 from tests.harness import Server, running_server
 
 AUD = "api://AzureADTokenExchange"
@@ -35,6 +36,7 @@ def objects(*items: str) -> str:
 def fake(tmp_path: Path) -> Iterator[FakeAzure]:
     with fake_azure(str(tmp_path)) as fa:
         fa.entra.federate("app-1", "team-a", "web")
+        fa.vault.grant_reader("kv1", "app-1")
         yield fa
 
 
@@ -273,6 +275,7 @@ def test_throttling_is_visible_in_metrics(srv: Server, fake: FakeAzure) -> None:
 
 def test_secret_material_never_reaches_logs(srv: Server, fake: FakeAzure) -> None:
     fake.entra.add_client_secret("sp-app", "very-secret-value")
+    fake.vault.grant("kv1", "secrets", "sp-app")
     fake.vault.add_secret("kv1", "db", "top-secret-content")
     token = pod_token()
     resp = mount(
@@ -289,3 +292,116 @@ def test_secret_material_never_reaches_logs(srv: Server, fake: FakeAzure) -> Non
     joined = "\n".join(srv.logs)
     for needle in ("very-secret-value", "top-secret-content", token):
         assert needle not in joined
+
+
+# -- identity and access refused by the fakes, through a keyferry Mount ------------------------
+
+OTHER_TENANT = "0c6a1f3e-5d2b-4e8f-9a7c-1b2d3e4f5a6b"
+DB = objects("objectName: db\nobjectType: secret")
+
+
+def refused(srv: Server, params: dict[str, str], **kw: Any) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        mount(srv, params, **kw)
+    return info.value
+
+
+def test_service_account_without_federated_credential_names_the_one_to_create(
+    srv: Server, fake: FakeAzure
+) -> None:
+    fake.vault.add_secret("kv1", "db", "x")
+    pod = ("team-b", "api-0", "22222222-2222-3333-4444-555555555555", "api")
+    err = refused(
+        srv,
+        {"keyvaultName": "kv1", "tenantID": TENANT, "clientID": "app-1", "objects": DB},
+        tokens={AUD: pod_token("team-b", "api")},
+        pod=pod,
+    )
+    assert err.code() is grpc.StatusCode.UNAUTHENTICATED
+    details = err.details() or ""
+    assert "AADSTS70021" in details and "federated identity credential" in details
+    assert "app-1" in details
+    assert f"'{ISSUER.url}'" in details
+    assert "'system:serviceaccount:team-b:api'" in details
+    assert f"'{AUD}'" in details
+    assert fake.entra.errors[70021] == 1 and fake.entra.issued == {}
+
+
+@pytest.mark.parametrize(
+    ("token", "code"),
+    [
+        (lambda: Issuer().pod_token(AUD, "team-a", "web"), "AADSTS700027"),
+        (lambda: pod_token(lifetime=-120), "AADSTS700024"),
+    ],
+    ids=["signed-by-another-cluster", "expired"],
+)
+def test_pod_token_entra_cannot_verify_is_unauthenticated(
+    srv: Server, fake: FakeAzure, token: Any, code: str
+) -> None:
+    err = refused(
+        srv,
+        {"keyvaultName": "kv1", "tenantID": TENANT, "clientID": "app-1", "objects": DB},
+        tokens={AUD: token()},
+    )
+    assert err.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert code in (err.details() or "")
+    assert fake.entra.errors[int(code[6:])] == 1
+
+
+@pytest.mark.parametrize("rbac", [True, False], ids=["rbac", "access-policy"])
+def test_identity_without_vault_access_is_permission_denied_naming_the_grant(
+    srv: Server, fake: FakeAzure, rbac: bool
+) -> None:
+    fake.vault.rbac = rbac
+    fake.vault.add_secret("kv1", "db", "x")
+    fake.entra.federate("app-2", "team-a", "web")  # federated, but no access to kv1
+    err = refused(
+        srv, {"keyvaultName": "kv1", "tenantID": TENANT, "clientID": "app-2", "objects": DB}
+    )
+    assert err.code() is grpc.StatusCode.PERMISSION_DENIED
+    details = err.details() or ""
+    assert "secret 'db' in vault 'kv1'" in details and "app-2" in details
+    if rbac:
+        assert "ForbiddenByRbac" in details and "'Key Vault Secrets User'" in details
+    else:
+        assert "AccessDenied" in details and "add get permission on secrets" in details
+    assert fake.vault.refused[403] >= 1
+
+
+def test_class_tenant_other_than_the_vaults_is_unauthenticated(
+    srv: Server, fake: FakeAzure
+) -> None:
+    fake.vault.tenants["kv-b"] = OTHER_TENANT
+    fake.vault.grant_reader("kv-b", "app-1")
+    fake.vault.add_secret("kv-b", "db", "x")
+    err = refused(
+        srv, {"keyvaultName": "kv-b", "tenantID": TENANT, "clientID": "app-1", "objects": DB}
+    )
+    assert err.code() is grpc.StatusCode.UNAUTHENTICATED
+    details = err.details() or ""
+    assert "AKV10032" in details and "tenantID" in details
+    assert fake.vault.refused[401] >= 1
+
+
+@pytest.mark.parametrize(
+    "identity",
+    [
+        {"params": {"clientID": "app-1"}, "secrets": None},
+        {"params": {}, "secrets": {"clientid": "sp-app", "clientsecret": "very-secret-value"}},
+    ],
+    ids=["workload-identity", "service-principal"],
+)
+def test_unknown_tenant_names_tenant_id(
+    srv: Server, fake: FakeAzure, identity: dict[str, Any]
+) -> None:
+    fake.entra.add_client_secret("sp-app", "very-secret-value")
+    err = refused(
+        srv,
+        {"keyvaultName": "kv1", "tenantID": OTHER_TENANT, "objects": DB, **identity["params"]},
+        secrets=identity["secrets"],
+    )
+    assert err.code() is grpc.StatusCode.UNAUTHENTICATED, err.details()
+    details = err.details() or ""
+    assert "AADSTS90002" in details and "check tenantID" in details
+    assert "very-secret-value" not in details and "sp-app" not in details
+    assert fake.entra.errors[90002] == 1

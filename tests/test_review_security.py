@@ -336,6 +336,7 @@ def azure(tmp_path: Path) -> Iterator[tuple[Server, FakeAzure]]:
     try:
         with fake_azure(str(tmp_path)) as fake:
             fake.entra.federate("app-1", "team-a", "web")
+            fake.vault.grant_reader("kv1", "app-1")
             with running_server(
                 tmp_path,
                 providers="keyferry,azure",
@@ -417,10 +418,15 @@ def test_azure_credentials_of_one_service_account_are_not_reused_for_another(
     }
     ok = srv.mount("azure", params, tokens={AZURE_AUD: pod_token()}, pod=AZURE_POD)
     assert [f.contents for f in ok.files] == [b"pw"]
+    assert fake.entra.token_requests == 1
     other = ("team-b", "api-0", "33333333-2222-3333-4444-555555555555", "web")
     with pytest.raises(grpc.RpcError) as info:
         srv.mount("azure", params, tokens={AZURE_AUD: pod_token("team-b", "web")}, pod=other)
     assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    # Entra itself refused it (no cached token answered in its place): team-b/web has no
+    # federated credential on app-1.
+    assert fake.entra.errors[70021] == 1
+    assert "system:serviceaccount:team-b:web" in (info.value.details() or "")
     # ...and a token for the right subject cannot be replayed under another pod's identity.
     with pytest.raises(grpc.RpcError) as replay:
         srv.mount("azure", params, tokens={AZURE_AUD: pod_token()}, pod=other)

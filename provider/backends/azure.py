@@ -440,12 +440,16 @@ SP_DESCRIBE = "the service principal from nodePublishSecretRef"
 """How messages name a service principal: its client id is nodePublishSecretRef data."""
 
 _AADSTS = re.compile(r"(AADSTS\d+)[:\s]+([^\r\n]*)")
+_AKV = re.compile(r"AKV\d{5}")
 _AADSTS_HINTS = {
     "AADSTS70021": "no federated identity credential matches the token: create one on the "
-    "identity {client} with issuer = the cluster's OIDC issuer URL, subject "
-    "'{subject}' and audience 'api://AzureADTokenExchange'",
+    "identity {client} with issuer {issuer}, subject '{subject}' and audience "
+    "'api://AzureADTokenExchange'",
     "AADSTS700211": "the token's issuer is not the one in the federated identity credential; "
-    "set the credential's issuer to the cluster's OIDC issuer URL",
+    "set the credential's issuer to {issuer}",
+    "AADSTS700027": "the token's signature does not verify with the keys published by its "
+    "issuer {issuer}; check that the federated credential's issuer is this cluster's OIDC "
+    "issuer URL and that its JWKS is current",
     "AADSTS700016": "the application {client} was not found in tenant {tenant}; check "
     "clientID and tenantID",
     "AADSTS90002": "tenant {tenant} was not found; check tenantID",
@@ -1007,17 +1011,37 @@ _RBAC_ROLES = {
 }
 
 
+def _chain_text(exc: BaseException) -> str:
+    """The text of an exception and of the ones it was raised from: MSAL's discovery
+    failure carries Entra's answer only in the error it wraps."""
+    texts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(texts) < 5:
+        seen.add(id(current))
+        texts.append(str(current))
+        current = current.__cause__ or current.__context__
+    return "\n".join(texts)
+
+
 def _auth_hint(text: str, identity: _Identity) -> str:
     m = _AADSTS.search(text)
     if not m:
         return "check tenantID, clientID and the identity's federated credential or secret"
     code = m.group(1)
     subject = identity.describe.rpartition("(")[2].rstrip(")") if identity.assertion else ""
+    issuer = "the cluster's OIDC issuer URL"
+    if identity.assertion is not None:
+        claims = _jwt_claims(identity.assertion.get()) or {}
+        if isinstance(claims.get("iss"), str) and claims["iss"]:
+            issuer = repr(claims["iss"])
     hint = _AADSTS_HINTS.get(code)
     secret_client = identity.mode == "service_principal"
     client = "(the nodePublishSecretRef clientid)" if secret_client else identity.client_id
     if hint:
-        return f"{code}: " + hint.format(client=client, tenant=identity.tenant_id, subject=subject)
+        return f"{code}: " + hint.format(
+            client=client, tenant=identity.tenant_id, subject=subject, issuer=issuer
+        )
     detail = m.group(2)
     if secret_client and identity.client_id:
         # Entra quotes the application id in its descriptions.
@@ -1048,7 +1072,7 @@ def translate(exc: Exception, ref: AzureRef, identity: _Identity) -> KeyferryErr
     if isinstance(exc, ClientAuthenticationError) and not _from_vault(exc, ref):
         return Unauthenticated(
             f"{what}: Entra ID refused a token for {identity.describe}: "
-            f"{_auth_hint(str(exc), identity)}"
+            f"{_auth_hint(_chain_text(exc), identity)}"
         )
     if isinstance(exc, ServiceRequestTimeoutError | ServiceResponseTimeoutError):
         return DeadlineExceeded(f"{what}: Key Vault did not answer within the mount budget")
@@ -1092,9 +1116,13 @@ def translate(exc: Exception, ref: AzureRef, identity: _Identity) -> KeyferryErr
                 f"(or, with Azure RBAC, the role '{_RBAC_ROLES[ref.kind]}')"
             )
         if status == 401:
+            # Key Vault's reason code (AKV10032: another tenant's token) is kept; the SDK
+            # already followed the challenge's resource, so the tenant is what is left.
+            akv = _AKV.search(str(exc.error.message or "") if exc.error is not None else "")
+            reason = f", {akv.group(0)}" if akv else ""
             return Unauthenticated(
-                f"{what}: Key Vault rejected the token of {identity.describe} ({detail}); check "
-                "that tenantID is the vault's tenant"
+                f"{what}: Key Vault rejected the token of {identity.describe} ({detail}{reason}); "
+                "check that tenantID is the vault's tenant"
             )
         if status == 429:
             return Unavailable(
