@@ -29,15 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(mode: str, secrets: int, mounts: int, names: list[str]) -> dict[str, Any]:
     from tests.fakes.aws_faults import AwsFaults, moto_url
     from tests.fakes.kube import FakeKube
+    from tests.fakes.oidc import ISSUER
     from tests.harness import DEFAULT_POD, running_server
 
+    role = "arn:aws:iam::123456789012:role/bench"
+    ns, pod, _, sa = DEFAULT_POD
     proxy = AwsFaults(moto_url())
+    proxy.trust(role, ns, sa)  # the role's IRSA trust policy
     kube = FakeKube()
-    kube.add_service_account(
-        DEFAULT_POD[0],
-        DEFAULT_POD[3],
-        {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/bench"},
-    )
+    kube.add_service_account(ns, sa, {"eks.amazonaws.com/role-arn": role})
     settings = {
         "endpoint_url": proxy.url,
         "region": "us-east-1",
@@ -58,7 +58,7 @@ def run(mode: str, secrets: int, mounts: int, names: list[str]) -> dict[str, Any
                 log_level="warning",
             ) as srv,
         ):
-            tokens = {"sts.amazonaws.com": "bench-token"}
+            tokens = {"sts.amazonaws.com": ISSUER.pod_token("sts.amazonaws.com", ns, sa, pod=pod)}
             srv.mount("aws", {"objects": objects}, tokens=tokens)  # warm-up: STS, clients
             for _ in range(mounts):
                 before = len(proxy.requests)
@@ -68,6 +68,7 @@ def run(mode: str, secrets: int, mounts: int, names: list[str]) -> dict[str, Any
                 calls.append(len(proxy.requests) - before)
                 assert len(resp.files) == secrets
         ops = [r.operation for r in proxy.requests]
+        assert not proxy.refusals, proxy.refusals
     finally:
         proxy.close()
         kube.close()

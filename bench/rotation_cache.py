@@ -27,14 +27,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def burst(ttl: float, pods: int, names: list[str]) -> tuple[int, float]:
     from tests.fakes.aws_faults import AwsFaults, moto_url
     from tests.fakes.kube import FakeKube
+    from tests.fakes.oidc import ISSUER
     from tests.harness import DEFAULT_POD, running_server
 
-    proxy = AwsFaults(moto_url())
-    kube = FakeKube()
+    role = "arn:aws:iam::123456789012:role/bench"
     ns, _, _, sa = DEFAULT_POD
-    kube.add_service_account(
-        ns, sa, {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/bench"}
-    )
+    proxy = AwsFaults(moto_url())
+    proxy.trust(role, ns, sa)  # the role's IRSA trust policy
+    kube = FakeKube()
+    kube.add_service_account(ns, sa, {"eks.amazonaws.com/role-arn": role})
     objects = json.dumps([{"objectName": n, "objectType": "secretsmanager"} for n in names])
     try:
         with (
@@ -51,8 +52,9 @@ def burst(ttl: float, pods: int, names: list[str]) -> tuple[int, float]:
 
             def one(i: int) -> int:
                 pod = (ns, f"web-{i}", str(uuid.uuid4()), sa)
+                token = ISSUER.pod_token("sts.amazonaws.com", ns, sa, pod=pod[1])
                 resp = srv.mount(
-                    "aws", {"objects": objects}, pod=pod, tokens={"sts.amazonaws.com": f"token-{i}"}
+                    "aws", {"objects": objects}, pod=pod, tokens={"sts.amazonaws.com": token}
                 )
                 return len(resp.files)
 
@@ -61,6 +63,7 @@ def burst(ttl: float, pods: int, names: list[str]) -> tuple[int, float]:
                 assert all(n == len(names) for n in pool.map(one, range(pods)))
             wall = time.perf_counter() - start
         calls = sum(1 for r in proxy.requests if r.operation != "AssumeRoleWithWebIdentity")
+        assert not proxy.refusals, proxy.refusals
     finally:
         proxy.close()
         kube.close()

@@ -17,8 +17,19 @@ from tests.fakes.aws_agent import (
     ipv6_loopback_available,
 )
 from tests.fakes.aws_faults import AwsFaults, moto_url, seed_clients
-from tests.fakes.aws_stack import IRSA, POD, POD_IDENTITY, ROLE, AwsStack, files, modes, versions
+from tests.fakes.aws_stack import (
+    IRSA,
+    POD,
+    POD_IDENTITY,
+    ROLE,
+    AwsStack,
+    files,
+    modes,
+    pod_token,
+    versions,
+)
 from tests.fakes.kube import FakeKube
+from tests.fakes.oidc import Issuer
 
 MakeStack = Callable[..., AwsStack]
 
@@ -26,6 +37,7 @@ MakeStack = Callable[..., AwsStack]
 @pytest.fixture
 def proxy() -> Iterator[AwsFaults]:
     faults = AwsFaults(moto_url())
+    faults.trust(ROLE, "team-a", "web")  # the IRSA trust policy of role/web
     yield faults
     faults.close()
 
@@ -234,29 +246,36 @@ def test_irsa_uses_the_pod_token_and_annotation_and_caches_credentials(
     name = uid()
     sm.create_secret(Name=name, SecretString="v")
     stack = make_stack()
-    stack.mount({"objects": objects(sm_obj(name))}, tokens={IRSA: "jwt-of-web-0"})
+    token = pod_token(IRSA)
+    stack.mount({"objects": objects(sm_obj(name))}, tokens={IRSA: token})
     (call,) = proxy.sts_calls()
-    assert call["WebIdentityToken"] == "jwt-of-web-0"
+    assert call["WebIdentityToken"] == token
     assert call["RoleArn"] == ROLE
     assert call["RoleSessionName"] == "team-a.web-0"
     sm_call = next(r for r in proxy.requests if r.operation == "GetSecretValue")
-    assert "Credential=ASIA" in sm_call.headers["Authorization"]  # moto's STS keys
+    key = sm_call.headers["Authorization"].split("Credential=")[1].split("/")[0]
+    assert proxy.issued[key].source == "AssumeRoleWithWebIdentity"  # the pod's STS keys
+    assert proxy.role_of(key) == ROLE
     assert "app/keyferry" in sm_call.headers["User-Agent"]
 
     # another pod of the same service account: credentials are reused
     other = type(POD)("team-a", "web-1", "uid-1", "web")
-    stack.mount({"objects": objects(sm_obj(name))}, tokens={IRSA: "jwt-of-web-1"}, pod=other)
+    stack.mount(
+        {"objects": objects(sm_obj(name))}, tokens={IRSA: pod_token(IRSA, other)}, pod=other
+    )
     assert len(proxy.sts_calls()) == 1
 
     # another service account: its own role, its own STS call, its own values
-    kube.add_service_account(
-        "team-a", "batch", {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/b"}
-    )
+    role_b = "arn:aws:iam::123456789012:role/b"
+    kube.add_service_account("team-a", "batch", {"eks.amazonaws.com/role-arn": role_b})
+    proxy.trust(role_b, "team-a", "batch")
     batch = type(POD)("team-a", "job-0", "uid-2", "batch")
-    stack.mount({"objects": objects(sm_obj(name))}, tokens={IRSA: "jwt-of-job-0"}, pod=batch)
+    batch_token = pod_token(IRSA, batch)
+    stack.mount({"objects": objects(sm_obj(name))}, tokens={IRSA: batch_token}, pod=batch)
     calls = proxy.sts_calls()
     assert len(calls) == 2 and calls[1]["RoleArn"].endswith("role/b")
-    assert calls[1]["WebIdentityToken"] == "jwt-of-job-0"
+    assert calls[1]["WebIdentityToken"] == batch_token
+    assert proxy.refusals == []
 
 
 def test_values_are_cached_per_identity_only(
@@ -273,6 +292,7 @@ def test_values_are_cached_per_identity_only(
     kube.add_service_account(
         "team-a", "other", {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/o"}
     )
+    proxy.trust("arn:aws:iam::123456789012:role/o", "team-a", "other")
     stack.mount(params, pod=type(POD)("team-a", "o-0", "u", "other"))
     assert proxy.count("GetSecretValue") == 2
 
@@ -293,7 +313,7 @@ def test_pinned_versions_are_not_read_again(make_stack: MakeStack, proxy: AwsFau
     ("tokens", "needle"),
     [
         ({}, "Add '- audience: sts.amazonaws.com' to spec.tokenRequests"),
-        ({POD_IDENTITY: "t"}, 'usePodIdentity: "true"'),
+        ({POD_IDENTITY: pod_token(POD_IDENTITY)}, 'usePodIdentity: "true"'),
         ({IRSA: ""}, "is empty"),
     ],
 )
@@ -321,14 +341,99 @@ def test_irsa_without_role_annotation(
     assert proxy.requests == []
 
 
-def test_sts_refusal_is_permission_denied(make_stack: MakeStack, proxy: AwsFaults) -> None:
-    proxy.fail("AssumeRoleWithWebIdentity", "AccessDenied", 403)
+def test_role_whose_trust_policy_names_another_service_account_is_permission_denied(
+    make_stack: MakeStack, proxy: AwsFaults, kube: FakeKube
+) -> None:
+    # service account api is annotated with role/web, whose trust policy names only web
+    kube.add_service_account("team-a", "api", {"eks.amazonaws.com/role-arn": ROLE})
+    api = type(POD)("team-a", "api-0", "uid-3", "api")
+    token = pod_token(IRSA, api)
     stack = make_stack()
     with pytest.raises(KeyferryError) as info:
-        stack.mount({"objects": objects(sm_obj("x"))})
+        stack.mount({"objects": objects(sm_obj("x"))}, tokens={IRSA: token}, pod=api)
+    assert info.value.code is Code.PERMISSION_DENIED
+    message = info.value.message
+    assert ROLE in message and "AccessDenied" in message
+    assert "trust policy" in message and "system:serviceaccount:team-a:api" in message
+    assert token not in message
+    assert [r.code for r in proxy.refusals] == ["AccessDenied"]
+    assert proxy.count("GetSecretValue") == proxy.count("BatchGetSecretValue") == 0
+
+
+def test_token_of_another_service_account_than_the_pod_is_permission_denied(
+    make_stack: MakeStack, proxy: AwsFaults
+) -> None:
+    # the driver says the pod runs as web, but the token is api's: STS goes by the token
+    stack = make_stack()
+    with pytest.raises(KeyferryError) as info:
+        stack.mount(
+            {"objects": objects(sm_obj("x"))},
+            tokens={IRSA: pod_token(IRSA, type(POD)("team-a", "web-0", "u", "api"))},
+        )
+    assert info.value.code is Code.PERMISSION_DENIED
+    assert ROLE in info.value.message and "trust policy" in info.value.message
+
+
+def test_expired_token_names_the_token_and_token_requests(
+    make_stack: MakeStack, proxy: AwsFaults
+) -> None:
+    stack = make_stack()
+    token = pod_token(IRSA, lifetime=-30)
+    with pytest.raises(KeyferryError) as info:
+        stack.mount({"objects": objects(sm_obj("x"))}, tokens={IRSA: token})
+    assert info.value.code is Code.UNAUTHENTICATED
+    message = info.value.message
+    assert "ExpiredTokenException" in message and ROLE in message
+    assert "sts.amazonaws.com" in message and "tokenRequests" in message
+    assert "trust policy" not in message  # not the trust policy's fault
+    assert token not in message
+    assert [r.code for r in proxy.refusals] == ["ExpiredTokenException"]
+
+
+def test_forged_token_is_unauthenticated(make_stack: MakeStack, proxy: AwsFaults) -> None:
+    stack = make_stack()
+    forged = Issuer().pod_token(IRSA, "team-a", "web")  # right claims, another cluster's key
+    with pytest.raises(KeyferryError) as info:
+        stack.mount({"objects": objects(sm_obj("x"))}, tokens={IRSA: forged})
+    assert info.value.code is Code.UNAUTHENTICATED
+    assert "InvalidIdentityToken" in info.value.message
+    assert "IAM OIDC provider" in info.value.message and "sts.amazonaws.com" in info.value.message
+    assert "trust policy" not in info.value.message
+    assert [r.code for r in proxy.refusals] == ["InvalidIdentityToken"]
+
+
+def test_injected_sts_refusal_is_permission_denied(make_stack: MakeStack, proxy: AwsFaults) -> None:
+    proxy.fail("AssumeRoleWithWebIdentity", "AccessDenied", 403)
+    stack = make_stack()
+    token = pod_token(IRSA)
+    with pytest.raises(KeyferryError) as info:
+        stack.mount({"objects": objects(sm_obj("x"))}, tokens={IRSA: token})
     assert info.value.code is Code.PERMISSION_DENIED
     assert "trust policy" in info.value.message
-    assert "token-of-web-0" not in info.value.message
+    assert token not in info.value.message
+
+
+def test_node_identity_needs_credentials_aws_issued(
+    make_stack: MakeStack, proxy: AwsFaults, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sm, _ = seed_clients()
+    name = uid()
+    sm.create_secret(Name=name, SecretString="via-node-role")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIANODEROLE0000TEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "node-role-secret")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    params = {"objects": objects(sm_obj(name))}
+    unknown = make_stack(settings={"allow_node_identity": True})
+    with pytest.raises(KeyferryError) as info:
+        unknown.mount(params, tokens={})
+    assert info.value.code is Code.UNAUTHENTICATED
+    assert "UnrecognizedClientException" in info.value.message
+
+    proxy.register_static("AKIANODEROLE0000TEST", "node-role-secret")
+    node = make_stack(settings={"allow_node_identity": True})
+    assert files(node.mount(params, tokens={}))[name] == b"via-node-role"
+    assert proxy.sts_calls() == []
 
 
 # -------------------------------------------------------------- Pod Identity
@@ -340,45 +445,52 @@ def test_pod_identity_presents_the_pod_token_to_the_agent(
     sm, _ = seed_clients()
     name = uid()
     sm.create_secret(Name=name, SecretString="via-pod-identity")
-    agent = PodIdentityAgent("pod-identity-jwt")
+    agent = PodIdentityAgent(proxy)
+    agent.associate("team-a", "web", ROLE)
+    token = pod_token(POD_IDENTITY)
     try:
         stack = make_stack(settings={"pod_identity": {"ipv4_url": agent.url}})
         result = stack.mount(
             {"objects": objects(sm_obj(name)), "usePodIdentity": "true"},
-            tokens={POD_IDENTITY: "pod-identity-jwt", IRSA: "irsa-jwt"},
+            tokens={POD_IDENTITY: token, IRSA: pod_token(IRSA)},
         )
         assert files(result)[name] == b"via-pod-identity"
-        assert agent.seen == ["pod-identity-jwt"]
+        assert agent.seen == [token]
         assert proxy.sts_calls() == []
         call = next(r for r in proxy.requests if r.operation == "GetSecretValue")
-        assert "Credential=ASIAPODIDENTITY0001/" in call.headers["Authorization"]
+        (issued,) = agent.issued
+        assert f"Credential={issued.access_key}/" in call.headers["Authorization"]
+        assert call.headers["X-Amz-Security-Token"] == issued.session_token
         stack.mount(
             {"objects": objects(sm_obj(name)), "usePodIdentity": "true"},
-            tokens={POD_IDENTITY: "pod-identity-jwt"},
+            tokens={POD_IDENTITY: pod_token(POD_IDENTITY)},
         )
         assert len(agent.seen) == 1  # credentials reused until near expiry
     finally:
         agent.close()
 
 
-def test_pod_identity_falls_back_from_ipv4_to_ipv6(make_stack: MakeStack) -> None:
+def test_pod_identity_falls_back_from_ipv4_to_ipv6(make_stack: MakeStack, proxy: AwsFaults) -> None:
     sm, _ = seed_clients()
     name = uid()
     sm.create_secret(Name=name, SecretString="v6")
     host = "::1" if ipv6_loopback_available() else "127.0.0.1"
-    agent = PodIdentityAgent("tok", host=host)
+    agent = PodIdentityAgent(proxy, host=host)
+    agent.associate("team-a", "web", ROLE)
+    token = pod_token(POD_IDENTITY)
     try:
         stack = make_stack(
             settings={"pod_identity": {"ipv4_url": closed_port_url(), "ipv6_url": agent.url}}
         )
         params = {"objects": objects(sm_obj(name)), "usePodIdentity": "t"}
-        assert files(stack.mount(params, tokens={POD_IDENTITY: "tok"}))[name] == b"v6"
-        assert agent.seen == ["tok"]
+        assert files(stack.mount(params, tokens={POD_IDENTITY: token}))[name] == b"v6"
+        assert agent.seen == [token]
+        other = type(POD)("team-a", "p2", "u", "other-sa")
         with pytest.raises(KeyferryError) as info:
             stack.mount(
                 {**params, "preferredAddressType": "ipv4"},
-                tokens={POD_IDENTITY: "tok"},
-                pod=type(POD)("team-a", "p2", "u", "other-sa"),
+                tokens={POD_IDENTITY: pod_token(POD_IDENTITY, other)},
+                pod=other,
             )
         assert info.value.code is Code.UNAVAILABLE
         assert "cannot reach the Pod Identity agent" in info.value.message
@@ -386,24 +498,62 @@ def test_pod_identity_falls_back_from_ipv4_to_ipv6(make_stack: MakeStack) -> Non
         agent.close()
 
 
-def test_pod_identity_wrong_token_is_refused(make_stack: MakeStack) -> None:
-    agent = PodIdentityAgent("right")
+@pytest.mark.parametrize(
+    ("token", "needle"),
+    [
+        (Issuer().pod_token(POD_IDENTITY, "team-a", "web"), "HTTP 400"),  # another key
+        (pod_token(IRSA), "HTTP 400"),  # the IRSA audience
+        (pod_token(POD_IDENTITY, lifetime=-30), "HTTP 400"),  # expired
+    ],
+    ids=["forged", "wrong-audience", "expired"],
+)
+def test_pod_identity_wrong_token_is_refused(
+    make_stack: MakeStack, proxy: AwsFaults, token: str, needle: str
+) -> None:
+    agent = PodIdentityAgent(proxy)
+    agent.associate("team-a", "web", ROLE)
     try:
         stack = make_stack(settings={"pod_identity": {"ipv4_url": agent.url}})
         with pytest.raises(KeyferryError) as info:
             stack.mount(
                 {"objects": objects(sm_obj("x")), "usePodIdentity": "true"},
-                tokens={POD_IDENTITY: "wrong"},
+                tokens={POD_IDENTITY: token},
             )
         assert info.value.code is Code.PERMISSION_DENIED
+        assert needle in info.value.message and "team-a/web" in info.value.message
         assert "Pod Identity association" in info.value.message
+        assert "pods.eks.amazonaws.com" in info.value.message
+        assert token not in info.value.message
+        assert agent.issued == [] and proxy.requests == []
         with pytest.raises(KeyferryError) as missing:
             stack.mount(
                 {"objects": objects(sm_obj("x")), "usePodIdentity": "true"},
-                tokens={IRSA: "irsa-only"},
+                tokens={IRSA: pod_token(IRSA)},
             )
         assert "pods.eks.amazonaws.com" in missing.value.message
         assert 'usePodIdentity: "false"' in missing.value.message
+    finally:
+        agent.close()
+
+
+def test_pod_identity_without_association_is_not_found(
+    make_stack: MakeStack, proxy: AwsFaults
+) -> None:
+    agent = PodIdentityAgent(proxy)
+    agent.associate("team-a", "web", ROLE)  # web only; the pod runs as api
+    api = type(POD)("team-a", "api-0", "uid-4", "api")
+    try:
+        stack = make_stack(settings={"pod_identity": {"ipv4_url": agent.url}})
+        with pytest.raises(KeyferryError) as info:
+            stack.mount(
+                {"objects": objects(sm_obj("x")), "usePodIdentity": "true"},
+                tokens={POD_IDENTITY: pod_token(POD_IDENTITY, api)},
+                pod=api,
+            )
+        assert info.value.code is Code.NOT_FOUND
+        assert "team-a/api" in info.value.message
+        assert "create-pod-identity-association" in info.value.message
+        assert agent.issued == [] and proxy.requests == []
     finally:
         agent.close()
 

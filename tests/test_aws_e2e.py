@@ -20,16 +20,23 @@ from provider.cli import main as cli_main
 from tests.fakes.aws_agent import PodIdentityAgent
 from tests.fakes.aws_faults import AwsFaults, moto_url, seed_clients
 from tests.fakes.kube import FakeKube
+from tests.fakes.oidc import ISSUER
 from tests.harness import DEFAULT_POD, running_server
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "aws"
 ROLE = "arn:aws:iam::123456789012:role/web"
-IRSA = {"sts.amazonaws.com": "jwt-of-web-0"}
+
+
+def irsa(pod: tuple[str, str, str, str] = DEFAULT_POD, **kwargs: Any) -> dict[str, str]:
+    """The tokens attribute kubelet passes for ``pod`` (audience sts.amazonaws.com)."""
+    ns, name, _, sa = pod
+    return {"sts.amazonaws.com": ISSUER.pod_token("sts.amazonaws.com", ns, sa, pod=name, **kwargs)}
 
 
 @pytest.fixture
 def proxy() -> Iterator[AwsFaults]:
     faults = AwsFaults(moto_url())
+    faults.trust(ROLE, DEFAULT_POD[0], DEFAULT_POD[3])  # role/web trusts team-a:web
     yield faults
     faults.close()
 
@@ -70,33 +77,35 @@ def versions(resp: Any) -> dict[str, str]:
 def test_irsa_example(tmp_path: Path, proxy: AwsFaults, kube: FakeKube) -> None:
     sm, _ = seed_clients("ca-central-1")
     made = sm.create_secret(Name="MySecret", SecretString="hello from ca-central-1")
+    tokens = irsa()
     with server(tmp_path, proxy, kube, region="ca-central-1") as srv:
-        resp = srv.mount("aws", example("irsa.yaml"), tokens=IRSA)
+        resp = srv.mount("aws", example("irsa.yaml"), tokens=tokens)
     assert files(resp) == {"MySecret": b"hello from ca-central-1"}
     assert [f.mode for f in resp.files] == [0o644]
     assert versions(resp) == {"MySecret": made["VersionId"]}
     (sts,) = proxy.sts_calls()
-    assert sts["WebIdentityToken"] == "jwt-of-web-0" and sts["RoleArn"] == ROLE
+    assert sts["WebIdentityToken"] == tokens["sts.amazonaws.com"] and sts["RoleArn"] == ROLE
 
 
 def test_pod_identity_example(tmp_path: Path, proxy: AwsFaults, kube: FakeKube) -> None:
     sm, _ = seed_clients("sa-east-1")
     made = sm.create_secret(Name="MySecret", SecretString="hello via pod identity")
-    agent = PodIdentityAgent("pod-identity-jwt")
+    agent = PodIdentityAgent(proxy)
+    agent.associate(DEFAULT_POD[0], DEFAULT_POD[3], "arn:aws:iam::123456789012:role/pod-identity")
+    token = ISSUER.pod_token("pods.eks.amazonaws.com", DEFAULT_POD[0], DEFAULT_POD[3])
     try:
         with server(
             tmp_path, proxy, kube, region="sa-east-1", pod_identity={"ipv4_url": agent.url}
         ) as srv:
             resp = srv.mount(
-                "aws",
-                example("pod-identity.yaml"),
-                tokens={"pods.eks.amazonaws.com": "pod-identity-jwt"},
+                "aws", example("pod-identity.yaml"), tokens={"pods.eks.amazonaws.com": token}
             )
     finally:
         agent.close()
     assert files(resp) == {"MySecret": b"hello via pod identity"}
     assert versions(resp) == {"MySecret": made["VersionId"]}
-    assert agent.seen == ["pod-identity-jwt"]
+    assert agent.seen == [token]
+    assert len(agent.issued) == 1
     assert proxy.sts_calls() == []
 
 
@@ -105,7 +114,7 @@ def test_jmespath_example(tmp_path: Path, proxy: AwsFaults, kube: FakeKube) -> N
     doc = json.dumps({"username": "testuser", "password": "testpassword"})
     made = sm.create_secret(Name="MySecret", SecretString=doc)
     with server(tmp_path, proxy, kube, region="ap-south-1") as srv:
-        resp = srv.mount("aws", example("jmespath.yaml"), tokens=IRSA)
+        resp = srv.mount("aws", example("jmespath.yaml"), tokens=irsa())
     assert files(resp) == {
         "MySecret": doc.encode(),
         "MySecretUsername": b"testuser",
@@ -133,13 +142,13 @@ def test_failover_example(tmp_path: Path, proxy: AwsFaults, kube: FakeKube) -> N
         )
     )
     with server(tmp_path, proxy, kube) as srv:
-        resp = srv.mount("aws", params, tokens=IRSA)
+        resp = srv.mount("aws", params, tokens=irsa())
         assert files(resp) == {"testArn": b"primary"}
         assert versions(resp) == {"testArn": primary["VersionId"]}
         assert proxy.count(region="us-east-2") == 0  # healthy primary: failover not asked
 
         proxy.fail("GetSecretValue", "InternalServiceError", 500, region="us-east-1")
-        resp = srv.mount("aws", params, tokens=IRSA)
+        resp = srv.mount("aws", params, tokens=irsa())
         assert files(resp) == {"testArn": b"failover"}
         assert versions(resp) == {"testArn": failover["VersionId"]}
         assert 'operation="failover",outcome="ok"' in srv.metrics_text()
@@ -177,7 +186,7 @@ def test_official_integration_class(tmp_path: Path, proxy: AwsFaults, kube: Fake
     )
     params = {"region": region, "failoverRegion": failover, "objects": objects}
     with server(tmp_path, proxy, kube) as srv:
-        resp = srv.mount("aws", params, tokens=IRSA)
+        resp = srv.mount("aws", params, tokens=irsa())
     got, ver = files(resp), versions(resp)
     assert got == {
         "ParameterStoreTest1": b"ParameterStoreTest1Value",
@@ -248,7 +257,7 @@ def test_bad_input_fails_before_any_call(tmp_path: Path, proxy: AwsFaults, kube:
                 "  jmesPath: [{path: a, objectAlias: ../../y}]\n",
                 "pathTranslation": "False",
             },
-            tokens=IRSA,
+            tokens=irsa(),
         )
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "objects[0] (s)" in info.value.details()
@@ -266,7 +275,7 @@ def test_missing_role_annotation_over_the_socket(
         srv.mount(
             "aws",
             example("irsa.yaml"),
-            tokens=IRSA,
+            tokens=irsa(),
             pod=("team-a", "web-0", "uid", "unannotated"),
         )
     assert info.value.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
@@ -278,7 +287,7 @@ def test_throttling_visible_in_metrics(tmp_path: Path, proxy: AwsFaults, kube: F
     sm.create_secret(Name="MySecret", SecretString="x")
     proxy.fail("GetSecretValue", "ThrottlingException", 400, times=1)
     with server(tmp_path, proxy, kube, region="ap-northeast-3") as srv:
-        resp = srv.mount("aws", example("irsa.yaml"), tokens=IRSA)
+        resp = srv.mount("aws", example("irsa.yaml"), tokens=irsa())
         assert files(resp) == {"MySecret": b"x"}
         text = srv.metrics_text()
     assert 'backend="aws",operation="GetSecretValue",outcome="throttled"' in text
@@ -300,7 +309,8 @@ def test_keyferry_mount_cli(
         )
     )
     token = tmp_path / "token"
-    token.write_text("jwt-from-file")
+    jwt = ISSUER.pod_token("sts.amazonaws.com", "team-a", "web", pod="web-0")
+    token.write_text(jwt)
     out = tmp_path / "volume"
     rc = cli_main(
         [
@@ -325,7 +335,7 @@ def test_keyferry_mount_cli(
     assert (out / "MySecretUsername").read_bytes() == b"cli-user"
     assert (out / "MySecretPassword").read_bytes() == b"cli-pass"
     assert f"MySecret = {made['VersionId']}" in printed
-    assert proxy.sts_calls()[0]["WebIdentityToken"] == "jwt-from-file"
+    assert proxy.sts_calls()[0]["WebIdentityToken"] == jwt
 
 
 def test_concurrent_identical_mounts_share_one_batch_call(
@@ -343,7 +353,7 @@ def test_concurrent_identical_mounts_share_one_batch_call(
     }
     pods = 6
     with server(tmp_path, proxy, kube) as srv:
-        srv.mount("aws", params, tokens=IRSA)  # credentials and clients warm
+        srv.mount("aws", params, tokens=irsa())  # credentials and clients warm
         proxy.clear()
         proxy.delay["BatchGetSecretValue"] = 0.5  # keep the first call in flight
         gate = threading.Barrier(pods)
@@ -351,7 +361,7 @@ def test_concurrent_identical_mounts_share_one_batch_call(
         def one(i: int) -> int:
             gate.wait()
             pod = (DEFAULT_POD[0], f"web-{i}", str(uuid.uuid4()), DEFAULT_POD[3])
-            return len(srv.mount("aws", params, tokens=IRSA, pod=pod).files)
+            return len(srv.mount("aws", params, tokens=irsa(pod), pod=pod).files)
 
         with ThreadPoolExecutor(pods) as pool:
             assert list(pool.map(one, range(pods))) == [3] * pods
@@ -362,11 +372,11 @@ def test_aws_secrets_and_tokens_never_reach_logs_errors_or_metrics(
     tmp_path: Path, proxy: AwsFaults, kube: FakeKube
 ) -> None:
     value = "CANARY-aws-value-7d1c9e"
-    token = "CANARY-aws-token-eyJ0eXAi"
+    tokens = irsa()
+    token = tokens["sts.amazonaws.com"]
     sm, _ = seed_clients("us-east-1")
     name = f"canary-{uuid.uuid4().hex[:6]}"
     sm.create_secret(Name=name, SecretString=json.dumps({"password": value, "n": 1}))
-    tokens = {"sts.amazonaws.com": token}
 
     def objects(*items: dict[str, Any]) -> dict[str, str]:
         return {"objects": json.dumps(list(items)), "region": "us-east-1"}
@@ -393,3 +403,40 @@ def test_aws_secrets_and_tokens_never_reach_logs_errors_or_metrics(
         haystack = "\n".join(srv.logs + messages) + srv.metrics_text()
     assert srv.logs and len(messages) == 4
     assert value not in haystack and token not in haystack
+
+
+def test_token_of_a_service_account_the_role_does_not_trust_over_the_socket(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube
+) -> None:
+    """Service account api is annotated with role/web, whose trust policy names only
+    team-a:web: STS refuses, and the driver is told which role and which subject."""
+    kube.add_service_account("team-a", "api", {"eks.amazonaws.com/role-arn": ROLE})
+    api = ("team-a", "api-0", str(uuid.uuid4()), "api")
+    tokens = irsa(api)
+    with (
+        server(tmp_path, proxy, kube, region="us-east-1") as srv,
+        pytest.raises(grpc.RpcError) as info,
+    ):
+        srv.mount("aws", example("irsa.yaml"), tokens=tokens, pod=api)
+    assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    details = info.value.details() or ""
+    assert ROLE in details and "trust policy" in details
+    assert "system:serviceaccount:team-a:api" in details
+    assert tokens["sts.amazonaws.com"] not in details
+    assert [r.code for r in proxy.refusals] == ["AccessDenied"]
+    assert proxy.count("GetSecretValue") == 0
+
+
+def test_expired_token_over_the_socket_names_token_requests(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube
+) -> None:
+    with (
+        server(tmp_path, proxy, kube, region="us-east-1") as srv,
+        pytest.raises(grpc.RpcError) as info,
+    ):
+        srv.mount("aws", example("irsa.yaml"), tokens=irsa(lifetime=-60))
+    assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    details = info.value.details() or ""
+    assert "ExpiredTokenException" in details and "expired" in details
+    assert "tokenRequests" in details and "sts.amazonaws.com" in details
+    assert [r.code for r in proxy.refusals] == ["ExpiredTokenException"]

@@ -3,6 +3,8 @@
 ``AwsStack(endpoint=proxy.url, kube=kube)`` builds Services, the backend
 registry and the pipeline exactly as the server does, on one private event
 loop, so tests can mount and then look at the backend's state and metrics.
+A mount without ``tokens`` carries what kubelet would pass: the pod's own
+``sts.amazonaws.com`` token from the fake cluster issuer.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from provider.kube import KubeClient
 from provider.model import Deadline, Fetched, Mount, Pod, Result, Token
 from provider.observe import Metrics
 from provider.pipeline import Pipeline
+from tests.fakes.oidc import ISSUER
 
 IRSA = "sts.amazonaws.com"
 POD_IDENTITY = "pods.eks.amazonaws.com"
@@ -73,7 +76,8 @@ class AwsStack:
         current: Mapping[str, str] | None = None,
         timeout: float = 30.0,
     ) -> Result:
-        tokens = {IRSA: "token-of-web-0"} if tokens is None else tokens
+        if tokens is None:
+            tokens = {IRSA: pod_token(IRSA, pod)}
         mount = Mount(
             pod=pod,
             parameters=dict(params),
@@ -95,6 +99,11 @@ class AwsStack:
         self.loop.run_until_complete(self.registry.close())
         self.loop.close()
         self.executor.shutdown(wait=False)
+
+
+def pod_token(audience: str, pod: Pod = POD, **kwargs: Any) -> str:
+    """The projected token of ``pod``'s ServiceAccount for ``audience``."""
+    return ISSUER.pod_token(audience, pod.namespace, pod.service_account, pod=pod.name, **kwargs)
 
 
 def files(result: Result) -> dict[str, bytes]:

@@ -304,6 +304,17 @@ class AwsBackend:
                 "the role's trust policy must allow sts:AssumeRoleWithWebIdentity for "
                 f"system:serviceaccount:{ns}:{sa} from the cluster's OIDC provider"
             )
+            token_hint = (
+                f"the pod's service-account token for audience '{IRSA_AUDIENCE}' has expired; "
+                "kubelet requests it per mount as spec.tokenRequests of the CSIDriver "
+                "secrets-store.csi.k8s.io says (expirationSeconds): check those and the node's "
+                "clock"
+            )
+            oidc_hint = (
+                "STS cannot verify the pod's token: the AWS account needs an IAM OIDC provider "
+                f"for the cluster's issuer URL with audience (client ID) '{IRSA_AUDIENCE}', and "
+                f"the token must be the one the CSIDriver requests for '{IRSA_AUDIENCE}'"
+            )
             await self._call(
                 "sts",
                 "AssumeRoleWithWebIdentity",
@@ -311,6 +322,12 @@ class AwsBackend:
                 deadline,
                 what=what,
                 hint=hint,
+                hints={
+                    "ExpiredTokenException": token_hint,
+                    "ExpiredToken": token_hint,
+                    "InvalidIdentityToken": oidc_hint,
+                    "IDPRejectedClaim": oidc_hint,
+                },
                 count=False,
             )
             return identity
@@ -494,11 +511,13 @@ class AwsBackend:
         *args: Any,
         what: str = "",
         hint: str = "",
+        hints: Mapping[str, str] | None = None,
         count: bool = True,
         **kwargs: Any,
     ) -> T:
         """One blocking SDK call on the shared pool, bounded by the mount deadline;
-        failures come back as classified :class:`KeyferryError`."""
+        failures come back as classified :class:`KeyferryError` (with ``hints[code]``
+        instead of ``hint`` for the AWS error codes it names)."""
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.settings.max_concurrency)
         remaining = deadline.remaining()
@@ -515,6 +534,8 @@ class AwsBackend:
             raise
         except Exception as exc:
             failure = classify(exc, what or f"{service} {operation}", hint)
+            if hints and failure.code in hints:
+                failure = classify(exc, what or f"{service} {operation}", hints[failure.code])
             raise failure.error from None
 
     async def _raw_call(
