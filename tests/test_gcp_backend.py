@@ -810,3 +810,24 @@ def test_bad_settings(raw: dict[str, Any], why: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_settings(raw)
     assert why in str(info.value)
+
+
+def test_federated_member_names_the_pool_principal() -> None:
+    from provider.backends.gcp.identity import WorkloadIdentityPool, _federated_member
+
+    gke = WorkloadIdentityPool(
+        "identitynamespace:p.svc.id.goog:https://x", ("p.svc.id.goog",), "p.svc.id.goog"
+    )
+    assert _federated_member(gke, "ns1", "sa1") == (
+        "principal://iam.googleapis.com/projects/PROJECT_NUMBER/locations/global/"
+        "workloadIdentityPools/p.svc.id.goog/subject/ns/ns1/sa/sa1"
+    )
+    full = (
+        "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/pool1/"
+        "providers/k8s"
+    )
+    other = WorkloadIdentityPool(full, (full,), full)
+    assert _federated_member(other, "ns1", "sa1") == (
+        "principal://iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/"
+        "pool1/subject/system:serviceaccount:ns1:sa1"
+    )
