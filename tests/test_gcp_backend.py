@@ -717,6 +717,32 @@ def test_provider_adc_needs_server_permission(stack: GoogleStack, kube: StubKube
     assert stack.google.counts["sts"] == 0
 
 
+def test_provider_adc_from_a_credentials_file(
+    stack: GoogleStack, kube: StubKube, tmp_path: Any
+) -> None:
+    # keyferry's own key file (operator configuration, so its token_uri is used): the
+    # OAuth2 endpoint verifies the assertion with the key Google registered for it.
+    email = "keyferry@my-project.iam.gserviceaccount.com"
+    info = json.loads(stack.identity.service_account_key(email))
+    path = tmp_path / "credentials.json"
+    path.write_text(json.dumps({**info, "token_uri": f"{stack.identity.url}/token"}))
+    stack.secret_manager.add_version("other-project", "db", b"x")
+    stack.secret_manager.allow("other-project", "db", f"serviceAccount:{email}")
+    m = make_mount(
+        stack, entries("projects/other-project/secrets/db/versions/1"), auth="provider-adc"
+    )
+    b = backend(stack, kube, allow_provider_adc=True, provider_credentials_file=str(path))
+    assert ok(run(b, m)[0]).content == b"x"
+    assert stack.google.counts["oauth2"] == 1 and stack.google.counts["metadata"] == 0
+    # a key Google no longer knows (deleted) is a rejection, not an outage to retry
+    stack.identity.keys.clear()
+    b = backend(stack, kube, allow_provider_adc=True, provider_credentials_file=str(path))
+    err = single_error(b, m)
+    assert err.code is Code.PERMISSION_DENIED, err.message
+    assert "provider_credentials_file" in err.message and "account not found" in err.message
+    assert "PRIVATE KEY" not in err.message
+
+
 def test_key_json_only_when_allowed(stack: GoogleStack, kube: StubKube) -> None:
     email = "keyed@my-project.iam.gserviceaccount.com"
     name = "projects/other-project/secrets/db/versions/1"

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.fakes.gcp import GoogleStack, google_stack
+from tests.fakes.gcp import GoogleStack, google_stack, pod_token
 from tests.fakes.kube import FakeKube
 from tests.fakes.oidc import Issuer
 from tests.harness import DEFAULT_POD, Server, running_server
@@ -185,7 +185,11 @@ def test_extracting_from_non_json_is_invalid_argument(srv: Server, stack: Google
 
 def test_missing_token_audience_is_actionable(srv: Server, stack: GoogleStack) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        srv.mount("gcp", secrets(DOCUMENTED), tokens={"sts.amazonaws.com": "x.y.z"})
+        srv.mount(
+            "gcp",
+            secrets(DOCUMENTED),
+            tokens={"sts.amazonaws.com": pod_token(NS, KSA, "sts.amazonaws.com")},
+        )
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "tokenRequests" in (info.value.details() or "")
 
