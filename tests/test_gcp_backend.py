@@ -741,6 +741,10 @@ def test_provider_adc_from_a_credentials_file(
     assert err.code is Code.PERMISSION_DENIED, err.message
     assert "provider_credentials_file" in err.message and "account not found" in err.message
     assert "PRIVATE KEY" not in err.message
+    path.write_text("{}")
+    b = backend(stack, kube, allow_provider_adc=True, provider_credentials_file=str(path))
+    err = single_error(b, m)
+    assert err.code is Code.FAILED_PRECONDITION and "provider_credentials_file" in err.message
 
 
 def test_key_json_only_when_allowed(stack: GoogleStack, kube: StubKube) -> None:

@@ -593,10 +593,31 @@ class Identities:
                 retry_count=2,
                 timeout=budget,
             )
+        except google.auth.exceptions.DefaultCredentialsError:
+            raise FailedPrecondition(
+                "backends.gcp.provider_credentials_file "
+                f"({self.settings.provider_credentials_file}) is missing or is not a Google "
+                "credentials file; fix the path or the file in the keyferry server configuration"
+            ) from None
         except google.auth.exceptions.GoogleAuthError as exc:
-            raise Unavailable(
-                f"keyferry could not get its own Google credentials (provider-adc): "
-                f"{type(exc).__name__}; check the metadata server or provider_credentials_file"
+            path = self.settings.provider_credentials_file
+            if path:
+                source = f"backends.gcp.provider_credentials_file ({path})"
+                fix = "the key may be disabled or deleted: replace the credentials file"
+            else:
+                source = f"the metadata server at {self.settings.metadata_url}"
+                fix = "check the node's service account and its access scopes"
+            if _is_outage(exc, request.last_status):
+                raise Unavailable(
+                    f"keyferry could not get its own Google credentials (provider-adc) from "
+                    f"{source} ({_status_text(request.last_status)}, {type(exc).__name__}); "
+                    "kubelet will retry the mount"
+                ) from None
+            detail = _error_detail(exc)
+            raise PermissionDenied(
+                f"Google refused keyferry's own credentials (provider-adc) from {source}"
+                + (f" ({detail})" if detail else "")
+                + f"; {fix}"
             ) from None
         if not isinstance(data, Mapping) or "access_token" not in data:
             raise Unavailable("the metadata server returned no access token (provider-adc)")
