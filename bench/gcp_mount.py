@@ -50,7 +50,9 @@ def main() -> None:
     stack = google_stack()
     stack.secret_manager.add_version("my-project", "db", b"s3cret-db-password")
     stack.regional["us-east1"].add_version("my-project", "api", b"s3cret-api-key")
-    stack.google.bind(gsa, ns, ksa)
+    stack.google.bind(gsa, ns, ksa)  # roles/iam.workloadIdentityUser on the GSA
+    stack.secret_manager.allow("my-project", "db", f"serviceAccount:{gsa}")  # secretAccessor
+    stack.regional["us-east1"].allow("my-project", "api", f"serviceAccount:{gsa}")
     kube = FakeKube()
     kube.add_service_account(ns, ksa, {"iam.gke.io/gcp-service-account": gsa})
     params = {"secrets": SECRETS}

@@ -21,7 +21,13 @@ from provider.dialects import gcp as dialect
 from provider.errors import Code, ConfigError, KeyferryError
 from provider.model import Deadline, Fetched, Mount, Pod, Token
 from provider.observe import Metrics
-from tests.fakes.gcp import GoogleStack, google_stack, make_jwt
+from tests.fakes.gcp import (
+    TOKEN_CREATOR,
+    GoogleStack,
+    google_stack,
+    pod_token,
+    service_account_resource,
+)
 
 GSA = "app@my-project.iam.gserviceaccount.com"
 
@@ -39,6 +45,9 @@ class StubKube:
 @pytest.fixture
 def stack() -> Iterator[GoogleStack]:
     s = google_stack()
+    # The default pod (team-a/web, no GSA annotation) may read my-project; other-project
+    # grants nothing unless a test says so.
+    s.google.allow_project(s.google.federated_principal("team-a", "web"))
     yield s
     s.stop()
 
@@ -197,25 +206,24 @@ def test_not_found_and_permission_denied_surface_at_once(
     stack: GoogleStack, kube: StubKube
 ) -> None:
     sm = stack.secret_manager
-    sm.add_version("my-project", "locked", b"x")
-    sm.allow_only("my-project", "locked", "nobody")
+    sm.add_version("other-project", "locked", b"x")  # the pod holds no role there
     results = run(
         backend(stack, kube),
         make_mount(
             stack,
             entries(
                 "projects/my-project/secrets/missing/versions/1",
-                "projects/my-project/secrets/locked/versions/1",
+                "projects/other-project/secrets/locked/versions/1",
             ),
         ),
     )
     nf, pd = fail(results[0]), fail(results[1])
     assert nf.code is Code.NOT_FOUND and "projects/my-project/secrets/missing" in nf.message
     assert pd.code is Code.PERMISSION_DENIED
-    assert "projects/my-project/secrets/locked/versions/1" in pd.message
+    assert "projects/other-project/secrets/locked/versions/1" in pd.message
     assert "secretAccessor" in pd.message
     assert sm.calls.count("projects/my-project/secrets/missing/versions/1") == 1
-    assert sm.calls.count("projects/my-project/secrets/locked/versions/1") == 1
+    assert sm.calls.count("projects/other-project/secrets/locked/versions/1") == 1
 
 
 # -- regional routing ------------------------------------------------------------------
@@ -431,12 +439,14 @@ def test_one_exchange_for_many_mounts_of_one_service_account(
 
 def test_exchanges_are_per_service_account(stack: GoogleStack, kube: StubKube) -> None:
     stack.secret_manager.add_version("my-project", "db", b"x")
+    for ksa in ("a", "b", "c"):
+        stack.google.allow_project(stack.google.federated_principal("team-a", ksa))
     b = backend(stack, kube)
     mounts = [
         make_mount(stack, entries("projects/my-project/secrets/db/versions/1"), ksa=ksa)
         for ksa in ("a", "b", "a", "b", "c")
     ]
-    run_many(b, mounts)
+    assert all(isinstance(r[0], Fetched) for r in run_many(b, mounts))
     assert stack.google.counts["sts"] == 3
     assert [r["audience"] for r in stack.identity.sts_requests] == [stack.google.audience] * 3
     assert {r["scope"] for r in stack.identity.sts_requests} == {
@@ -446,17 +456,18 @@ def test_exchanges_are_per_service_account(stack: GoogleStack, kube: StubKube) -
 
 def test_impersonation_through_the_gsa_annotation(stack: GoogleStack, kube: StubKube) -> None:
     sm = stack.secret_manager
-    sm.add_version("my-project", "db", b"x")
-    sm.allow_only("my-project", "db", f"serviceAccount:{GSA}")
+    sm.add_version("other-project", "db", b"x")
+    sm.allow("other-project", "db", f"serviceAccount:{GSA}")  # only the GSA may read it
+    delegate = "d1@my-project.iam.gserviceaccount.com"
     kube.annotations[("team-a", "web")] = {
         "iam.gke.io/gcp-service-account": GSA,
-        "iam.gke.io/gcp-service-account-delegates": json.dumps(
-            ["d1@my-project.iam.gserviceaccount.com"]
-        ),
+        "iam.gke.io/gcp-service-account-delegates": json.dumps([delegate]),
     }
-    stack.google.bind(GSA, "team-a", "web")
+    # the pod may act as the delegate, the delegate may mint tokens for the GSA
+    stack.google.bind(delegate, "team-a", "web")
+    stack.google.grant(service_account_resource(GSA), TOKEN_CREATOR, f"serviceAccount:{delegate}")
     b = backend(stack, kube)
-    m = make_mount(stack, entries("projects/my-project/secrets/db/versions/1"))
+    m = make_mount(stack, entries("projects/other-project/secrets/db/versions/1"))
     results = run_many(b, [m, m, m])
     assert all(isinstance(r[0], Fetched) for r in results)
     assert stack.google.counts["sts"] == 1 and stack.google.counts["iam"] == 1
@@ -470,17 +481,17 @@ def test_impersonation_through_the_gsa_annotation(stack: GoogleStack, kube: Stub
 
 def test_federated_principal_without_annotation(stack: GoogleStack, kube: StubKube) -> None:
     sm = stack.secret_manager
-    sm.add_version("my-project", "db", b"x")
-    sm.allow_only("my-project", "db", stack.google.federated_principal("team-a", "web"))
+    sm.add_version("other-project", "db", b"x")
+    sm.allow("other-project", "db", stack.google.federated_principal("team-a", "web"))
     ok(
         run(
             backend(stack, kube),
-            make_mount(stack, entries("projects/my-project/secrets/db/versions/1")),
+            make_mount(stack, entries("projects/other-project/secrets/db/versions/1")),
         )[0]
     )
     other = run(
         backend(stack, kube),
-        make_mount(stack, entries("projects/my-project/secrets/db/versions/1"), ksa="other"),
+        make_mount(stack, entries("projects/other-project/secrets/db/versions/1"), ksa="other"),
     )
     assert fail(other[0]).code is Code.PERMISSION_DENIED
     assert stack.google.counts["iam"] == 0
@@ -505,7 +516,7 @@ def test_missing_token_audience_is_explained(stack: GoogleStack, kube: StubKube)
         make_mount(
             stack,
             entries("projects/my-project/secrets/db/versions/1"),
-            tokens={"sts.amazonaws.com": make_jwt("team-a", "web", "sts.amazonaws.com")},
+            tokens={"sts.amazonaws.com": pod_token("team-a", "web", "sts.amazonaws.com")},
         ),
     )
     assert err.code is Code.FAILED_PRECONDITION
@@ -520,18 +531,73 @@ def test_token_of_another_service_account_is_refused(stack: GoogleStack, kube: S
         make_mount(
             stack,
             entries("projects/my-project/secrets/db/versions/1"),
-            tokens={pool: make_jwt("kube-system", "admin", pool)},
+            tokens={pool: pod_token("kube-system", "admin", pool)},
         ),
     )
     assert err.code is Code.PERMISSION_DENIED and "does not belong" in err.message
     assert stack.google.counts["sts"] == 0
 
 
+def test_sts_refuses_a_token_for_an_audience_the_pool_does_not_accept(
+    stack: GoogleStack, kube: StubKube
+) -> None:
+    # keyferry is told to exchange the sts.amazonaws.com token; the pool provider accepts
+    # only tokens for the pool, and STS says so (verified with the cluster's key).
+    b = backend(stack, kube, token_audience="sts.amazonaws.com")
+    m = make_mount(
+        stack,
+        entries("projects/my-project/secrets/db/versions/1"),
+        tokens={"sts.amazonaws.com": pod_token("team-a", "web", "sts.amazonaws.com")},
+    )
+    err = single_error(b, m)
+    assert err.code is Code.PERMISSION_DENIED
+    assert "STS rejected" in err.message and "invalid_grant" in err.message
+    assert f"does not match the expected audience {stack.google.pool}" in err.message
+    assert stack.google.counts["sts"] == 1 and stack.secret_manager.calls == []
+
+
+def test_expired_pod_token_is_refused_before_sts(stack: GoogleStack, kube: StubKube) -> None:
+    err = single_error(
+        backend(stack, kube),
+        make_mount(
+            stack,
+            entries("projects/my-project/secrets/db/versions/1"),
+            tokens=stack.token("team-a", "web", lifetime=-5),
+        ),
+    )
+    assert err.code is Code.PERMISSION_DENIED and "expired" in err.message
+    assert stack.google.counts["sts"] == 0
+
+
+def test_denied_secret_names_the_member_to_grant(stack: GoogleStack, kube: StubKube) -> None:
+    stack.secret_manager.add_version("other-project", "db", b"x")
+    stack.parameter_manager.add_version("other-project", "app", "v1", b"x")
+    kube.annotations[("team-a", "web")] = {"iam.gke.io/gcp-service-account": GSA}
+    stack.google.bind(GSA, "team-a", "web")
+    results = run(
+        backend(stack, kube),
+        make_mount(
+            stack,
+            entries(
+                "projects/other-project/secrets/db/versions/1",
+                "projects/other-project/locations/global/parameters/app/versions/v1",
+            ),
+        ),
+    )
+    sm, pm = fail(results[0]), fail(results[1])
+    assert sm.code is Code.PERMISSION_DENIED and pm.code is Code.PERMISSION_DENIED
+    assert "roles/secretmanager.secretAccessor" in sm.message
+    assert "roles/parametermanager.parameterViewer" in pm.message
+    for err in (sm, pm):
+        assert f"member 'serviceAccount:{GSA}'" in err.message, err.message
+
+
 def test_sts_rejection_is_explained(stack: GoogleStack, kube: StubKube) -> None:
     b = backend(stack, kube, audience="identitynamespace:my-project.svc.id.goog:https://wrong")
     err = single_error(b, make_mount(stack, entries("projects/my-project/secrets/db/versions/1")))
     assert err.code is Code.PERMISSION_DENIED
-    assert "STS rejected" in err.message and "not a valid pool provider" in err.message
+    assert "STS rejected" in err.message and "invalid_target" in err.message
+    assert "pool or provider is disabled or deleted" in err.message
     assert "eyJ" not in err.message  # no token in messages
 
 
@@ -638,47 +704,56 @@ def test_pool_discovered_from_the_metadata_server(stack: GoogleStack, kube: Stub
 
 
 def test_provider_adc_needs_server_permission(stack: GoogleStack, kube: StubKube) -> None:
-    m = make_mount(stack, entries("projects/my-project/secrets/db/versions/1"), auth="provider-adc")
+    name = "projects/other-project/secrets/db/versions/1"
+    m = make_mount(stack, entries(name), auth="provider-adc")
     err = single_error(backend(stack, kube), m)
     assert err.code is Code.PERMISSION_DENIED and "allow_provider_adc" in err.message
-    stack.secret_manager.add_version("my-project", "db", b"x")
-    stack.secret_manager.allow_only(
-        "my-project", "db", f"serviceAccount:{stack.identity.node_account}"
+    stack.secret_manager.add_version("other-project", "db", b"x")
+    stack.secret_manager.allow(
+        "other-project", "db", f"serviceAccount:{stack.identity.node_account}"
     )
     b = backend(stack, kube, allow_provider_adc=True, metadata_url=stack.identity.url)
     assert ok(run(b, m)[0]).content == b"x"
     assert stack.google.counts["sts"] == 0
 
 
-def _service_account_key(email: str) -> str:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    return json.dumps(
-        {
-            "type": "service_account",
-            "project_id": "my-project",
-            "private_key_id": "abc",
-            "private_key": pem,
-            "client_email": email,
-            "client_id": "1",
-            "token_uri": "https://attacker.example/token",
-        }
+def test_provider_adc_from_a_credentials_file(
+    stack: GoogleStack, kube: StubKube, tmp_path: Any
+) -> None:
+    # keyferry's own key file (operator configuration, so its token_uri is used): the
+    # OAuth2 endpoint verifies the assertion with the key Google registered for it.
+    email = "keyferry@my-project.iam.gserviceaccount.com"
+    info = json.loads(stack.identity.service_account_key(email))
+    path = tmp_path / "credentials.json"
+    path.write_text(json.dumps({**info, "token_uri": f"{stack.identity.url}/token"}))
+    stack.secret_manager.add_version("other-project", "db", b"x")
+    stack.secret_manager.allow("other-project", "db", f"serviceAccount:{email}")
+    m = make_mount(
+        stack, entries("projects/other-project/secrets/db/versions/1"), auth="provider-adc"
     )
+    b = backend(stack, kube, allow_provider_adc=True, provider_credentials_file=str(path))
+    assert ok(run(b, m)[0]).content == b"x"
+    assert stack.google.counts["oauth2"] == 1 and stack.google.counts["metadata"] == 0
+    # a key Google no longer knows (deleted) is a rejection, not an outage to retry
+    stack.identity.keys.clear()
+    b = backend(stack, kube, allow_provider_adc=True, provider_credentials_file=str(path))
+    err = single_error(b, m)
+    assert err.code is Code.PERMISSION_DENIED, err.message
+    assert "provider_credentials_file" in err.message and "account not found" in err.message
+    assert "PRIVATE KEY" not in err.message
+    path.write_text("{}")
+    b = backend(stack, kube, allow_provider_adc=True, provider_credentials_file=str(path))
+    err = single_error(b, m)
+    assert err.code is Code.FAILED_PRECONDITION and "provider_credentials_file" in err.message
 
 
 def test_key_json_only_when_allowed(stack: GoogleStack, kube: StubKube) -> None:
     email = "keyed@my-project.iam.gserviceaccount.com"
-    stack.secret_manager.add_version("my-project", "db", b"x")
-    stack.secret_manager.allow_only("my-project", "db", f"serviceAccount:{email}")
-    key = {"key.json": _service_account_key(email)}
-    m = make_mount(stack, entries("projects/my-project/secrets/db/versions/1"), node_secrets=key)
+    name = "projects/other-project/secrets/db/versions/1"
+    stack.secret_manager.add_version("other-project", "db", b"x")
+    stack.secret_manager.allow("other-project", "db", f"serviceAccount:{email}")
+    key = {"key.json": stack.identity.service_account_key(email)}
+    m = make_mount(stack, entries(name), node_secrets=key)
     # not allowed: ignored (upstream behaviour), the pod's identity is used -> denied here
     denied = run(backend(stack, kube), m)
     assert fail(denied[0]).code is Code.PERMISSION_DENIED
@@ -690,7 +765,7 @@ def test_key_json_only_when_allowed(stack: GoogleStack, kube: StubKube) -> None:
     # allowed plus explicit auth: the upstream conflict error
     both = make_mount(
         stack,
-        entries("projects/my-project/secrets/db/versions/1"),
+        entries(name),
         node_secrets=key,
         auth="pod-adc",
     )
@@ -702,7 +777,7 @@ def test_key_json_rejection_does_not_name_the_key(stack: GoogleStack, kube: Stub
     # client_email is nodePublishSecretRef data: it stays out of messages.
     email = "canary-keyed@my-project.iam.gserviceaccount.com"
     stack.identity.disabled_keys.add(email)
-    key = {"key.json": _service_account_key(email)}
+    key = {"key.json": stack.identity.service_account_key(email)}
     m = make_mount(stack, entries("projects/my-project/secrets/db/versions/1"), node_secrets=key)
     err = single_error(backend(stack, kube, allow_node_publish_secret=True), m)
     assert err.code is Code.PERMISSION_DENIED, err.message
@@ -713,7 +788,7 @@ def test_key_json_rejection_does_not_name_the_key(stack: GoogleStack, kube: Stub
 def test_key_json_token_endpoint_outage_is_unavailable(stack: GoogleStack, kube: StubKube) -> None:
     email = "canary-keyed@my-project.iam.gserviceaccount.com"
     stack.identity.fail_oauth2_with = (502, _BAD_GATEWAY)
-    key = {"key.json": _service_account_key(email)}
+    key = {"key.json": stack.identity.service_account_key(email)}
     m = make_mount(stack, entries("projects/my-project/secrets/db/versions/1"), node_secrets=key)
     err = single_error(backend(stack, kube, allow_node_publish_secret=True), m)
     assert err.code is Code.UNAVAILABLE, err.message
@@ -732,6 +807,8 @@ def test_key_json_must_be_a_service_account_key(stack: GoogleStack, kube: StubKu
 
 def test_cached_values_are_not_shared_across_identities(stack: GoogleStack, kube: StubKube) -> None:
     stack.secret_manager.add_version("my-project", "db", b"x")
+    stack.google.allow_project(stack.google.federated_principal("team-a", "a"))
+    stack.google.allow_project(stack.google.federated_principal("team-a", "b"))
     b = backend(stack, kube, cache_ttl=60)
     name = "projects/my-project/secrets/db/versions/1"
     run_many(
@@ -763,3 +840,24 @@ def test_bad_settings(raw: dict[str, Any], why: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_settings(raw)
     assert why in str(info.value)
+
+
+def test_federated_member_names_the_pool_principal() -> None:
+    from provider.backends.gcp.identity import WorkloadIdentityPool, _federated_member
+
+    gke = WorkloadIdentityPool(
+        "identitynamespace:p.svc.id.goog:https://x", ("p.svc.id.goog",), "p.svc.id.goog"
+    )
+    assert _federated_member(gke, "ns1", "sa1") == (
+        "principal://iam.googleapis.com/projects/PROJECT_NUMBER/locations/global/"
+        "workloadIdentityPools/p.svc.id.goog/subject/ns/ns1/sa/sa1"
+    )
+    full = (
+        "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/pool1/"
+        "providers/k8s"
+    )
+    other = WorkloadIdentityPool(full, (full,), full)
+    assert _federated_member(other, "ns1", "sa1") == (
+        "principal://iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/"
+        "pool1/subject/system:serviceaccount:ns1:sa1"
+    )

@@ -11,8 +11,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.fakes.gcp import GoogleStack, google_stack
+from tests.fakes.gcp import GoogleStack, google_stack, pod_token
 from tests.fakes.kube import FakeKube
+from tests.fakes.oidc import Issuer
 from tests.harness import DEFAULT_POD, Server, running_server
 
 NS, KSA = DEFAULT_POD[0], DEFAULT_POD[3]
@@ -42,7 +43,8 @@ def kube() -> Iterator[FakeKube]:
 
 @pytest.fixture
 def srv(tmp_path: Path, stack: GoogleStack, kube: FakeKube) -> Iterator[Server]:
-    stack.google.bind(GSA, NS, KSA)
+    stack.google.bind(GSA, NS, KSA)  # roles/iam.workloadIdentityUser on the GSA
+    stack.google.allow_project(f"serviceAccount:{GSA}")  # secretAccessor, parameterViewer
     root = tmp_path / "root"
     root.mkdir()
     (root / "local.txt").write_text("from local")
@@ -166,8 +168,7 @@ def test_bad_input_fails_before_any_network_call(
 
 
 def test_failures_name_each_object_and_pick_the_code(srv: Server, stack: GoogleStack) -> None:
-    stack.secret_manager.add_version("my-project", "locked", b"x")
-    stack.secret_manager.allow_only("my-project", "locked", "nobody")
+    stack.secret_manager.add_version("other-project", "locked", b"x")  # no role there
     text = """
 - resourceName: projects/my-project/secrets/missing/versions/1
   path: a
@@ -177,7 +178,7 @@ def test_failures_name_each_object_and_pick_the_code(srv: Server, stack: GoogleS
     err = status(srv, stack, secrets(text))
     assert err.code() == grpc.StatusCode.NOT_FOUND
     assert "projects/my-project/secrets/missing/versions/1" in (err.details() or "")
-    text += "- resourceName: projects/my-project/secrets/locked/versions/1\n  path: c\n"
+    text += "- resourceName: projects/other-project/secrets/locked/versions/1\n  path: c\n"
     err = status(srv, stack, secrets(text))
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
     details = err.details() or ""
@@ -199,7 +200,11 @@ def test_extracting_from_non_json_is_invalid_argument(srv: Server, stack: Google
 
 def test_missing_token_audience_is_actionable(srv: Server, stack: GoogleStack) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        srv.mount("gcp", secrets(DOCUMENTED), tokens={"sts.amazonaws.com": "x.y.z"})
+        srv.mount(
+            "gcp",
+            secrets(DOCUMENTED),
+            tokens={"sts.amazonaws.com": pod_token(NS, KSA, "sts.amazonaws.com")},
+        )
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "tokenRequests" in (info.value.details() or "")
 
@@ -253,3 +258,65 @@ def test_no_secret_or_token_in_logs(srv: Server, stack: GoogleStack) -> None:
         assert token not in text
     for issued in stack.google.tokens:
         assert issued not in text
+
+
+# -- identities the fakes refuse, as Google would ------------------------------------------
+
+OTHER = (NS, "other-0", "22222222-3333-4444-5555-666666666666", "other")
+
+
+def test_unbound_service_account_names_the_workload_identity_binding(
+    srv: Server, stack: GoogleStack, kube: FakeKube
+) -> None:
+    # team-a/other claims the GSA by annotation, but nobody granted it the right to act as it.
+    kube.add_service_account(NS, "other", {"iam.gke.io/gcp-service-account": GSA})
+    tokens = stack.token(NS, "other")
+    with pytest.raises(grpc.RpcError) as info:
+        srv.mount("gcp", secrets(DOCUMENTED), tokens=tokens, pod=OTHER)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    details = info.value.details() or ""
+    member = f"serviceAccount:{stack.google.pool}[{NS}/other]"
+    assert "roles/iam.workloadIdentityUser" in details and GSA in details and member in details
+    assert "iam.serviceAccounts.getAccessToken" in details  # IAM's own reason
+    assert stack.google.counts["secretmanager"] == 0
+    # the binding the message names is the one that works
+    stack.google.grant(
+        f"projects/-/serviceAccounts/{GSA}", "roles/iam.workloadIdentityUser", member
+    )
+    resp = srv.mount("gcp", secrets(DOCUMENTED), tokens=stack.token(NS, "other"), pod=OTHER)
+    assert {f.path for f in resp.files} == {"good1.txt", "good2.txt"}
+
+
+def test_principal_without_secret_access_names_the_role_and_the_principal(
+    srv: Server, stack: GoogleStack, kube: FakeKube
+) -> None:
+    # No GSA annotation: the pod's own federated principal reads, and holds no role.
+    kube.add_service_account(NS, "other", {})
+    with pytest.raises(grpc.RpcError) as info:
+        srv.mount("gcp", secrets(DOCUMENTED), tokens=stack.token(NS, "other"), pod=OTHER)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    details = info.value.details() or ""
+    assert "roles/secretmanager.secretAccessor" in details
+    principal = f"workloadIdentityPools/{stack.google.pool}/subject/ns/{NS}/sa/other"
+    assert principal in details, details
+    assert stack.google.counts["iam"] == 0
+
+
+def test_token_of_another_service_account_is_refused(srv: Server, stack: GoogleStack) -> None:
+    # The pod is team-a/web; the token is kube-system/admin's (a valid, signed token).
+    with pytest.raises(grpc.RpcError) as info:
+        srv.mount("gcp", secrets(DOCUMENTED), tokens=stack.token("kube-system", "admin"))
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "does not belong" in (info.value.details() or "")
+    assert stack.google.counts["sts"] == 0
+
+
+def test_forged_pod_token_is_refused_by_sts(srv: Server, stack: GoogleStack) -> None:
+    forged = Issuer().pod_token(stack.google.pool, NS, KSA)  # right claims, wrong key
+    with pytest.raises(grpc.RpcError) as info:
+        srv.mount("gcp", secrets(DOCUMENTED), tokens={stack.google.pool: forged})
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    details = info.value.details() or ""
+    assert "STS rejected" in details and "signature" in details
+    assert forged not in details
+    assert stack.google.counts["sts"] == 1 and stack.google.counts["secretmanager"] == 0

@@ -1,12 +1,33 @@
-"""Local stand-ins for Google Cloud: Secret Manager and Parameter Manager over
-real gRPC (built from the message types that ship with the client libraries),
-and STS + IAM Credentials over HTTP for the workload-identity flow.
+"""Local stand-ins for Google Cloud, as strict as the services they stand for.
 
-Everything listens on 127.0.0.1 without TLS. One :class:`FakeGoogle` holds the
-state shared by all fakes: issued access tokens and the principals they stand
-for, workload-identity bindings and counters. A Secret Manager fake serves one
-location (``""`` = the global service) and refuses names of any other, which
-is how tests prove regional routing.
+Secret Manager and Parameter Manager over real gRPC (built from the message
+types that ship with the client libraries); STS, IAM Credentials, the OAuth2
+token endpoint (service-account keys) and the metadata server over HTTP.
+Everything listens on 127.0.0.1 without TLS.
+
+One :class:`FakeGoogle` holds what Google holds: the access tokens it issued
+(principal, IAM members, scopes, expiry) and the IAM policies (resource ->
+role -> members). Every fake enforces what the real service enforces:
+
+- STS verifies the pod's token with the cluster's key (``ISSUER.verify``:
+  signature, issuer = the pool provider's issuer, audience = the pool's token
+  audience, expiry) and the request's ``audience`` must name the configured
+  pool provider; refusals are 400 ``invalid_grant`` / ``invalid_target`` /
+  ``invalid_request`` with an ``error_description``, as Google STS answers;
+- IAM Credentials generateAccessToken takes only a live access token issued
+  here (401 UNAUTHENTICATED otherwise) whose members hold
+  ``iam.serviceAccounts.getAccessToken`` on the first account of the chain
+  (``roles/iam.workloadIdentityUser`` or ``serviceAccountTokenCreator``), each
+  delegate on the next (403 PERMISSION_DENIED otherwise);
+- Secret Manager / Parameter Manager take only live access tokens issued here
+  (UNAUTHENTICATED otherwise), with the cloud-platform scope, whose members hold
+  the permission on the resource or its project (PERMISSION_DENIED otherwise,
+  checked before existence, as Google does: "(or it may not exist)");
+- the OAuth2 token endpoint verifies a service-account key's JWT assertion with
+  the public key registered for that key id, its audience and its lifetime.
+
+A Secret Manager fake serves one location (``""`` = the global service) and
+refuses names of any other, which is how tests prove regional routing.
 """
 
 from __future__ import annotations
@@ -16,10 +37,12 @@ import datetime
 import itertools
 import json
 import re
+import secrets as pysecrets
 import threading
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Iterable
 from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,42 +50,114 @@ from typing import Any
 
 import google_crc32c
 import grpc
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from google.cloud import parametermanager_v1, secretmanager_v1
+
+from tests.fakes.oidc import ISSUER, TokenRejected, service_account_of
 
 PROJECT_NUMBERS = {"my-project": "1449000001", "other-project": "1449000002"}
 JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+OAUTH2_AUDIENCES = (
+    "https://oauth2.googleapis.com/token",
+    "https://www.googleapis.com/oauth2/v4/token",
+)
+
+WORKLOAD_IDENTITY_USER = "roles/iam.workloadIdentityUser"
+TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
+SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
+PARAMETER_VIEWER = "roles/parametermanager.parameterViewer"
+GET_ACCESS_TOKEN = "iam.serviceAccounts.getAccessToken"
+ACCESS_SECRET = "secretmanager.versions.access"
+RENDER_PARAMETER = "parametermanager.parameterVersions.render"
+ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
+    WORKLOAD_IDENTITY_USER: frozenset({GET_ACCESS_TOKEN, "iam.serviceAccounts.getOpenIdToken"}),
+    TOKEN_CREATOR: frozenset(
+        {
+            GET_ACCESS_TOKEN,
+            "iam.serviceAccounts.getOpenIdToken",
+            "iam.serviceAccounts.signBlob",
+            "iam.serviceAccounts.signJwt",
+        }
+    ),
+    SECRET_ACCESSOR: frozenset({ACCESS_SECRET}),
+    "roles/secretmanager.admin": frozenset({ACCESS_SECRET, "secretmanager.secrets.get"}),
+    PARAMETER_VIEWER: frozenset(
+        {
+            "parametermanager.parameterVersions.get",
+            "parametermanager.parameterVersions.list",
+            RENDER_PARAMETER,
+        }
+    ),
+    "roles/parametermanager.parameterAccessor": frozenset(
+        {"parametermanager.parameterVersions.get", RENDER_PARAMETER}
+    ),
+}
+
+_HELP = (
+    "Expected OAuth 2 access token, login cookie or other valid authentication credential. "
+    "See https://developers.google.com/identity/sign-in/web/devconsole-project."
+)
+MISSING_CREDENTIALS = f"Request is missing required authentication credential. {_HELP}"
+INVALID_CREDENTIALS = f"Request had invalid authentication credentials. {_HELP}"
+INSUFFICIENT_SCOPES = "Request had insufficient authentication scopes."
 
 
-def make_jwt(
-    namespace: str,
-    service_account: str,
-    audience: str,
-    *,
-    expires_in: float = 600,
-    subject: str | None = None,
-) -> str:
-    """An unsigned Kubernetes-style service-account JWT (the fake STS checks claims only)."""
+def pod_token(namespace: str, service_account: str, audience: str, **kwargs: Any) -> str:
+    """The pod's projected ServiceAccount token, signed by the test cluster (ISSUER)."""
+    return ISSUER.pod_token(audience, namespace, service_account, **kwargs)
 
-    def part(obj: Any) -> str:
-        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
-    claims = {
-        "iss": "https://kubernetes.default.svc",
-        "sub": subject or f"system:serviceaccount:{namespace}:{service_account}",
-        "aud": [audience],
-        "exp": int(time.time() + expires_in),
-        "iat": int(time.time()),
-    }
-    return f"{part({'alg': 'RS256', 'kid': 'test'})}.{part(claims)}.c2lnbmF0dXJl"
+def service_account_resource(email: str) -> str:
+    return f"projects/-/serviceAccounts/{email}"
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _claims(token: str) -> dict[str, Any] | None:
+    """A JWT's payload, unverified (for messages only)."""
     try:
-        payload = token.split(".")[1]
-        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        data = json.loads(_unb64(token.split(".")[1]))
     except (IndexError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _header(token: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(_unb64(token.split(".")[0]))
+    except (IndexError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _iam_error(code: int, status: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "status": status, **extra}}
+
+
+@dataclass(frozen=True)
+class Issued:
+    """An access token as Google knows it."""
+
+    principal: str
+    members: frozenset[str]
+    """IAM members the caller matches (e.g. ``principal://...``, ``serviceAccount:...``)."""
+    scopes: frozenset[str]
+    expiry: float
+    kind: str
+    """``federated`` (STS), ``service-account`` (IAM, OAuth2, metadata)."""
 
 
 @dataclass
@@ -75,51 +170,120 @@ class Version:
 class Secret:
     versions: dict[int, Version] = field(default_factory=dict)
     aliases: dict[str, int] = field(default_factory=dict)
-    readers: set[str] | None = None
-    """Principals allowed to access; ``None`` = any authenticated caller."""
 
 
 class FakeGoogle:
-    """Shared state: access tokens -> principals, workload identity policy, counters."""
+    """Shared state: issued access tokens, IAM policies, the workload identity pool, counters."""
 
     def __init__(self, *, pool: str = "my-project.svc.id.goog", audience: str = "") -> None:
         self.pool = pool
+        self.project_number = PROJECT_NUMBERS["my-project"]
         self.audience = audience or (
             f"identitynamespace:{pool}:https://container.googleapis.com/v1/projects/"
             "my-project/locations/us-central1/clusters/test"
         )
+        """The one pool provider STS knows."""
         self.token_audience = pool
-        self.tokens: dict[str, tuple[str, float]] = {}
-        self.bindings: dict[str, set[str]] = {}
-        """GSA email -> workload identity members allowed to impersonate it."""
+        """The audience the provider accepts in subject tokens (GKE: the pool)."""
+        self.provider_issuer = ISSUER.url
+        """The issuer the pool provider trusts (the cluster's OIDC issuer)."""
+        self.tokens: dict[str, Issued] = {}
+        self.policies: dict[str, dict[str, set[str]]] = {}
+        """IAM policies: resource name -> role -> members."""
         self.counts: Counter[str] = Counter()
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.token_lifetime = 3600
 
-    def issue(self, principal: str, prefix: str) -> str:
+    # -- tokens -----------------------------------------------------------------------
+    def issue(
+        self,
+        principal: str,
+        kind: str = "service-account",
+        *,
+        members: Iterable[str] | None = None,
+        scopes: Iterable[str] = (SCOPE,),
+        lifetime: float | None = None,
+    ) -> str:
         with self._lock:
-            token = f"{prefix}-{next(self._ids)}"
-            self.tokens[token] = (principal, time.time() + self.token_lifetime)
+            token = f"ya29.{kind}-{next(self._ids)}-{pysecrets.token_urlsafe(12)}"
+            life = self.token_lifetime if lifetime is None else lifetime
+            self.tokens[token] = Issued(
+                principal=principal,
+                members=frozenset(members if members is not None else (principal,)),
+                scopes=frozenset(scopes),
+                expiry=time.time() + life,
+                kind=kind,
+            )
         return token
 
-    def principal(self, authorization: str) -> str | None:
+    def service_account_token(self, email: str, **kwargs: Any) -> str:
+        return self.issue(f"serviceAccount:{email}", "service-account", **kwargs)
+
+    def caller(self, authorization: str) -> Issued | None:
+        """The live token behind an ``Authorization`` value, else None."""
         if not authorization.startswith("Bearer "):
             return None
         entry = self.tokens.get(authorization[len("Bearer ") :])
-        if entry is None or entry[1] < time.time():
+        if entry is None or entry.expiry <= time.time():
             return None
-        return entry[0]
+        return entry
 
-    def federated_principal(self, namespace: str, ksa: str) -> str:
+    # -- workload identity ------------------------------------------------------------
+    def _pool_prefix(self) -> str:
         return (
-            "principal://iam.googleapis.com/projects/1449000001/locations/global/"
-            f"workloadIdentityPools/{self.pool}/subject/ns/{namespace}/sa/{ksa}"
+            f"iam.googleapis.com/projects/{self.project_number}/locations/global/"
+            f"workloadIdentityPools/{self.pool}"
         )
 
+    def federated_principal(self, namespace: str, ksa: str) -> str:
+        return f"principal://{self._pool_prefix()}/subject/ns/{namespace}/sa/{ksa}"
+
+    def federated_members(self, namespace: str, ksa: str) -> frozenset[str]:
+        """Every IAM member a federated token of ``namespace/ksa`` matches."""
+        members = {
+            self.federated_principal(namespace, ksa),
+            f"principalSet://{self._pool_prefix()}/namespace/{namespace}",
+        }
+        if self.pool.endswith(".svc.id.goog"):  # GKE's legacy member syntax
+            members.add(f"serviceAccount:{self.pool}[{namespace}/{ksa}]")
+        return frozenset(members)
+
+    def federated_token(self, namespace: str, ksa: str, **kwargs: Any) -> str:
+        """What STS hands out for a pod of ``namespace/ksa`` (for direct tests)."""
+        return self.issue(
+            self.federated_principal(namespace, ksa),
+            "federated",
+            members=self.federated_members(namespace, ksa),
+            **kwargs,
+        )
+
+    # -- IAM ----------------------------------------------------------------------------
+    def grant(self, resource: str, role: str, member: str) -> None:
+        assert role in ROLE_PERMISSIONS, role
+        with self._lock:
+            self.policies.setdefault(resource, {}).setdefault(role, set()).add(member)
+
+    def permits(self, members: Iterable[str], permission: str, *resources: str) -> bool:
+        wanted = set(members)
+        for resource in resources:
+            for role, granted in self.policies.get(resource, {}).items():
+                if permission in ROLE_PERMISSIONS[role] and wanted & granted:
+                    return True
+        return False
+
     def bind(self, gsa: str, namespace: str, ksa: str) -> None:
-        """roles/iam.workloadIdentityUser on ``gsa`` for ``serviceAccount:pool[ns/ksa]``."""
-        self.bindings.setdefault(gsa, set()).add(self.federated_principal(namespace, ksa))
+        """roles/iam.workloadIdentityUser on ``gsa`` for the pod's federated principal."""
+        self.grant(
+            service_account_resource(gsa),
+            WORKLOAD_IDENTITY_USER,
+            self.federated_principal(namespace, ksa),
+        )
+
+    def allow_project(self, member: str, project: str = "my-project") -> None:
+        """Secret Manager and Parameter Manager read access on a whole project."""
+        self.grant(f"projects/{project}", SECRET_ACCESSOR, member)
+        self.grant(f"projects/{project}", PARAMETER_VIEWER, member)
 
 
 class _GrpcFake:
@@ -133,7 +297,6 @@ class _GrpcFake:
         self.calls: list[str] = []
         self.faults: list[tuple[grpc.StatusCode, str]] = []
         self.delay = 0.0
-        self.require_auth = True
         self._lock = threading.Lock()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         self._server.add_generic_rpc_handlers((self._handler(),))
@@ -151,7 +314,8 @@ class _GrpcFake:
     def stop(self) -> None:
         self._server.stop(0)
 
-    def _begin(self, name: str, context: grpc.ServicerContext) -> str:
+    def _begin(self, name: str, context: grpc.ServicerContext) -> Issued:
+        """Count the call, apply injected faults, then authenticate it as Google does."""
         self.calls.append(name)
         self.google.counts[self.service] += 1
         if self.delay:
@@ -160,14 +324,30 @@ class _GrpcFake:
             fault = self.faults.pop(0) if self.faults else None
         if fault is not None:
             context.abort(fault[0], fault[1])
-        auth = dict(context.invocation_metadata()).get("authorization", "")
-        principal = self.google.principal(str(auth))
-        if principal is None and self.require_auth:
+        auth = str(dict(context.invocation_metadata()).get("authorization", ""))
+        if not auth:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, MISSING_CREDENTIALS)
+        caller = self.google.caller(auth)
+        if caller is None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, INVALID_CREDENTIALS)
+        assert caller is not None
+        if SCOPE not in caller.scopes:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, INSUFFICIENT_SCOPES)
+        return caller
+
+    def _authorize(
+        self,
+        caller: Issued,
+        permission: str,
+        name: str,
+        resources: Iterable[str],
+        context: grpc.ServicerContext,
+    ) -> None:
+        if not self.google.permits(caller.members, permission, *resources):
             context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "Request had invalid authentication credentials. Expected OAuth 2 access token.",
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"Permission '{permission}' denied for resource '{name}' (or it may not exist).",
             )
-        return principal or ""
 
 
 def _parse(pattern: re.Pattern[str], name: str) -> dict[str, str] | None:
@@ -224,12 +404,18 @@ class FakeSecretManager(_GrpcFake):
     def set_state(self, project: str, secret: str, number: int, state: str) -> None:
         self.secrets[(project, secret)].versions[number].state = state
 
-    def allow_only(self, project: str, secret: str, *principals: str) -> None:
-        self.secrets[(project, secret)].readers = set(principals)
+    def resource(self, project: str, secret: str) -> str:
+        where = f"/locations/{self.location}" if self.location else ""
+        return f"projects/{project}{where}/secrets/{secret}"
+
+    def allow(self, project: str, secret: str, *members: str) -> None:
+        """roles/secretmanager.secretAccessor on this one secret."""
+        for member in members:
+            self.google.grant(self.resource(project, secret), SECRET_ACCESSOR, member)
 
     # -- RPC --------------------------------------------------------------------
     def _access(self, request: Any, context: grpc.ServicerContext) -> Any:
-        principal = self._begin(request.name, context)
+        caller = self._begin(request.name, context)
         parts = _parse(_SM_NAME, request.name)
         if parts is None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid resource name {request.name}")
@@ -247,16 +433,13 @@ class FakeSecretManager(_GrpcFake):
         number = PROJECT_NUMBERS.get(project_id, project_id)
         prefix = f"projects/{number}" + (f"/locations/{location}" if location else "")
         secret_name = f"{prefix}/secrets/{parts['secret']}"
+        # IAM before existence: without the permission a missing secret looks the same.
+        resources = (self.resource(project_id, parts["secret"]), f"projects/{project_id}")
+        self._authorize(caller, ACCESS_SECRET, request.name, resources, context)
         entry = self.secrets.get((project_id, parts["secret"]))
         if entry is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"Secret [{secret_name}] not found.")
         assert entry is not None
-        if entry.readers is not None and principal not in entry.readers:
-            context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"Permission 'secretmanager.versions.access' denied for resource "
-                f"'{request.name}' (or it may not exist).",
-            )
         selector = parts["version"]
         if selector == "latest":
             enabled = [n for n, v in entry.versions.items() if v.state == "ENABLED"]
@@ -341,7 +524,7 @@ class FakeParameterManager(_GrpcFake):
         return entry.versions[number].data.decode()
 
     def _render(self, request: Any, context: grpc.ServicerContext) -> Any:
-        self._begin(request.name, context)
+        caller = self._begin(request.name, context)
         parts = _parse(_PM_NAME, request.name)
         if parts is None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid resource name {request.name}")
@@ -351,7 +534,11 @@ class FakeParameterManager(_GrpcFake):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"The resource {request.name} is not served by this endpoint ({self.location}).",
             )
-        key = (parts["project"], parts["parameter"], parts["version"])
+        # Parameter Manager has no resource-level IAM: project grants (maybe conditional).
+        numbers = {v: k for k, v in PROJECT_NUMBERS.items()}
+        project_id = numbers.get(parts["project"], parts["project"])
+        self._authorize(caller, RENDER_PARAMETER, request.name, [f"projects/{project_id}"], context)
+        key = (project_id, parts["parameter"], parts["version"])
         found = self.parameters.get(key)
         if found is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"ParameterVersion {request.name} not found")
@@ -361,7 +548,7 @@ class FakeParameterManager(_GrpcFake):
             context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION, f"ParameterVersion {request.name} is disabled"
             )
-        number = PROJECT_NUMBERS.get(parts["project"], parts["project"])
+        number = PROJECT_NUMBERS.get(project_id, project_id)
         name = (
             f"projects/{number}/locations/{parts['location']}/parameters/{parts['parameter']}"
             f"/versions/{parts['version']}"
@@ -377,7 +564,8 @@ class FakeParameterManager(_GrpcFake):
 
 
 class FakeIdentity:
-    """STS (``POST /v1/token``) and IAM Credentials generateAccessToken over HTTP."""
+    """STS (``POST /v1/token``), IAM Credentials generateAccessToken, the OAuth2 token
+    endpoint (``POST /token``, service-account keys) and the metadata server, over HTTP."""
 
     def __init__(self, google: FakeGoogle) -> None:
         self.google = google
@@ -392,7 +580,10 @@ class FakeIdentity:
         self.node_account = "node@my-project.iam.gserviceaccount.com"
         self.metadata: dict[str, str] = {}
         """Metadata paths (``/computeMetadata/v1/...``) -> text values."""
+        self.keys: dict[str, dict[str, rsa.RSAPublicKey]] = {}
+        """Service account email -> key id -> public key (what Google keeps of a key)."""
         self.disabled_keys: set[str] = set()
+        """Service accounts whose keys are disabled."""
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -405,7 +596,7 @@ class FakeIdentity:
                 if self.headers.get("Metadata-Flavor") != "Google":
                     code, reply = 403, {"error": "missing Metadata-Flavor header"}
                 elif path == "/computeMetadata/v1/instance/service-accounts/default/token":
-                    token = fake.google.issue(f"serviceAccount:{fake.node_account}", "gce")
+                    token = fake.google.service_account_token(fake.node_account)
                     code, reply = (
                         200,
                         {
@@ -471,62 +662,164 @@ class FakeIdentity:
         self._server.shutdown()
         self._server.server_close()
 
+    # -- STS -----------------------------------------------------------------------------
     def _sts(self, form: dict[str, str]) -> tuple[int, dict[str, Any] | str]:
         self.sts_requests.append({k: v for k, v in form.items() if k != "subject_token"})
         self.google.counts["sts"] += 1
         if self.fail_sts_with is not None:
             return self.fail_sts_with
 
-        def bad(description: str) -> tuple[int, dict[str, Any]]:
-            return 400, {"error": "invalid_grant", "error_description": description}
+        def refuse(error: str, description: str) -> tuple[int, dict[str, Any]]:
+            return 400, {"error": error, "error_description": description}
 
-        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:token-exchange":
-            return 400, {"error": "unsupported_grant_type"}
-        if form.get("subject_token_type") != JWT_TYPE:
-            return 400, {"error": "invalid_request", "error_description": "subject_token_type"}
-        if form.get("audience") != self.google.audience:
-            return bad(f"The audience {form.get('audience')!r} is not a valid pool provider.")
-        claims = _claims(form.get("subject_token", ""))
-        if claims is None:
-            return bad("The subject token is not a valid JWT.")
-        if self.google.token_audience not in claims.get("aud", []):
-            return bad("The audience in the subject token does not match the pool.")
-        if claims.get("exp", 0) < time.time():
-            return bad("The subject token has expired.")
-        sub = str(claims.get("sub", ""))
-        m = re.fullmatch(r"system:serviceaccount:([^:]+):([^:]+)", sub)
-        if m is None:
-            return bad("The subject is not a Kubernetes service account.")
-        principal = self.google.federated_principal(m.group(1), m.group(2))
-        token = self.google.issue(principal, "sts")
+        if form.get("grant_type") != TOKEN_EXCHANGE:
+            return refuse(
+                "unsupported_grant_type", f"Unsupported grant type: {form.get('grant_type')!r}."
+            )
+        if form.get("requested_token_type") != ACCESS_TOKEN_TYPE:
+            return refuse("invalid_request", 'Invalid value for "requested_token_type".')
+        if form.get("subject_token_type") not in (JWT_TYPE, ID_TOKEN_TYPE):
+            return refuse("invalid_request", 'Invalid value for "subject_token_type".')
+        audience = form.get("audience", "")
+        if not audience.startswith(("//iam.googleapis.com/", "identitynamespace:")):
+            return refuse(
+                "invalid_request",
+                'Invalid value for "audience". This value should be the full resource name of '
+                "the Identity Provider. See https://cloud.google.com/iam/docs/reference/sts/rest/"
+                "v1/TopLevel/token for the list of possible formats.",
+            )
+        if audience != self.google.audience:
+            return refuse(
+                "invalid_target",
+                'The target service indicated by the "audience" parameters is invalid. This '
+                "might either be because the pool or provider is disabled or deleted or because "
+                "it doesn't exist.",
+            )
+        subject_token = form.get("subject_token", "")
+        try:
+            claims = ISSUER.verify(subject_token, self.google.token_audience)
+        except TokenRejected as exc:
+            return refuse("invalid_grant", self._subject_token_reason(str(exc), subject_token))
+        if claims.get("iss") != self.google.provider_issuer:
+            # The cluster's issuer is not the one this pool provider is configured with.
+            return refuse(
+                "invalid_grant",
+                f"The issuer in ID Token {claims.get('iss')} does not match the expected ones: "
+                f"{self.google.provider_issuer}.",
+            )
+        who = service_account_of(claims)
+        if who is None:
+            return refuse(
+                "invalid_grant",
+                "The ID Token's subject is not a Kubernetes service account "
+                "(system:serviceaccount:<namespace>:<name>).",
+            )
+        token = self.google.federated_token(*who, scopes=form.get("scope", "").split())
         return 200, {
             "access_token": token,
-            "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+            "issued_token_type": ACCESS_TOKEN_TYPE,
             "token_type": "Bearer",
             "expires_in": self.google.token_lifetime,
         }
 
-    def _oauth2(self, form: dict[str, str]) -> tuple[int, dict[str, Any] | str]:
-        """The OAuth2 token endpoint for service-account keys (JWT bearer grant).
+    def _subject_token_reason(self, reason: str, token: str) -> str:
+        """Google's words for why ISSUER.verify refused the subject token."""
+        claims = _claims(token) or {}
+        if "not a JWT" in reason:
+            return "Unable to parse the ID Token."
+        if "signature" in reason or "JWKS" in reason:
+            return "Invalid ID Token signature: the token is not signed by a key of the issuer."
+        if "issuer" in reason:
+            return (
+                f"The issuer in ID Token {claims.get('iss')} does not match the expected ones: "
+                f"{self.google.provider_issuer}."
+            )
+        if "audience" in reason:
+            return (
+                f"The audience in ID Token {claims.get('aud')} does not match the expected "
+                f"audience {self.google.token_audience}."
+            )
+        if "expired" in reason:
+            return f"ID Token issued at {claims.get('iat')} is stale to sign-in."
+        return f"The ID Token is invalid: {reason}."
 
-        Checks the assertion's claims, not its signature."""
+    # -- OAuth2 token endpoint (service-account keys) -------------------------------------
+    def service_account_key(self, email: str, key_id: str | None = None) -> str:
+        """A new key for ``email`` as the key.json Google hands out; its public half is
+        registered here, as Google keeps it."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        kid = key_id or pysecrets.token_hex(20)
+        self.keys.setdefault(email, {})[kid] = key.public_key()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        return json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "my-project",
+                "private_key_id": kid,
+                "private_key": pem,
+                "client_email": email,
+                "client_id": "1",
+                "token_uri": "https://attacker.example/token",
+            }
+        )
+
+    def _oauth2(self, form: dict[str, str]) -> tuple[int, dict[str, Any] | str]:
+        """The JWT bearer grant: the assertion must be signed by a registered, enabled key of
+        its issuer, addressed to this endpoint, short-lived and carry a scope."""
         self.google.counts["oauth2"] += 1
         if self.fail_oauth2_with is not None:
             return self.fail_oauth2_with
-        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
-            return 400, {"error": "unsupported_grant_type"}
-        claims = _claims(form.get("assertion", ""))
-        if claims is None or "iss" not in claims:
-            return 400, {"error": "invalid_grant", "error_description": "Invalid JWT."}
-        if claims["iss"] in self.disabled_keys:
-            return 400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
-        token = self.google.issue(f"serviceAccount:{claims['iss']}", "sa")
+
+        def refuse(description: str, error: str = "invalid_grant") -> tuple[int, dict[str, Any]]:
+            return 400, {"error": error, "error_description": description}
+
+        if form.get("grant_type") != JWT_BEARER:
+            return refuse("Invalid grant type.", "unsupported_grant_type")
+        assertion = form.get("assertion", "")
+        header, claims = _header(assertion), _claims(assertion)
+        if header is None or claims is None or assertion.count(".") != 2:
+            return refuse("Invalid JWT.")
+        email = str(claims.get("iss", ""))
+        keys = self.keys.get(email)
+        if not keys:
+            return refuse("Invalid grant: account not found")
+        public = keys.get(str(header.get("kid", "")))
+        if public is None or email in self.disabled_keys or header.get("alg") != "RS256":
+            return refuse("Invalid JWT Signature.")
+        head, body, sig = assertion.split(".")
+        try:
+            public.verify(
+                _unb64(sig), f"{head}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256()
+            )
+        except (InvalidSignature, ValueError):
+            return refuse("Invalid JWT Signature.")
+        if claims.get("aud") not in OAUTH2_AUDIENCES:
+            # google-auth addresses the assertion to Google's endpoint whatever token_uri is.
+            return refuse(
+                f"Invalid JWT: Failed audience check. The right audience is {OAUTH2_AUDIENCES[0]}"
+            )
+        now = time.time()
+        iat, exp = float(claims.get("iat", 0)), float(claims.get("exp", 0))
+        if not (iat - 300 <= now < exp and exp - iat <= 3600):
+            return refuse(
+                "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable "
+                "timeframe. Check your iat and exp values in the JWT claim."
+            )
+        scopes = str(claims.get("scope", "")).split()
+        if not scopes:
+            return refuse("Invalid OAuth scope or ID token audience provided.", "invalid_scope")
+        token = self.google.service_account_token(email, scopes=scopes)
         return 200, {
             "access_token": token,
             "expires_in": self.google.token_lifetime,
             "token_type": "Bearer",
         }
 
+    # -- IAM Credentials ----------------------------------------------------------------
     def _iam(
         self, gsa: str, authorization: str, body: dict[str, Any]
     ) -> tuple[int, dict[str, Any] | str]:
@@ -534,28 +827,51 @@ class FakeIdentity:
         self.google.counts["iam"] += 1
         if self.fail_iam_with is not None:
             return self.fail_iam_with
-        caller = self.google.principal(authorization)
+        if not authorization:
+            return 401, _iam_error(401, "UNAUTHENTICATED", MISSING_CREDENTIALS)
+        caller = self.google.caller(authorization)
         if caller is None:
-            return 401, {
-                "error": {
-                    "code": 401,
-                    "message": "Request had invalid credentials.",
-                    "status": "UNAUTHENTICATED",
-                }
-            }
-        if caller not in self.google.bindings.get(gsa, set()):
-            return 403, {
-                "error": {
-                    "code": 403,
-                    "message": "Permission 'iam.serviceAccounts.getAccessToken' denied on "
-                    "resource (or it may not exist).",
-                    "status": "PERMISSION_DENIED",
-                }
-            }
-        token = self.google.issue(f"serviceAccount:{gsa}", "iam")
-        expire = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
-            seconds=self.google.token_lifetime
-        )
+            return 401, _iam_error(401, "UNAUTHENTICATED", INVALID_CREDENTIALS)
+        if SCOPE not in caller.scopes:
+            return 403, _iam_error(403, "PERMISSION_DENIED", INSUFFICIENT_SCOPES)
+        scopes = body.get("scope")
+        if not isinstance(scopes, list) or not scopes:
+            return 400, _iam_error(400, "INVALID_ARGUMENT", "Scope required.")
+        lifetime = str(body.get("lifetime", "3600s"))
+        seconds = float(lifetime[:-1]) if re.fullmatch(r"\d+(\.\d+)?s", lifetime) else -1.0
+        if not 0 < seconds <= 3600:
+            return 400, _iam_error(
+                400,
+                "INVALID_ARGUMENT",
+                "The lifetime must be between 1s and 3600s (longer lifetimes need the "
+                "constraints/iam.allowServiceAccountCredentialLifetimeExtension policy).",
+            )
+        # The caller needs getAccessToken on the first account of the chain, each
+        # delegate on the next one.
+        chain = [
+            str(d).removeprefix("projects/-/serviceAccounts/") for d in body.get("delegates") or []
+        ]
+        members: Iterable[str] = caller.members
+        for account in [*chain, gsa]:
+            if not self.google.permits(
+                members, GET_ACCESS_TOKEN, service_account_resource(account)
+            ):
+                return 403, _iam_error(
+                    403,
+                    "PERMISSION_DENIED",
+                    f"Permission '{GET_ACCESS_TOKEN}' denied on resource (or it may not exist).",
+                    details=[
+                        {
+                            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                            "reason": "IAM_PERMISSION_DENIED",
+                            "domain": "iam.googleapis.com",
+                            "metadata": {"permission": GET_ACCESS_TOKEN},
+                        }
+                    ],
+                )
+            members = (f"serviceAccount:{account}",)
+        token = self.google.service_account_token(gsa, scopes=scopes, lifetime=seconds)
+        expire = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
         return 200, {"accessToken": token, "expireTime": expire.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
@@ -592,8 +908,12 @@ class GoogleStack:
         }
 
     def token(self, namespace: str, ksa: str, **kwargs: Any) -> dict[str, str]:
-        """The driver's tokens attribute entry for the pool audience."""
-        return {self.google.pool: make_jwt(namespace, ksa, self.google.pool, **kwargs)}
+        """The driver's tokens attribute entry for the pool audience (signed by ISSUER)."""
+        return {
+            self.google.token_audience: pod_token(
+                namespace, ksa, self.google.token_audience, **kwargs
+            )
+        }
 
     def stop(self) -> None:
         for fake in (

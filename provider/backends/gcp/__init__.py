@@ -115,7 +115,14 @@ class GcpBackend:
                     else "RenderParameterVersion"
                 )
                 response = await self.services.timed(
-                    NAME, operation, self.clients.fetch, ref, token, budget, self._on_retry
+                    NAME,
+                    operation,
+                    self.clients.fetch,
+                    ref,
+                    token,
+                    budget,
+                    self._on_retry,
+                    identity.member,
                 )
             version = response.version_name
             if isinstance(ref, ParameterVersionRef):

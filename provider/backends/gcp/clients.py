@@ -126,6 +126,7 @@ class Clients:
         token: str,
         budget: float,
         on_retry: Callable[[Exception], None] | None = None,
+        member: str = "",
     ) -> Response:
         """One AccessSecretVersion / RenderParameterVersion, retried within ``budget``."""
         client, endpoint = self.client(ref)
@@ -158,9 +159,11 @@ class Clients:
             return Response(bytes(pm.rendered_payload), str(pm.parameter_version), endpoint)
         except core_exceptions.RetryError as exc:
             cause = exc.cause
-            raise translate(cause if cause is not None else exc, ref, endpoint, True) from None
+            raise translate(
+                cause if cause is not None else exc, ref, endpoint, True, member
+            ) from None
         except core_exceptions.GoogleAPIError as exc:
-            raise translate(exc, ref, endpoint, False) from None
+            raise translate(exc, ref, endpoint, False, member) from None
 
 
 def _server_text(exc: BaseException) -> str:
@@ -169,8 +172,11 @@ def _server_text(exc: BaseException) -> str:
     return f" (server: {text[:240]})" if text else ""
 
 
-def translate(exc: BaseException, ref: GcpRef, endpoint: str, retried: bool) -> KeyferryError:
-    """An API error as a keyferry error naming the resource and the fix."""
+def translate(
+    exc: BaseException, ref: GcpRef, endpoint: str, retried: bool, member: str = ""
+) -> KeyferryError:
+    """An API error as a keyferry error naming the resource and the fix (``member``: the
+    IAM member the pod's identity is, to name in a PERMISSION_DENIED)."""
     what = "Secret Manager" if isinstance(ref, SecretVersionRef) else "Parameter Manager"
     name = ref.name
     server = _server_text(exc)
@@ -183,16 +189,20 @@ def translate(exc: BaseException, ref: GcpRef, endpoint: str, retried: bool) -> 
             "the version, and for regional resources the location"
         )
     if isinstance(exc, core_exceptions.PermissionDenied):
-        role = (
-            "roles/secretmanager.secretAccessor"
-            if isinstance(ref, SecretVersionRef)
-            else "roles/parametermanager.parameterViewer (plus secretAccessor on referenced "
-            "secrets)"
+        who = (
+            f"member '{member}'"
+            if member
+            else "the identity the pod uses (its Google service account, or its workload "
+            "identity principal)"
         )
-        return PermissionDenied(
-            f"{what} denied access to {name}{server}; grant {role} on it to the identity the "
-            "pod uses (its Google service account, or its workload identity principal)"
-        )
+        if isinstance(ref, SecretVersionRef):
+            fix = f"grant roles/secretmanager.secretAccessor on the secret to {who}"
+        else:
+            fix = (
+                f"grant roles/parametermanager.parameterViewer on the project to {who} "
+                "(Parameter Manager has no per-parameter IAM; an IAM condition can narrow it)"
+            )
+        return PermissionDenied(f"{what} denied access to {name}{server}; {fix}")
     if isinstance(exc, core_exceptions.Unauthenticated):
         return Unauthenticated(f"{what} did not accept the access token for {name}{server}")
     if isinstance(exc, core_exceptions.FailedPrecondition):

@@ -24,6 +24,7 @@ import binascii
 import datetime
 import hashlib
 import json
+import re
 import time
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
@@ -89,6 +90,8 @@ class Identity:
     service_account: str = ""
     gsa: str = ""
     delegates: tuple[str, ...] = ()
+    member: str = ""
+    """The IAM member to grant roles to, for messages (never key.json data)."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,27 @@ def _jwt_claims(token: str) -> Mapping[str, Any] | None:
     except (binascii.Error, ValueError):
         return None
     return claims if isinstance(claims, dict) else None
+
+
+def _federated_member(pool: WorkloadIdentityPool, ns: str, ksa: str) -> str:
+    """The pod's workload identity principal as an IAM member, for messages.
+
+    GKE pools (``<project>.svc.id.goog``) name the subject ``ns/<ns>/sa/<ksa>``; their
+    project number is not known here and is left as PROJECT_NUMBER. A pool provider
+    given by its full resource name carries the number; its subject is the token's
+    ``sub`` under the default mapping ``google.subject=assertion.sub``."""
+    m = re.match(
+        r"//iam\.googleapis\.com/(projects/[^/]+/locations/global/workloadIdentityPools/[^/]+)/",
+        pool.audience,
+    )
+    if m:
+        return (
+            f"principal://iam.googleapis.com/{m.group(1)}/subject/system:serviceaccount:{ns}:{ksa}"
+        )
+    return (
+        "principal://iam.googleapis.com/projects/PROJECT_NUMBER/locations/global/"
+        f"workloadIdentityPools/{pool.pool}/subject/ns/{ns}/sa/{ksa}"
+    )
 
 
 def _error_detail(exc: BaseException) -> str:
@@ -267,12 +291,20 @@ class Identities:
 
     async def resolve(self, mode: AuthMode, mount: Mount, deadline: Deadline) -> Identity:
         if mode == "provider-adc":
-            return Identity(("provider-adc",), "keyferry's own credentials (provider-adc)", mode)
+            return Identity(
+                ("provider-adc",),
+                "keyferry's own credentials (provider-adc)",
+                mode,
+                member="keyferry's own Google service account (provider-adc)",
+            )
         if mode == "node-publish-secret":
             text = mount.secrets.get(KEY_JSON, "")
             digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
             return Identity(
-                ("key-json", digest), "the nodePublishSecretRef key.json service account", mode
+                ("key-json", digest),
+                "the nodePublishSecretRef key.json service account",
+                mode,
+                member="the nodePublishSecretRef key.json service account",
             )
         pool = await self.pool(deadline)
         pod = mount.pod
@@ -302,6 +334,9 @@ class Identities:
             service_account=pod.service_account,
             gsa=gsa,
             delegates=delegates,
+            member=f"serviceAccount:{gsa}"
+            if gsa
+            else _federated_member(pool, pod.namespace, pod.service_account),
         )
 
     @staticmethod
@@ -558,10 +593,31 @@ class Identities:
                 retry_count=2,
                 timeout=budget,
             )
+        except google.auth.exceptions.DefaultCredentialsError:
+            raise FailedPrecondition(
+                "backends.gcp.provider_credentials_file "
+                f"({self.settings.provider_credentials_file}) is missing or is not a Google "
+                "credentials file; fix the path or the file in the keyferry server configuration"
+            ) from None
         except google.auth.exceptions.GoogleAuthError as exc:
-            raise Unavailable(
-                f"keyferry could not get its own Google credentials (provider-adc): "
-                f"{type(exc).__name__}; check the metadata server or provider_credentials_file"
+            path = self.settings.provider_credentials_file
+            if path:
+                source = f"backends.gcp.provider_credentials_file ({path})"
+                fix = "the key may be disabled or deleted: replace the credentials file"
+            else:
+                source = f"the metadata server at {self.settings.metadata_url}"
+                fix = "check the node's service account and its access scopes"
+            if _is_outage(exc, request.last_status):
+                raise Unavailable(
+                    f"keyferry could not get its own Google credentials (provider-adc) from "
+                    f"{source} ({_status_text(request.last_status)}, {type(exc).__name__}); "
+                    "kubelet will retry the mount"
+                ) from None
+            detail = _error_detail(exc)
+            raise PermissionDenied(
+                f"Google refused keyferry's own credentials (provider-adc) from {source}"
+                + (f" ({detail})" if detail else "")
+                + f"; {fix}"
             ) from None
         if not isinstance(data, Mapping) or "access_token" not in data:
             raise Unavailable("the metadata server returned no access token (provider-adc)")
