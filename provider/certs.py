@@ -1,6 +1,6 @@
 """Certificate and key conversions for Key Vault objects (pure ``cryptography``).
 
-The byte layouts follow the official Azure provider 1.8.x (COMPAT.md §3.3) so a
+The byte layouts follow the official Azure provider 1.8.x (docs/compatibility.md §3.3) so a
 drop-in mount writes the same files:
 
 - a PKCS#12 certificate becomes PEM with the private key first (PKCS#8

@@ -1,5 +1,5 @@
 """Certificate conversions (provider/certs.py), compared byte for byte with what
-COMPAT.md §3.3 says the official Azure provider writes."""
+docs/compatibility.md §3.3 says the official Azure provider writes."""
 
 from __future__ import annotations
 

@@ -83,6 +83,7 @@ def kube() -> Iterator[FakeKube]:
 @pytest.fixture
 def proxy() -> Iterator[AwsFaults]:
     faults = AwsFaults(moto_url())
+    faults.trust(ROLE, NS, KSA)  # the role's trust policy names the pod's ServiceAccount
     yield faults
     faults.close()
 
@@ -422,6 +423,7 @@ def test_aws_missing_secret_fails_the_mount(
 def stack() -> Iterator[GoogleStack]:
     s = google_stack()
     s.google.bind(GSA, NS, KSA)
+    s.google.allow_project(f"serviceAccount:{GSA}")  # read access for the impersonated GSA
     s.secret_manager.add_version("my-project", "db-password", b"pg-pass-1")
     for i in (1, 2, 3):
         s.regional["us-east1"].add_version("my-project", "api-key", f"key-{i}".encode())
@@ -545,8 +547,8 @@ def test_gcp_missing_secret_fails_the_mount(
 def azure(tmp_path: Path) -> Iterator[FakeAzure]:
     with fake_azure(str(tmp_path)) as fa:
         # Entra ID trusts the cluster's issuer for the app's federated credential
-        fa.entra.issuer = ISSUER.url
         fa.entra.federate(AZURE_CLIENT, NS, KSA)
+        fa.vault.grant_reader("my-kv", AZURE_CLIENT)  # Key Vault denies by default
         yield fa
 
 

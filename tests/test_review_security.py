@@ -247,7 +247,7 @@ def test_pathological_parameters_are_invalid_argument_not_uncaught(
 
 
 def test_deeply_nested_tokens_attribute_is_invalid_argument() -> None:
-    # The tokens key can come from the pod's volumeAttributes (PROTOCOL.md §2.2).
+    # The tokens key can come from the pod's volumeAttributes (docs/protocol.md §2.2).
     request = driver_request({"objects": HELLO})
     attributes = json.loads(request.attributes)
     attributes[protocol.TOKENS_KEY] = "[" * 100_000 + "]" * 100_000

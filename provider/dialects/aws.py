@@ -20,7 +20,7 @@ parameters:
 ```
 
 Parsed as upstream does (YAML 1.1, keys case-insensitive, numbers and booleans
-in string fields become their decimal / ``true`` text) but stricter (COMPAT.md
+in string fields become their decimal / ``true`` text) but stricter (docs/compatibility.md
 §1.7): unknown keys, traversal in any output name, collisions after path
 translation and special mode bits are errors, all reported at once, before any
 network call.

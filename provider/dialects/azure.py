@@ -16,7 +16,7 @@ parameters:
 ```
 
 Same file names, bytes, ObjectVersion ids (``<type>/<name>[/<i>]``) and versions
-as upstream, with its gaps closed (COMPAT.md §3.7): everything is validated here,
+as upstream, with its gaps closed (docs/compatibility.md §3.7): everything is validated here,
 before any Kubernetes or Key Vault call; unknown keys, an invalid
 ``filePermission``, an unknown ``objectType`` and an empty object list are errors;
 every failing object is listed in one error.

@@ -4,7 +4,7 @@ every Mount and every identity.
 A channel carries no identity: each call sends the caller's access token as
 ``authorization`` metadata, so one channel per endpoint serves all pods. The
 Python client never derives a regional endpoint from a ``locations/*`` name,
-so each location is routed explicitly (COMPAT.md §5). Calls are blocking and
+so each location is routed explicitly (docs/compatibility.md §5). Calls are blocking and
 run on the shared worker pool; retries (UNAVAILABLE, RESOURCE_EXHAUSTED) and
 deadlines come from google-api-core with a budget inside the Mount's deadline.
 """
