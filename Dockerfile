@@ -54,8 +54,8 @@ COPY --from=build /opt/keyferry /opt/keyferry
 # What is taken away instead, in deploy/base/daemonset.yaml: every capability (so root
 # has no CAP_DAC_OVERRIDE, CAP_CHOWN, CAP_NET_RAW...), privilege escalation, writes to
 # the root filesystem, and all system calls outside the runtime's default seccomp profile.
-# hadolint ignore=DL3002
-USER 0:0
+# hadolint ignore=DL3002,DL3066
+USER root
 EXPOSE 8095
 HEALTHCHECK --interval=30s --timeout=10s --start-period=10s \
     CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8095/healthz', timeout=5)"]
