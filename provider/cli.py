@@ -75,8 +75,9 @@ def cmd_version(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     failures = checked = 0
     for path in args.files:
+        skipped: list[str] = []
         try:
-            items = list(manifest.load(path))
+            items = list(manifest.load(path, skipped))
         except OSError as exc:
             print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
             failures += 1
@@ -94,6 +95,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 failures += 1
             else:
                 print(f"{item.source}: ok ({len(plan.objects)} objects, dialect {plan.dialect})")
+        for other in skipped:
+            print(f"{other}: skipped, not a SecretProviderClass")
     if checked == 0 and failures == 0:
         print("no SecretProviderClass found", file=sys.stderr)
         return 1

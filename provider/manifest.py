@@ -47,8 +47,14 @@ class SecretProviderClass:
     """``file:document N`` for messages."""
 
 
-def load(path: str | Path) -> Iterator[SecretProviderClass | KeyferryError]:
-    """Every SecretProviderClass in a multi-document YAML file, or an error per bad document."""
+def load(
+    path: str | Path, skipped: list[str] | None = None
+) -> Iterator[SecretProviderClass | KeyferryError]:
+    """Every SecretProviderClass in a multi-document YAML file, or an error per bad document.
+
+    Other Kubernetes objects (a Deployment, a ServiceAccount...) are skipped; with
+    ``skipped`` given, each is described there (``file: document N (Kind name)``).
+    """
     text = Path(path).read_text(encoding="utf-8")
     try:
         docs = list(yaml.safe_load_all(text))
@@ -65,6 +71,11 @@ def load(path: str | Path) -> Iterator[SecretProviderClass | KeyferryError]:
             yield InvalidArgument(f"{source}: expected a Kubernetes object (a mapping)")
             continue
         if doc.get("kind") != "SecretProviderClass":
+            if skipped is not None:
+                meta = doc.get("metadata")
+                name = meta.get("name", "") if isinstance(meta, Mapping) else ""
+                what = f"{doc['kind']} {name or '<unnamed>'}" if doc.get("kind") else "no kind"
+                skipped.append(f"{source} ({what})")
             continue
         meta = doc.get("metadata") or {}
         spec = doc.get("spec") or {}
