@@ -142,9 +142,9 @@ def test_aws_trust_policies_and_permissions_match_the_workload() -> None:
     assert conditions[f"{issuer}:sub"] == subject
     assert conditions[f"{issuer}:aud"] == IRSA_AUDIENCE
 
-    (pod_identity,) = json.loads(
-        (EXAMPLES / "aws" / "pod-identity-trust-policy.json").read_text()
-    )["Statement"]
+    (pod_identity,) = json.loads((EXAMPLES / "aws" / "pod-identity-trust-policy.json").read_text())[
+        "Statement"
+    ]
     assert pod_identity["Principal"] == {"Service": "pods.eks.amazonaws.com"}
     assert set(pod_identity["Action"]) == {"sts:AssumeRole", "sts:TagSession"}
 
@@ -180,8 +180,9 @@ def test_gcp_binding_grants_the_annotated_service_account() -> None:
     values = script_vars(EXAMPLES / "gcp" / "bind-identity.sh")
     gsa = re.search(r"^GSA=(\S+)$", script, flags=re.M)
     assert gsa
-    assert gsa[1].replace("${PROJECT}", values["PROJECT"]) == (
-        sa["metadata"]["annotations"]["iam.gke.io/gcp-service-account"]
+    assert (
+        gsa[1].replace("${PROJECT}", values["PROJECT"])
+        == (sa["metadata"]["annotations"]["iam.gke.io/gcp-service-account"])
     )
     assert "gcloud iam service-accounts add-iam-policy-binding" in script
     assert "--role roles/iam.workloadIdentityUser" in script
