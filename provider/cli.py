@@ -1,4 +1,4 @@
-"""``keyferry serve | mount | validate | demo | version``."""
+"""``keyferry serve | mount | validate | doctor | demo | version``."""
 
 from __future__ import annotations
 
@@ -267,6 +267,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import command
+
+    return command(args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="keyferry", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -299,6 +305,22 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check SecretProviderClass manifests offline")
     v.add_argument("files", nargs="+")
     v.set_defaults(func=cmd_validate)
+
+    doc = sub.add_parser("doctor", help="check what a Mount needs in a cluster, fetching nothing")
+    what = doc.add_mutually_exclusive_group(required=True)
+    what.add_argument("--pod", metavar="NS/NAME", help="a pod with secrets-store volumes")
+    what.add_argument("--class", dest="class_", metavar="NS/NAME", help="a SecretProviderClass")
+    what.add_argument("-f", "--file", help="SecretProviderClass manifest(s) in a file")
+    doc.add_argument("--name", help="with -f: which SecretProviderClass in the file")
+    doc.add_argument(
+        "--namespace", help="with -f: the namespace of the pods (default: the class's)"
+    )
+    doc.add_argument("--service-account", default="default", help="with -f/--class: the pods' one")
+    doc.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, ~/.kube/config)")
+    doc.add_argument("--context", help="kubeconfig context (default: the current one)")
+    doc.add_argument("--provider-namespace", default="keyferry", help="keyferry's namespace")
+    doc.add_argument("--daemonset", default="keyferry", help="keyferry's DaemonSet name")
+    doc.set_defaults(func=cmd_doctor)
 
     d = sub.add_parser("demo", help="mount examples/demo through a real server and show it")
     d.set_defaults(func=cmd_demo)

@@ -77,40 +77,41 @@ def load(
                 what = f"{doc['kind']} {name or '<unnamed>'}" if doc.get("kind") else "no kind"
                 skipped.append(f"{source} ({what})")
             continue
-        meta = doc.get("metadata") or {}
-        spec = doc.get("spec") or {}
-        name = str(meta.get("name", "")) if isinstance(meta, Mapping) else ""
-        source = f"{source} (SecretProviderClass {name or '<unnamed>'})"
-        if not isinstance(spec, Mapping):
-            yield InvalidArgument(f"{source}: spec must be a mapping")
-            continue
-        params = spec.get("parameters")
-        if not isinstance(params, Mapping) or not params:
-            yield InvalidArgument(
-                f"{source}: spec.parameters must be a non-empty mapping (the driver refuses "
-                "a class without parameters)"
-            )
-            continue
-        bad_keys = [str(k) for k in params if not isinstance(k, str)]
-        if bad_keys:
-            yield InvalidArgument(
-                f"{source}: spec.parameters key {bad_keys[0]} must be a string; quote it"
-            )
-            continue
-        bad = [str(k) for k, v in params.items() if not isinstance(v, str)]
-        if bad:
-            yield InvalidArgument(
-                f"{source}: spec.parameters.{bad[0]} must be a string; Kubernetes rejects "
-                "non-string parameter values — quote it or use a block scalar '|'"
-            )
-            continue
-        yield SecretProviderClass(
-            name=name,
-            namespace=str(meta.get("namespace", "") or "") if isinstance(meta, Mapping) else "",
-            provider=str(spec.get("provider", "")),
-            parameters=dict(params),
-            source=source,
+        yield from_object(doc, source)
+
+
+def from_object(doc: Mapping[str, Any], source: str) -> SecretProviderClass | KeyferryError:
+    """One SecretProviderClass object (from a file or the API), checked as the API would."""
+    meta = doc.get("metadata") or {}
+    spec = doc.get("spec") or {}
+    name = str(meta.get("name", "")) if isinstance(meta, Mapping) else ""
+    source = f"{source} (SecretProviderClass {name or '<unnamed>'})"
+    if not isinstance(spec, Mapping):
+        return InvalidArgument(f"{source}: spec must be a mapping")
+    params = spec.get("parameters")
+    if not isinstance(params, Mapping) or not params:
+        return InvalidArgument(
+            f"{source}: spec.parameters must be a non-empty mapping (the driver refuses "
+            "a class without parameters)"
         )
+    bad_keys = [str(k) for k in params if not isinstance(k, str)]
+    if bad_keys:
+        return InvalidArgument(
+            f"{source}: spec.parameters key {bad_keys[0]} must be a string; quote it"
+        )
+    bad = [str(k) for k, v in params.items() if not isinstance(v, str)]
+    if bad:
+        return InvalidArgument(
+            f"{source}: spec.parameters.{bad[0]} must be a string; Kubernetes rejects "
+            "non-string parameter values — quote it or use a block scalar '|'"
+        )
+    return SecretProviderClass(
+        name=name,
+        namespace=str(meta.get("namespace", "") or "") if isinstance(meta, Mapping) else "",
+        provider=str(spec.get("provider", "")),
+        parameters=dict(params),
+        source=source,
+    )
 
 
 def driver_attributes(
@@ -155,9 +156,15 @@ def dialect_for(provider: str, source: str) -> str:
     return dialect
 
 
-def static_plan(spc: SecretProviderClass, pod: Pod | None = None) -> Plan:
-    """Parse and check a class as a Mount would, without any backend call."""
-    dialect = dialect_for(spc.provider, spc.source)
+def static_plan(
+    spc: SecretProviderClass, pod: Pod | None = None, *, dialect: str | None = None
+) -> Plan:
+    """Parse and check a class as a Mount would, without any backend call.
+
+    ``dialect``: the one the server binds to ``spc.provider`` (its ``providers``
+    setting); default: keyferry's own socket names (``keyferry``, ``aws``, ...).
+    """
+    dialect = dialect or dialect_for(spc.provider, spc.source)
     # A static check cannot know the pod's tokens; assume the driver is configured
     # to send one for every audience a dialect may need (tokens are request data).
     tokens = {aud: Token(aud, "validate-placeholder") for aud in KNOWN_AUDIENCES}
