@@ -25,7 +25,9 @@ RUN python -m venv --without-pip /opt/keyferry
 COPY requirements/image.lock requirements/image.lock
 RUN python -m pip --python /opt/keyferry/bin/python install \
         --require-hashes --no-deps --only-binary :all: -r requirements/image.lock
-# keyferry itself: a wheel built from this checkout, installed without dependencies.
+# keyferry itself: a wheel built from this checkout, installed without dependencies. The
+# build backend (setuptools 79.0.1, wheel 0.46.3) is the base image's own, fixed by its
+# digest, so nothing unpinned is downloaded for the build either.
 COPY pyproject.toml README.md ./
 COPY provider ./provider
 RUN python -m pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
