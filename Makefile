@@ -63,7 +63,7 @@ lock: $(STAMP)
 
 # Regenerate docs/configuration-reference.md from provider/config.py.
 docs: $(STAMP)
-	$(PY) -m provider.docgen > docs/configuration-reference.md
+	$(PY) -m provider.cli.docgen > docs/configuration-reference.md
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -30,12 +30,11 @@ import grpc
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from provider import backends, config  # noqa: E402
+from provider import clouds, config  # noqa: E402
 from provider._proto.v1alpha1 import service_pb2_grpc as pb_grpc  # noqa: E402
-from provider.backends.base import Services  # noqa: E402
-from provider.dialects import native  # noqa: E402
-from provider.embedded import EmbeddedProvider  # noqa: E402
-from provider.manifest import load  # noqa: E402
+from provider.backend import Services  # noqa: E402
+from provider.cli.embedded import EmbeddedProvider  # noqa: E402
+from provider.cli.manifest import load  # noqa: E402
 from provider.model import Deadline, Fetched, Mount  # noqa: E402
 from tests.harness import driver_request  # noqa: E402
 
@@ -70,12 +69,14 @@ class SlowHook:
 
 
 def _register_slow() -> None:
-    sys.modules["bench_slow"] = type(sys)("bench_slow")
-    sys.modules["bench_slow"].create = SlowBackend  # type: ignore[attr-defined]
-    sys.modules["bench_slow"].NATIVE_KEYS = SlowHook.NATIVE_KEYS  # type: ignore[attr-defined]
-    sys.modules["bench_slow"].native_ref = SlowHook.native_ref  # type: ignore[attr-defined]
-    backends.FACTORIES["slow"] = "bench_slow:create"
-    native.BACKEND_HOOKS["slow"] = "bench_slow"
+    """A cloud named ``slow``: one registry line and its two modules, as for a real one."""
+    slow = clouds.Cloud("slow", drop_in=False)
+    clouds.CLOUDS[slow.name] = slow
+    backend, dialect = type(sys)(slow.module("backend")), type(sys)(slow.module("dialect"))
+    backend.create = SlowBackend  # type: ignore[attr-defined]
+    dialect.NATIVE_KEYS = SlowHook.NATIVE_KEYS  # type: ignore[attr-defined]
+    dialect.native_ref = SlowHook.native_ref  # type: ignore[attr-defined]
+    sys.modules[backend.__name__], sys.modules[dialect.__name__] = backend, dialect
 
 
 def _stub(emb: EmbeddedProvider) -> pb_grpc.CSIDriverProviderStub:

@@ -17,10 +17,10 @@ from typing import Any
 
 import yaml
 
+from .clouds import DIALECTS
 from .errors import ConfigError
 
 PROVIDER_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{0,30}$")
-DIALECTS = ("native", "aws", "gcp", "azure")
 DEFAULT_SOCKET_DIR = Path("/var/run/secrets-store-csi-providers")
 ENV_PREFIX = "KEYFERRY_"
 

@@ -13,8 +13,8 @@ import secrets
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 
-from . import dialects, files, render
-from .backends import Registry
+from . import clouds, files, render
+from .backend import Registry
 from .errors import (
     Absent,
     Code,
@@ -54,7 +54,7 @@ def load_hmac_key(path: Path | None) -> bytes:
 def make_plan(mount: Mount) -> Plan:
     """Parse the parameters with the socket's dialect and check every output path,
     before anything is fetched."""
-    plan = dialects.parse(mount)
+    plan: Plan = clouds.dialect_module(mount.dialect).parse(mount)
     if not plan.objects:
         raise InvalidArgument(
             "the SecretProviderClass selects no objects; the driver would fail the mount "

@@ -31,11 +31,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from prometheus_client import make_wsgi_app
 
-from . import __version__, files, protocol
+from . import __version__, clouds, files, protocol
 from ._proto.v1alpha1 import service_pb2 as pb
 from ._proto.v1alpha1 import service_pb2_grpc as pb_grpc
-from .backends import FACTORIES, Registry
-from .backends.base import Services
+from .backend import Registry, Services
 from .cache import TTLCache
 from .config import PROVIDER_NAME_RE, Config
 from .errors import Code, ConfigError, Internal, KeyferryError
@@ -231,7 +230,9 @@ class Provider:
         """Import the SDKs of the cloud sockets in the background, so the first Mount
         does not pay for them (about 0.3-0.6 s each); the native socket stays lazy."""
         modules = [
-            FACTORIES[d].partition(":")[0] for d in self.config.providers.values() if d in FACTORIES
+            clouds.CLOUDS[d].module("backend")
+            for d in self.config.providers.values()
+            if d in clouds.CLOUDS
         ]
         if modules and self.services.kube.enabled:
             modules.append("lightkube.resources.core_v1")

@@ -23,8 +23,8 @@ import grpc
 from provider import config as kconfig
 from provider._proto.v1alpha1 import service_pb2 as pb
 from provider._proto.v1alpha1 import service_pb2_grpc as pb_grpc
-from provider.embedded import EmbeddedProvider
-from provider.manifest import SecretProviderClass, driver_attributes, encode_attributes
+from provider.cli.embedded import EmbeddedProvider
+from provider.cli.manifest import SecretProviderClass, driver_attributes, encode_attributes
 from provider.model import Pod
 from provider.observe import setup_logging
 

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provider.dialects import aws
+from provider.clouds.aws import dialect as aws
+from provider.clouds.aws.ref import AwsRef, AwsTarget
 from provider.errors import Code, KeyferryError
 from provider.model import Mount, Pod
-from provider.refs.aws import AwsRef, AwsTarget
 
 ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:MySecret-a1b2c3"
 
@@ -453,7 +453,7 @@ def test_driver_pass_through_keys_are_tolerated() -> None:
 
 
 def test_native_hook_builds_refs_per_region() -> None:
-    from provider.dialects import native
+    from provider import native
 
     plan = native.parse(
         Mount(
@@ -504,7 +504,7 @@ def test_native_hook_builds_refs_per_region() -> None:
     ],
 )
 def test_native_hook_bad_input(obj: str, needle: str) -> None:
-    from provider.dialects import native
+    from provider import native
 
     with pytest.raises(KeyferryError) as info:
         native.parse(Mount(pod=Pod(), parameters={"objects": f"- {obj}"}))

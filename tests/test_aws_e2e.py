@@ -15,8 +15,8 @@ from typing import Any
 import grpc
 import pytest
 
-from provider import manifest
-from provider.cli import main as cli_main
+from provider.cli import manifest
+from provider.cli.main import main as cli_main
 from tests.fakes.aws_agent import PodIdentityAgent
 from tests.fakes.aws_faults import AwsFaults, moto_url, seed_clients
 from tests.fakes.kube import FakeKube

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from provider.backends.aws.errors import classify, from_code
-from provider.backends.aws.settings import AwsSettings, parse
+from provider.clouds.aws.errors import classify, from_code
+from provider.clouds.aws.settings import AwsSettings, parse
 from provider.errors import Code, ConfigError
 
 

@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-from provider.backends import azure as azb
-from provider.backends.base import Services
+from provider.backend import Services
 from provider.cache import TTLCache
+from provider.clouds.azure import backend as azb
+from provider.clouds.azure import dialect as azd
+from provider.clouds.azure.ref import WORKLOAD_AUDIENCE, AzureAuth, AzureRef
 from provider.config import Config, KubeConfig
-from provider.dialects import azure as azd
 from provider.errors import Code, ConfigError, KeyferryError
 from provider.kube import KubeClient
 from provider.model import Deadline, Fetched, Mount, Pod, Token
 from provider.observe import Metrics
-from provider.refs.azure import WORKLOAD_AUDIENCE, AzureAuth, AzureRef
 from tests.fakes.azure import TENANT, FakeAzure, fake_azure, pod_token
 from tests.fakes.azure_certs import chain, jwk, new_key, public_pem
 from tests.fakes.kube import FakeKube

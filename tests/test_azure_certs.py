@@ -1,4 +1,4 @@
-"""Certificate conversions (provider/certs.py), compared byte for byte with what
+"""Certificate conversions (provider/clouds/azure/certs.py), compared byte for byte with what
 docs/compatibility.md §3.3 says the official Azure provider writes."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import base64
 import pytest
 from cryptography import x509
 
-from provider import certs
+from provider.clouds.azure import certs
 from provider.errors import InvalidArgument
 from tests.fakes.azure_certs import Chain, chain, jwk, new_key, public_pem
 

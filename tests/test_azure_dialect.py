@@ -10,11 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provider.dialects import azure, native
+from provider import native
+from provider.clouds.azure import dialect as azure
+from provider.clouds.azure.ref import WORKLOAD_AUDIENCE, AzureAuth, AzureRef
 from provider.errors import Code, KeyferryError
 from provider.files import path_problem
 from provider.model import Mount, Pod, Token
-from provider.refs.azure import WORKLOAD_AUDIENCE, AzureAuth, AzureRef
 
 POD = Pod("team-a", "web-0", "uid", "web")
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"

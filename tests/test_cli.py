@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from provider.cli import main
+from provider.cli.main import main
 from tests.harness import running_server
 
 SPC = textwrap.dedent(

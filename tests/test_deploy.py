@@ -26,8 +26,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from provider import config as kconfig
-from provider.refs.aws import IRSA_AUDIENCE, POD_IDENTITY_AUDIENCE
-from provider.refs.azure import WORKLOAD_AUDIENCE
+from provider.clouds.aws.ref import IRSA_AUDIENCE, POD_IDENTITY_AUDIENCE
+from provider.clouds.azure.ref import WORKLOAD_AUDIENCE
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"

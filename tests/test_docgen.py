@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from provider import config as kconfig
-from provider import docgen
-from provider.cli import _load_config, parser
+from provider.cli import docgen
+from provider.cli.main import _load_config, parser
 
 REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "configuration-reference.md"
 SAMPLES: dict[str, str] = {

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from provider.cli import main
+from provider.cli.main import main
 from tests.fakes.kube_extra import OPERATOR, FakeKubeExtra
 from tests.test_deploy import rendered
 

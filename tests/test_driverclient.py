@@ -24,7 +24,7 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from provider import manifest
+from provider.cli import manifest
 from tests.driver import Mounted, Volume, mount, requires_driverclient, volume
 from tests.fakes.aws_faults import AwsFaults, moto_url, seed_clients
 from tests.fakes.azure import TENANT, FakeAzure, fake_azure

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from provider import manifest
-from provider.cli import main
-from provider.refs.aws import IRSA_AUDIENCE
-from provider.refs.azure import ANNOTATION_CLIENT_ID, WORKLOAD_AUDIENCE
+from provider.cli import manifest
+from provider.cli.main import main
+from provider.clouds.aws.ref import IRSA_AUDIENCE
+from provider.clouds.azure.ref import ANNOTATION_CLIENT_ID, WORKLOAD_AUDIENCE
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CLOUDS = ("aws", "gcp", "azure")

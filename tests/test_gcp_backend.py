@@ -12,12 +12,12 @@ from typing import Any
 import grpc
 import pytest
 
-from provider.backends.base import Services
-from provider.backends.gcp import GcpBackend, create
-from provider.backends.gcp.settings import parse as parse_settings
+from provider.backend import Services
 from provider.cache import TTLCache
+from provider.clouds.gcp import dialect
+from provider.clouds.gcp.backend import GcpBackend, create
+from provider.clouds.gcp.settings import parse as parse_settings
 from provider.config import Config
-from provider.dialects import gcp as dialect
 from provider.errors import Code, ConfigError, KeyferryError
 from provider.model import Deadline, Fetched, Mount, Pod, Token
 from provider.observe import Metrics
@@ -258,8 +258,8 @@ def test_regional_names_go_to_their_region(stack: GoogleStack, kube: StubKube) -
 
 def test_unknown_region_uses_the_regional_template() -> None:
     s = parse_settings({"secret_manager_regional_endpoint": "sm-{location}.example.test:8443"})
-    from provider.backends.gcp.clients import Clients
-    from provider.refs.gcp import SecretVersionRef
+    from provider.clouds.gcp.clients import Clients
+    from provider.clouds.gcp.ref import SecretVersionRef
 
     clients = Clients(s)
     assert clients.endpoint(SecretVersionRef("p", "s", "1", "asia-south1")) == (
@@ -843,7 +843,7 @@ def test_bad_settings(raw: dict[str, Any], why: str) -> None:
 
 
 def test_federated_member_names_the_pool_principal() -> None:
-    from provider.backends.gcp.identity import WorkloadIdentityPool, _federated_member
+    from provider.clouds.gcp.identity import WorkloadIdentityPool, _federated_member
 
     gke = WorkloadIdentityPool(
         "identitynamespace:p.svc.id.goog:https://x", ("p.svc.id.goog",), "p.svc.id.goog"

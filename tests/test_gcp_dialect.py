@@ -7,10 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provider.dialects import gcp, native
+from provider import native
+from provider.clouds.gcp import dialect as gcp
+from provider.clouds.gcp.ref import ParameterVersionRef, SecretVersionRef, parse_resource_name
 from provider.errors import Code, KeyferryError, MountFailed
 from provider.model import Mount, Pod
-from provider.refs.gcp import ParameterVersionRef, SecretVersionRef, parse_resource_name
 
 POD = Pod("team-a", "web-0", "uid", "web")
 

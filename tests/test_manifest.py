@@ -1,4 +1,4 @@
-"""provider.manifest: loading SecretProviderClass files and building driver-shaped attributes."""
+"""provider.cli.manifest: loading SecretProviderClass files, building driver-shaped attributes."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from provider import manifest, protocol
+from provider import protocol
 from provider._proto.v1alpha1 import service_pb2 as pb
+from provider.cli import manifest
+from provider.cli.manifest import SecretProviderClass
 from provider.errors import InvalidArgument, KeyferryError, MountFailed
-from provider.manifest import SecretProviderClass
 from provider.model import Pod
 
 OBJECTS = "- backend: local\n  name: db/password\n"

@@ -1,4 +1,4 @@
-"""The native dialect (provider.dialects.native with the local hook) and make_plan."""
+"""The native dialect (provider.native with the local hook) and make_plan."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from provider.dialects import native
+from provider import native
+from provider.clouds.local.ref import LocalRef
 from provider.errors import Code, InvalidArgument, KeyferryError, MountFailed
 from provider.model import Extraction, Mount, Plan, Pod
 from provider.pipeline import make_plan
-from provider.refs.local import LocalRef
 
 
 def mount(objects: str | None = None, **extra: str) -> Mount:

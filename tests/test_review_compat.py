@@ -11,10 +11,11 @@ import textwrap
 
 import pytest
 
-from provider.dialects import aws, azure
+from provider.clouds.aws import dialect as aws
+from provider.clouds.azure import dialect as azure
+from provider.clouds.azure.ref import WORKLOAD_AUDIENCE, AzureRef
 from provider.errors import Code, KeyferryError
 from provider.model import Mount, Plan, Pod, Token
-from provider.refs.azure import WORKLOAD_AUDIENCE, AzureRef
 
 POD = Pod("team-a", "web-0", "uid", "web")
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"

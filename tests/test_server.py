@@ -19,8 +19,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from provider import __version__
 from provider._proto.v1alpha1 import service_pb2 as pb
+from provider.cli.embedded import EmbeddedProvider
 from provider.config import load
-from provider.embedded import EmbeddedProvider
 from provider.errors import ConfigError
 from tests.harness import Server, driver_request, running_server
 

@@ -1,4 +1,4 @@
-"""provider.writer.write_atomic: the driver's (kubelet's atomic writer) on-disk layout."""
+"""provider.cli.writer.write_atomic: the driver's (kubelet's atomic writer) on-disk layout."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from provider import writer
+from provider.cli import writer
 from provider.model import OutputFile
 
 # kubelet: ioutil.TempDir(target, "..2006_01_02_15_04_05.") -> a random suffix

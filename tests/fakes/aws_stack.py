@@ -17,8 +17,7 @@ from typing import Any
 from prometheus_client import generate_latest
 
 from provider import config as kconfig
-from provider.backends import Registry
-from provider.backends.base import Services
+from provider.backend import Registry, Services
 from provider.cache import TTLCache
 from provider.kube import KubeClient
 from provider.model import Deadline, Fetched, Mount, Pod, Result, Token

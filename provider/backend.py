@@ -1,0 +1,124 @@
+"""The Backend protocol and the services every backend is built with.
+
+A backend fetches a batch of refs for one Mount, as the pod's identity, and
+returns one result per ref: a :class:`~provider.model.Fetched` or a
+:class:`~provider.errors.KeyferryError` for that ref alone (so one missing
+secret does not hide the status of the others). Backends own their
+authentication, client reuse, batching and caching; they never see gRPC,
+dialects or other backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from . import clouds
+from .cache import TTLCache
+from .config import Config
+from .kube import KubeClient
+from .model import Deadline, Fetched, Mount
+from .observe import Metrics
+
+T = TypeVar("T")
+
+FetchResult = Fetched | Exception
+
+
+@dataclass
+class Services:
+    """Shared, long-lived things a backend may use. One instance per server."""
+
+    config: Config
+    metrics: Metrics
+    executor: ThreadPoolExecutor
+    kube: KubeClient
+    values: TTLCache[Fetched]
+    """Fetched values, keyed by (backend, principal, ref): identity-scoped."""
+    hmac_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    """The server's key for content-derived versions (``hmac_key_file``)."""
+
+    def keyed_digest(self, *parts: bytes) -> str:
+        """Hex HMAC-SHA256 of ``parts``: a version that reveals nothing of the content."""
+        mac = hmac.new(self.hmac_key, digestmod=hashlib.sha256)
+        for part in parts:
+            mac.update(len(part).to_bytes(8, "big") + part)
+        return mac.hexdigest()
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking SDK call on the shared bounded pool."""
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()  # keeps the request's log redaction
+        call = functools.partial(fn, *args, **kwargs)
+        return await loop.run_in_executor(self.executor, context.run, call)
+
+    async def timed(
+        self,
+        backend: str,
+        operation: str,
+        fn: Callable[..., T],
+        *args: Any,
+        **kwargs: Any,
+    ) -> T:
+        """``run_blocking`` plus the backend request metrics."""
+        start = time.monotonic()
+        outcome = "error"
+        try:
+            result = await self.run_blocking(fn, *args, **kwargs)
+            outcome = "ok"
+            return result
+        finally:
+            self.metrics.backend_call(backend, operation, outcome, time.monotonic() - start)
+
+
+class Backend(Protocol):
+    name: str
+
+    async def fetch(
+        self, mount: Mount, refs: Sequence[Hashable], deadline: Deadline
+    ) -> list[FetchResult]:
+        """One result per ref, in order. Raise only for failures common to all refs."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+BackendFactory = Callable[[Mapping[str, Any], Services], Backend]
+
+
+class Registry:
+    """Creates each backend once, on first use, and keeps it for the server's life.
+    Backends are imported only when a plan needs them, so a node that only mounts AWS
+    objects never loads the Google or Azure SDKs."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._backends: dict[str, Backend] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, name: str) -> Backend:
+        backend = self._backends.get(name)
+        if backend is not None:
+            return backend
+        async with self._lock:
+            backend = self._backends.get(name)
+            if backend is None:
+                module = clouds.import_part(name, "backend")
+                settings: dict[str, Any] = dict(self.services.config.backends.get(name, {}))
+                backend = module.create(settings, self.services)
+                self._backends[name] = backend
+            return backend
+
+    async def close(self) -> None:
+        for backend in self._backends.values():
+            await backend.close()
+        self._backends.clear()

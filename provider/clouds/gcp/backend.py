@@ -1,0 +1,150 @@
+"""The ``gcp`` backend: Secret Manager (global and regional) and Parameter
+Manager, fetched as the pod's workload identity.
+
+Versions: Secret Manager reports the resolved version name as the API returns
+it (with the project *number*), so a rotation that moves ``latest`` changes
+the version. Parameter Manager reports the parameter-version name plus a
+keyed HMAC of that name and the rendered bytes, because a secret referenced with
+``__REF__`` can change under an unchanged parameter version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+from ...backend import FetchResult, Services
+from ...errors import DeadlineExceeded, Internal, KeyferryError
+from ...model import Deadline, Fetched, Mount
+from ...observe import get_logger
+from . import settings as settings_module
+from .clients import Clients
+from .identity import Identities, Identity
+from .ref import GcpRef, ParameterVersionRef, SecretVersionRef
+from .settings import GcpSettings
+
+log = get_logger("gcp")
+
+NAME = "gcp"
+_DEADLINE_RESERVE = 0.5
+"""Seconds kept back from the Mount's deadline for rendering and the reply."""
+
+
+class GcpBackend:
+    name = NAME
+
+    def __init__(self, settings: GcpSettings, services: Services) -> None:
+        self.settings = settings
+        self.services = services
+        self.clients = Clients(settings)
+        self.identities = Identities(settings, services)
+        self._semaphore = asyncio.Semaphore(services.config.max_concurrent_fetches)
+        self.api_calls = 0
+        self.retries = 0
+
+    @property
+    def exchanges(self) -> int:
+        return self.identities.exchanges
+
+    async def close(self) -> None:
+        self.clients.close()
+        self.identities.close()
+
+    async def fetch(
+        self, mount: Mount, refs: Sequence[Hashable], deadline: Deadline
+    ) -> list[FetchResult]:
+        gcp_refs: list[GcpRef] = []
+        for ref in refs:
+            if not isinstance(ref, SecretVersionRef | ParameterVersionRef):
+                raise Internal(f"the gcp backend was handed a {type(ref).__name__}")
+            gcp_refs.append(ref)
+        # Resolve each distinct identity (and its access token) once; a failure fails only
+        # the refs using it, or the whole batch when every ref uses it.
+        identities: dict[tuple[str, bool, bool], tuple[Identity, str] | KeyferryError] = {}
+        for ref in gcp_refs:
+            key = _auth_key(ref)
+            if key in identities:
+                continue
+            try:
+                mode = self.identities.effective_mode(ref, mount)
+                identity = await self.identities.resolve(mode, mount, deadline)
+                token = await self.identities.access_token(identity, mount, deadline)
+                identities[key] = (identity, token)
+            except KeyferryError as exc:
+                identities[key] = exc
+        if len(identities) == 1:
+            only = next(iter(identities.values()))
+            if isinstance(only, KeyferryError):
+                raise only
+        results = await asyncio.gather(
+            *(self._one(ref, identities[_auth_key(ref)], deadline) for ref in gcp_refs),
+            return_exceptions=True,
+        )
+        out: list[FetchResult] = []
+        for ref, result in zip(gcp_refs, results, strict=True):
+            if isinstance(result, KeyferryError | Fetched):
+                out.append(result)
+            elif isinstance(result, Exception):
+                log.error(
+                    "unexpected error in the gcp backend",
+                    exc_info=result,
+                    extra={"backend": NAME, "resource": ref.name},
+                )
+                out.append(Internal(f"unexpected {type(result).__name__} fetching {ref.name}"))
+            else:
+                raise result
+        return out
+
+    async def _one(
+        self, ref: GcpRef, auth: tuple[Identity, str] | KeyferryError, deadline: Deadline
+    ) -> Fetched:
+        if isinstance(auth, KeyferryError):
+            raise auth
+        identity, token = auth
+
+        async def load() -> Fetched:
+            budget = min(self.settings.timeout_seconds, deadline.remaining() - _DEADLINE_RESERVE)
+            if budget <= 0:
+                raise DeadlineExceeded(f"no time left in the mount's deadline to fetch {ref.name}")
+            async with self._semaphore:
+                self.api_calls += 1
+                operation = (
+                    "AccessSecretVersion"
+                    if isinstance(ref, SecretVersionRef)
+                    else "RenderParameterVersion"
+                )
+                response = await self.services.timed(
+                    NAME,
+                    operation,
+                    self.clients.fetch,
+                    ref,
+                    token,
+                    budget,
+                    self._on_retry,
+                    identity.member,
+                )
+            version = response.version_name
+            if isinstance(ref, ParameterVersionRef):
+                # Keyed by the parameter version as well: two parameters rendering equal
+                # bytes must not share a suffix (that would tell one's content from the other's).
+                digest = self.services.keyed_digest(version.encode(), response.content)
+                version = f"{version}@{digest[:16]}"
+            return Fetched(content=response.content, version=version, served_by=response.endpoint)
+
+        key = (NAME, identity.principal, ref.service, ref.name)
+        return await self.services.values.get_or_load(key, load)
+
+    def _on_retry(self, exc: Exception) -> None:
+        self.retries += 1
+
+
+def _auth_key(ref: GcpRef) -> tuple[str, bool, bool]:
+    return (ref.auth, ref.key_json, ref.auth_explicit)
+
+
+def create(settings: Mapping[str, Any], services: Services) -> GcpBackend:
+    return GcpBackend(settings_module.parse(settings), services)
+
+
+__all__ = ["GcpBackend", "GcpSettings", "create"]

@@ -1,0 +1,228 @@
+"""Secret Manager and Parameter Manager clients, one per endpoint, shared by
+every Mount and every identity.
+
+A channel carries no identity: each call sends the caller's access token as
+``authorization`` metadata, so one channel per endpoint serves all pods. The
+Python client never derives a regional endpoint from a ``locations/*`` name,
+so each location is routed explicitly (docs/compatibility.md §5). Calls are blocking and
+run on the shared worker pool; retries (UNAVAILABLE, RESOURCE_EXHAUSTED) and
+deadlines come from google-api-core with a budget inside the Mount's deadline.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import google_crc32c
+import grpc
+from google.api_core import exceptions as core_exceptions
+from google.api_core import retry as core_retry
+from google.cloud import parametermanager_v1, secretmanager_v1
+from google.cloud.parametermanager_v1.services.parameter_manager.transports import (
+    ParameterManagerGrpcTransport,
+)
+from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
+    SecretManagerServiceGrpcTransport,
+)
+
+from ...errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    KeyferryError,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from .ref import GcpRef, ParameterVersionRef, SecretVersionRef
+from .settings import GcpSettings
+
+USER_AGENT = "keyferry/0.1 (secrets-store-csi-driver provider)"
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.primary_user_agent", USER_AGENT),
+]
+RETRYABLE = (core_exceptions.ServiceUnavailable, core_exceptions.TooManyRequests)
+
+
+@dataclass(frozen=True)
+class Response:
+    content: bytes
+    version_name: str
+    endpoint: str
+
+
+class Clients:
+    """A thread-safe registry of clients keyed by (service, endpoint)."""
+
+    def __init__(self, settings: GcpSettings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._channels: list[grpc.Channel] = []
+        self.channels_created = 0
+
+    def endpoint(self, ref: GcpRef) -> str:
+        s = self.settings
+        if isinstance(ref, SecretVersionRef):
+            if not ref.location:
+                return s.secret_manager_endpoint
+            return s.secret_manager_locations.get(ref.location) or (
+                s.secret_manager_regional_endpoint.replace("{location}", ref.location)
+            )
+        if not ref.location:
+            return s.parameter_manager_endpoint
+        return s.parameter_manager_locations.get(ref.location) or (
+            s.parameter_manager_regional_endpoint.replace("{location}", ref.location)
+        )
+
+    def _channel(self, endpoint: str) -> grpc.Channel:
+        if self.settings.insecure:
+            channel = grpc.insecure_channel(endpoint, options=_CHANNEL_OPTIONS)
+        else:
+            channel = grpc.secure_channel(
+                endpoint, grpc.ssl_channel_credentials(), options=_CHANNEL_OPTIONS
+            )
+        self._channels.append(channel)
+        self.channels_created += 1
+        return channel
+
+    def client(self, ref: GcpRef) -> tuple[Any, str]:
+        endpoint = self.endpoint(ref)
+        key = (ref.service, endpoint)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                channel = self._channel(endpoint)
+                if isinstance(ref, SecretVersionRef):
+                    client = secretmanager_v1.SecretManagerServiceClient(
+                        transport=SecretManagerServiceGrpcTransport(channel=channel)
+                    )
+                else:
+                    client = parametermanager_v1.ParameterManagerClient(
+                        transport=ParameterManagerGrpcTransport(channel=channel)
+                    )
+                self._clients[key] = client
+        return client, endpoint
+
+    def close(self) -> None:
+        with self._lock:
+            for channel in self._channels:
+                channel.close()
+            self._channels.clear()
+            self._clients.clear()
+
+    def fetch(
+        self,
+        ref: GcpRef,
+        token: str,
+        budget: float,
+        on_retry: Callable[[Exception], None] | None = None,
+        member: str = "",
+    ) -> Response:
+        """One AccessSecretVersion / RenderParameterVersion, retried within ``budget``."""
+        client, endpoint = self.client(ref)
+        attempt = min(self.settings.attempt_timeout_seconds, budget / 2)
+        retry = core_retry.Retry(
+            predicate=core_retry.if_exception_type(*RETRYABLE),
+            initial=self.settings.retry_initial_seconds,
+            maximum=self.settings.retry_max_seconds,
+            multiplier=2.0,
+            timeout=max(budget - attempt, 0.0),
+            on_error=on_retry,
+        )
+        metadata = [("authorization", f"Bearer {token}")]
+        try:
+            if isinstance(ref, SecretVersionRef):
+                sm = client.access_secret_version(
+                    request={"name": ref.name}, retry=retry, timeout=attempt, metadata=metadata
+                )
+                payload = sm.payload
+                data = bytes(payload.data)
+                if "data_crc32c" in payload and google_crc32c.value(data) != payload.data_crc32c:
+                    raise Internal(
+                        f"Secret Manager returned {ref.name} with a payload that fails its "
+                        "CRC32C checksum; the data was corrupted in transit — retry the mount"
+                    )
+                return Response(data, str(sm.name), endpoint)
+            pm = client.render_parameter_version(
+                request={"name": ref.name}, retry=retry, timeout=attempt, metadata=metadata
+            )
+            return Response(bytes(pm.rendered_payload), str(pm.parameter_version), endpoint)
+        except core_exceptions.RetryError as exc:
+            cause = exc.cause
+            raise translate(
+                cause if cause is not None else exc, ref, endpoint, True, member
+            ) from None
+        except core_exceptions.GoogleAPIError as exc:
+            raise translate(exc, ref, endpoint, False, member) from None
+
+
+def _server_text(exc: BaseException) -> str:
+    text = getattr(exc, "message", "") or ""
+    text = str(text).strip().replace("\n", " ")
+    return f" (server: {text[:240]})" if text else ""
+
+
+def translate(
+    exc: BaseException, ref: GcpRef, endpoint: str, retried: bool, member: str = ""
+) -> KeyferryError:
+    """An API error as a keyferry error naming the resource and the fix (``member``: the
+    IAM member the pod's identity is, to name in a PERMISSION_DENIED)."""
+    what = "Secret Manager" if isinstance(ref, SecretVersionRef) else "Parameter Manager"
+    name = ref.name
+    server = _server_text(exc)
+    after = " after retrying within the time budget" if retried else ""
+    kind = "secret version" if isinstance(ref, SecretVersionRef) else "parameter version"
+    if isinstance(exc, core_exceptions.NotFound):
+        where = f" in location {ref.location}" if ref.location else ""
+        return NotFound(
+            f"{what} has no {kind} {name}{where}{server}; check the project, the name and "
+            "the version, and for regional resources the location"
+        )
+    if isinstance(exc, core_exceptions.PermissionDenied):
+        who = (
+            f"member '{member}'"
+            if member
+            else "the identity the pod uses (its Google service account, or its workload "
+            "identity principal)"
+        )
+        if isinstance(ref, SecretVersionRef):
+            fix = f"grant roles/secretmanager.secretAccessor on the secret to {who}"
+        else:
+            fix = (
+                f"grant roles/parametermanager.parameterViewer on the project to {who} "
+                "(Parameter Manager has no per-parameter IAM; an IAM condition can narrow it)"
+            )
+        return PermissionDenied(f"{what} denied access to {name}{server}; {fix}")
+    if isinstance(exc, core_exceptions.Unauthenticated):
+        return Unauthenticated(f"{what} did not accept the access token for {name}{server}")
+    if isinstance(exc, core_exceptions.FailedPrecondition):
+        return FailedPrecondition(
+            f"{what} cannot serve {name}{server}; the version may be disabled or destroyed: "
+            "enable it or point at another version"
+        )
+    if isinstance(exc, core_exceptions.InvalidArgument):
+        return InvalidArgument(f"{what} rejected the name {name}{server}")
+    if isinstance(exc, core_exceptions.TooManyRequests):
+        return ResourceExhausted(
+            f"{what} quota exhausted for {name}{after}{server}; retry later or raise the quota"
+        )
+    if isinstance(exc, core_exceptions.ServiceUnavailable):
+        return Unavailable(f"{what} at {endpoint} is unavailable for {name}{after}{server}")
+    if isinstance(exc, core_exceptions.DeadlineExceeded | core_exceptions.RetryError):
+        return DeadlineExceeded(
+            f"{what} at {endpoint} did not answer for {name} within the time budget{server}"
+        )
+    return Internal(f"{what} failed for {name}: {type(exc).__name__}{server}")
+
+
+__all__ = ["Clients", "ParameterVersionRef", "Response", "SecretVersionRef", "translate"]
