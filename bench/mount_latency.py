@@ -30,7 +30,7 @@ import grpc
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from provider import clouds, config  # noqa: E402
+from provider import config, registry  # noqa: E402
 from provider._proto.v1alpha1 import service_pb2_grpc as pb_grpc  # noqa: E402
 from provider.backend import Services  # noqa: E402
 from provider.cli.embedded import EmbeddedProvider  # noqa: E402
@@ -70,8 +70,8 @@ class SlowHook:
 
 def _register_slow() -> None:
     """A cloud named ``slow``: one registry line and its two modules, as for a real one."""
-    slow = clouds.Cloud("slow", drop_in=False)
-    clouds.CLOUDS[slow.name] = slow
+    slow = registry.Cloud("slow", drop_in=False)
+    registry.CLOUDS[slow.name] = slow
     backend, dialect = type(sys)(slow.module("backend")), type(sys)(slow.module("dialect"))
     backend.create = SlowBackend  # type: ignore[attr-defined]
     dialect.NATIVE_KEYS = SlowHook.NATIVE_KEYS  # type: ignore[attr-defined]

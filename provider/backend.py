@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from . import clouds
+from . import registry
 from .cache import TTLCache
 from .config import Config
 from .kube import KubeClient
@@ -112,7 +112,7 @@ class Registry:
         async with self._lock:
             backend = self._backends.get(name)
             if backend is None:
-                module = clouds.import_part(name, "backend")
+                module = registry.import_part(name, "backend")
                 settings: dict[str, Any] = dict(self.services.config.backends.get(name, {}))
                 backend = module.create(settings, self.services)
                 self._backends[name] = backend

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from .clouds import DIALECTS
 from .errors import ConfigError
+from .registry import DIALECTS
 
 PROVIDER_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{0,30}$")
 DEFAULT_SOCKET_DIR = Path("/var/run/secrets-store-csi-providers")

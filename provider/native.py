@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import Any, Protocol, cast
 
-from . import clouds
+from . import registry
 from .dialect import (
     TextScalarLoader,
     check_keys,
@@ -59,7 +59,7 @@ class NativeHook(Protocol):
 
 
 def _hook(backend: str, where: str) -> NativeHook:
-    module = clouds.import_part(backend, "dialect", where)
+    module = registry.import_part(backend, "dialect", where)
     if not hasattr(module, "native_ref"):
         raise FailedPrecondition(f"{where}: backend '{backend}' has no native-dialect support yet")
     return cast(NativeHook, module)

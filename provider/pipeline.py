@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 
-from . import clouds, files, render
+from . import files, registry, render
 from .backend import Registry
 from .errors import (
     Absent,
@@ -54,7 +54,7 @@ def load_hmac_key(path: Path | None) -> bytes:
 def make_plan(mount: Mount) -> Plan:
     """Parse the parameters with the socket's dialect and check every output path,
     before anything is fetched."""
-    plan: Plan = clouds.dialect_module(mount.dialect).parse(mount)
+    plan: Plan = registry.dialect_module(mount.dialect).parse(mount)
     if not plan.objects:
         raise InvalidArgument(
             "the SecretProviderClass selects no objects; the driver would fail the mount "

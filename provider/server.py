@@ -31,7 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from prometheus_client import make_wsgi_app
 
-from . import __version__, clouds, files, protocol
+from . import __version__, files, protocol, registry
 from ._proto.v1alpha1 import service_pb2 as pb
 from ._proto.v1alpha1 import service_pb2_grpc as pb_grpc
 from .backend import Registry, Services
@@ -230,9 +230,9 @@ class Provider:
         """Import the SDKs of the cloud sockets in the background, so the first Mount
         does not pay for them (about 0.3-0.6 s each); the native socket stays lazy."""
         modules = [
-            clouds.CLOUDS[d].module("backend")
+            registry.CLOUDS[d].module("backend")
             for d in self.config.providers.values()
-            if d in clouds.CLOUDS
+            if d in registry.CLOUDS
         ]
         if modules and self.services.kube.enabled:
             modules.append("lightkube.resources.core_v1")

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .. import clouds
+from .. import registry
 from ..errors import InvalidArgument, KeyferryError
 from ..model import DEFAULT_MODE, Mount, Plan, Pod, Token
 from ..pipeline import make_plan
@@ -35,7 +35,7 @@ KNOWN_AUDIENCES = (
 )
 
 # spec.provider -> dialect, for the socket names keyferry serves by default.
-PROVIDER_DIALECTS = clouds.SOCKETS
+PROVIDER_DIALECTS = registry.SOCKETS
 
 
 @dataclass(frozen=True)
