@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from . import settings
 from .errors import ConfigError
 from .registry import DIALECTS
 
@@ -35,7 +36,7 @@ class KubeConfig:
     ca_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
     insecure: bool = False
     """Plain HTTP / no TLS verification; for tests only."""
-    cache_seconds: float = 60.0
+    cache_seconds: float = field(default=60.0, metadata=settings.ZERO_OK)
     timeout_seconds: float = 5.0
     """Bound on one API request (connect, send, wait for the answer)."""
 
@@ -104,12 +105,8 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
             if len(text) > 1 and text.startswith("0") and text.isdigit():
                 return int(text, 8)  # file modes: 0600 means octal, as in chmod
             return int(text, 0)
-        if kind is bool and isinstance(value, str):
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
+        if kind is bool:
+            return settings.boolean(f"config {name}", value)
         return kind(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config {name}: {value!r} is not a valid {kind.__name__}") from exc
@@ -179,14 +176,7 @@ def _apply(config: Config, values: Mapping[str, Any], source: str) -> Config:
 def _kube(value: Any, base: KubeConfig, source: str) -> KubeConfig:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{source}: kubernetes must be a mapping")
-    kinds = {"api_url": str, "token_file": str, "ca_file": str, "insecure": bool}
-    kinds["cache_seconds"] = kinds["timeout_seconds"] = float
-    changes: dict[str, Any] = {}
-    for key, raw in value.items():
-        key = str(key).replace("-", "_")
-        if key not in kinds:
-            raise ConfigError(f"{source}: unknown setting kubernetes.{key}")
-        changes[key] = _coerce(f"kubernetes.{key}", raw, kinds[key])
+    changes, _ = settings.read(KubeConfig, value, f"{source}: kubernetes")
     return replace(base, **changes)
 
 

@@ -28,15 +28,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from ... import settings
 from ...errors import ConfigError, did_you_mean
 from .ref import REGION_RE
 
 DEFAULT_AGENT_IPV4 = "http://169.254.170.23/v1/credentials"
 DEFAULT_AGENT_IPV6 = "http://[fd00:ec2::23]/v1/credentials"
+SECTION = "backends.aws"
 SERVICES = ("secretsmanager", "ssm", "sts")
 RETRY_MODES = ("standard", "adaptive")
 
@@ -59,9 +61,9 @@ class AwsSettings:
     read_timeout_seconds: float = 10.0
     batch_get_secret_value: bool = True
     """Use BatchGetSecretValue (up to 20 secrets a call) for AWSCURRENT secrets."""
-    batch_denied_seconds: float = 900.0
+    batch_denied_seconds: float = field(default=900.0, metadata=settings.ZERO_OK)
     """How long to remember that an identity may not call BatchGetSecretValue."""
-    pinned_cache_seconds: float = 600.0
+    pinned_cache_seconds: float = field(default=600.0, metadata=settings.ZERO_OK)
     """Values pinned by VersionId / SSM version number never change; reuse them this long
     (same identity only). Other values use the server's cache_ttl_seconds."""
     region_cache_seconds: float = 3600.0
@@ -76,49 +78,8 @@ class AwsSettings:
         return url.replace("{region}", region) if url else None
 
 
-_KINDS: dict[str, type] = {
-    "region": str,
-    "endpoint_url": str,
-    "sts_region": str,
-    "use_fips_endpoint": bool,
-    "retry_mode": str,
-    "max_attempts": int,
-    "connect_timeout_seconds": float,
-    "read_timeout_seconds": float,
-    "batch_get_secret_value": bool,
-    "batch_denied_seconds": float,
-    "pinned_cache_seconds": float,
-    "region_cache_seconds": float,
-    "max_concurrency": int,
-    "allow_node_identity": bool,
-    "app_id": str,
-    "ca_bundle": str,
-}
-_AGENT_KEYS = {"ipv4_url": str, "ipv6_url": str, "timeout_seconds": float}
-
-
-def _coerce(name: str, value: Any, kind: type) -> Any:
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"backends.aws.{name}: {value!r} is not a boolean")
-    if kind in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"backends.aws.{name}: {value!r} is not a number")
-        try:
-            number = kind(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"backends.aws.{name}: {value!r} is not a number") from None
-        if number <= 0 and name not in ("pinned_cache_seconds", "batch_denied_seconds"):
-            raise ConfigError(f"backends.aws.{name}: must be greater than 0")
-        if number < 0:
-            raise ConfigError(f"backends.aws.{name}: must not be negative")
-        return number
-    if not isinstance(value, str):
-        raise ConfigError(f"backends.aws.{name}: {value!r} is not a string")
-    return value.strip()
+_AGENT_KEYS = ("ipv4_url", "ipv6_url", "timeout_seconds")
+_AGENT_FIELDS = tuple(f"pod_identity_{k}" for k in _AGENT_KEYS)
 
 
 def _url(name: str, value: str) -> str:
@@ -131,43 +92,32 @@ def _url(name: str, value: str) -> str:
 def parse(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -> AwsSettings:
     """Typed settings from the raw ``backends.aws`` section; ``AWS_REGION`` as default."""
     env = os.environ if env is None else env
-    known = {f.name for f in fields(AwsSettings)}
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = str(key).replace("-", "_")
-        if name == "endpoints":
-            if not isinstance(value, Mapping):
-                raise ConfigError("backends.aws.endpoints: expected a mapping service -> URL")
-            endpoints: dict[str, str] = {}
-            for svc, url in value.items():
-                if svc not in SERVICES:
-                    raise ConfigError(
-                        f"backends.aws.endpoints: unknown service {svc!r}"
-                        f"{did_you_mean(str(svc), SERVICES)}"
-                    )
-                endpoints[str(svc)] = _url(
-                    f"endpoints.{svc}", _coerce(f"endpoints.{svc}", url, str)
+    values, structured = settings.read(
+        AwsSettings, raw, SECTION, structured=("endpoints", "pod_identity"), hidden=_AGENT_FIELDS
+    )
+    if "endpoints" in structured:
+        endpoints = settings.text_map(f"{SECTION}.endpoints", structured["endpoints"])
+        for svc, url in endpoints.items():
+            if svc not in SERVICES:
+                raise ConfigError(
+                    f"{SECTION}.endpoints: unknown service {svc!r}{did_you_mean(svc, SERVICES)}"
                 )
-            values["endpoints"] = endpoints
-        elif name == "pod_identity":
-            if not isinstance(value, Mapping):
-                raise ConfigError("backends.aws.pod_identity: expected a mapping")
-            for sub, subvalue in value.items():
-                subname = str(sub).replace("-", "_")
-                if subname not in _AGENT_KEYS:
-                    raise ConfigError(
-                        f"backends.aws.pod_identity: unknown setting {sub!r}"
-                        f"{did_you_mean(subname, _AGENT_KEYS)}"
-                    )
-                coerced = _coerce(f"pod_identity.{subname}", subvalue, _AGENT_KEYS[subname])
-                if subname.endswith("_url"):
-                    coerced = _url(f"pod_identity.{subname}", coerced)
-                values[f"pod_identity_{subname}"] = coerced
-        elif name in _KINDS:
-            values[name] = _coerce(name, value, _KINDS[name])
-        else:
-            hint = did_you_mean(name, known | {"pod_identity"})
-            raise ConfigError(f"backends.aws: unknown setting {key!r}{hint}")
+            _url(f"endpoints.{svc}", url)
+        values["endpoints"] = endpoints
+    if "pod_identity" in structured:
+        agent = structured["pod_identity"]
+        if not isinstance(agent, Mapping):
+            raise ConfigError(f"{SECTION}.pod_identity: expected a mapping")
+        for sub in agent:
+            if settings.key(sub) not in _AGENT_KEYS:
+                raise ConfigError(
+                    f"{SECTION}.pod_identity: unknown setting {sub!r}"
+                    f"{did_you_mean(settings.key(sub), _AGENT_KEYS)}"
+                )
+        prefixed = {f"pod_identity_{settings.key(k)}": v for k, v in agent.items()}
+        got, _ = settings.read(AwsSettings, prefixed, f"{SECTION}.pod_identity")
+        for name, value in got.items():
+            values[name] = _url(name, value) if name.endswith("_url") else value
     if values.get("endpoint_url"):
         _url("endpoint_url", values["endpoint_url"])
     if not values.get("region") and env.get("AWS_REGION", "").strip():

@@ -77,6 +77,7 @@ from azure.keyvault.certificates import CertificateClient
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.secrets import SecretClient
 
+from ... import settings
 from ...backend import FetchResult, Services
 from ...cache import TTLCache
 from ...errors import (
@@ -154,37 +155,11 @@ class AzureSettings:
     allow_service_principal: bool = True
     service_account_annotations: bool = True
     construct_pem_chain: bool = True
-    retry_total: int = 3
-    retry_backoff_factor: float = 0.8
-    retry_backoff_max: float = 60.0
+    retry_total: int = field(default=3, metadata=settings.ZERO_OK)
+    retry_backoff_factor: float = field(default=0.8, metadata=settings.ZERO_OK)
+    retry_backoff_max: float = field(default=60.0, metadata=settings.ZERO_OK)
     token_timeout_seconds: float = 10.0
     max_clients: int = 512
-
-
-_BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-
-def _bool(raw: Mapping[str, Any], key: str, default: bool) -> bool:
-    value = raw.get(key, default)
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text not in _BOOL:
-        raise ConfigError(f"backends.azure.{key}: {value!r} is not a boolean")
-    return _BOOL[text]
-
-
-def _num(raw: Mapping[str, Any], key: str, default: float) -> float:
-    value = raw.get(key, default)
-    if isinstance(value, bool):
-        raise ConfigError(f"backends.azure.{key}: {value!r} is not a number")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"backends.azure.{key}: {value!r} is not a number") from None
-    if number < 0:
-        raise ConfigError(f"backends.azure.{key}: must not be negative")
-    return number
 
 
 def _https(value: Any, where: str) -> str:
@@ -234,35 +209,17 @@ def _env_file(path: str) -> Cloud:
     )
 
 
-KNOWN_SETTINGS = {
-    "cloud",
-    "clouds",
-    "cloud_env_files",
-    "authority_host",
-    "vault_url",
-    "ca_bundle",
-    "verify_challenge_resource",
-    "disable_instance_discovery",
-    "allow_vm_managed_identity",
-    "allow_service_principal",
-    "service_account_annotations",
-    "construct_pem_chain",
-    "retry_total",
-    "retry_backoff_factor",
-    "retry_backoff_max",
-    "token_timeout_seconds",
-    "max_clients",
-}
+_STRUCTURED = ("cloud", "clouds", "cloud_env_files", "authority_host", "vault_url")
 
 
-def parse_settings(raw: Mapping[str, Any]) -> AzureSettings:
-    raw = {str(k).replace("-", "_"): v for k, v in raw.items()}
-    unknown = set(raw) - KNOWN_SETTINGS
-    if unknown:
-        name = sorted(unknown)[0]
-        raise ConfigError(
-            f"backends.azure: unknown setting {name!r}{did_you_mean(name, KNOWN_SETTINGS)}"
-        )
+def parse_settings(section: Mapping[str, Any]) -> AzureSettings:
+    values, raw = settings.read(
+        AzureSettings,
+        section,
+        "backends.azure",
+        structured=_STRUCTURED,
+        hidden=("default_cloud", "env_files"),
+    )
     clouds: dict[str, Cloud] = dict(BUILTIN_CLOUDS)
     custom = raw.get("clouds") or {}
     if not isinstance(custom, Mapping):
@@ -294,7 +251,7 @@ def parse_settings(raw: Mapping[str, Any]) -> AzureSettings:
         raise ConfigError(
             f"backends.azure.cloud: unknown cloud {default!r}{did_you_mean(default, names)}"
         )
-    ca = str(raw.get("ca_bundle") or "")
+    ca = values.get("ca_bundle", "")
     if ca:
         try:
             with open(ca, "rb"):
@@ -307,22 +264,9 @@ def parse_settings(raw: Mapping[str, Any]) -> AzureSettings:
         c.authority_host not in {b.authority_host for b in BUILTIN_CLOUDS.values()}
         for c in (*clouds.values(), *env_files.values())
     )
+    values.setdefault("disable_instance_discovery", custom_authority)
     return AzureSettings(
-        default_cloud=clouds[default.lower()].name,
-        clouds=clouds,
-        env_files=env_files,
-        ca_bundle=ca,
-        verify_challenge_resource=_bool(raw, "verify_challenge_resource", True),
-        disable_instance_discovery=_bool(raw, "disable_instance_discovery", custom_authority),
-        allow_vm_managed_identity=_bool(raw, "allow_vm_managed_identity", False),
-        allow_service_principal=_bool(raw, "allow_service_principal", True),
-        service_account_annotations=_bool(raw, "service_account_annotations", True),
-        construct_pem_chain=_bool(raw, "construct_pem_chain", True),
-        retry_total=int(_num(raw, "retry_total", 3)),
-        retry_backoff_factor=_num(raw, "retry_backoff_factor", 0.8),
-        retry_backoff_max=_num(raw, "retry_backoff_max", 60.0),
-        token_timeout_seconds=_num(raw, "token_timeout_seconds", 10.0),
-        max_clients=max(1, int(_num(raw, "max_clients", 512))),
+        default_cloud=clouds[default.lower()].name, clouds=clouds, env_files=env_files, **values
     )
 
 

@@ -10,9 +10,10 @@ plaintext gRPC and ``http://`` token endpoints; it exists for tests.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
+from ... import settings
 from ...errors import ConfigError
 
 SECTION = "backends.gcp"
@@ -71,34 +72,8 @@ class GcpSettings:
     """Lifetime requested for impersonated service-account tokens."""
 
 
-_BOOL = {f.name for f in fields(GcpSettings) if f.type == "bool"}
-_FLOAT = {f.name for f in fields(GcpSettings) if f.type == "float"}
-_INT = {f.name for f in fields(GcpSettings) if f.type == "int"}
-_MAPS = {"secret_manager_locations", "parameter_manager_locations"}
+_MAPS = ("secret_manager_locations", "parameter_manager_locations")
 _URLS = ("sts_url", "iam_credentials_url", "oauth2_token_url")
-
-
-def _bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"{SECTION}.{key}: {value!r} is not a boolean")
-
-
-def _number(key: str, value: Any, kind: type[float] | type[int]) -> float | int:
-    if isinstance(value, bool):
-        raise ConfigError(f"{SECTION}.{key}: expected a number, got a boolean")
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{SECTION}.{key}: {value!r} is not a number") from None
-    if number <= 0:
-        raise ConfigError(f"{SECTION}.{key}: must be greater than 0")
-    return number
 
 
 def _endpoint(key: str, value: str) -> str:
@@ -112,45 +87,29 @@ def _endpoint(key: str, value: str) -> str:
 
 def parse(raw: Mapping[str, Any]) -> GcpSettings:
     """Typed settings from the raw section; :class:`ConfigError` on bad input."""
-    known = {f.name for f in fields(GcpSettings)}
-    values: dict[str, Any] = {}
-    for raw_key, value in raw.items():
-        key = str(raw_key).replace("-", "_")
-        if key not in known:
-            raise ConfigError(f"{SECTION}: unknown setting {raw_key!r}")
-        if key in _MAPS:
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{SECTION}.{key}: expected a mapping of location -> host:port")
-            values[key] = {
-                str(loc): _endpoint(f"{key}.{loc}", str(ep)) for loc, ep in value.items()
-            }
-        elif key in _BOOL:
-            values[key] = _bool(key, value)
-        elif key in _FLOAT:
-            values[key] = float(_number(key, value, float))
-        elif key in _INT:
-            values[key] = int(_number(key, value, int))
-        else:
-            if value is not None and not isinstance(value, str):
-                raise ConfigError(f"{SECTION}.{key}: expected a string")
-            values[key] = (value or "").strip()
-    settings = GcpSettings(**values)
+    values, maps = settings.read(GcpSettings, raw, SECTION, structured=_MAPS)
+    for key, value in maps.items():
+        values[key] = {
+            loc: _endpoint(f"{key}.{loc}", ep)
+            for loc, ep in settings.text_map(f"{SECTION}.{key}", value).items()
+        }
+    parsed = GcpSettings(**values)
     for key in ("secret_manager_endpoint", "parameter_manager_endpoint"):
-        _endpoint(key, getattr(settings, key))
+        _endpoint(key, getattr(parsed, key))
     for key in ("secret_manager_regional_endpoint", "parameter_manager_regional_endpoint"):
-        template = getattr(settings, key)
+        template = getattr(parsed, key)
         if "{location}" not in template:
             raise ConfigError(f"{SECTION}.{key}: must contain '{{location}}'")
         _endpoint(key, template.replace("{location}", "x"))
     for key in _URLS:
-        url = getattr(settings, key)
-        if not url.startswith("https://") and not (settings.insecure and url.startswith("http://")):
+        url = getattr(parsed, key)
+        if not url.startswith("https://") and not (parsed.insecure and url.startswith("http://")):
             raise ConfigError(
                 f"{SECTION}.{key}: {url!r} must be an https:// URL "
                 "(http:// only with insecure: true)"
             )
-    if not settings.metadata_url.startswith(("http://", "https://")):
+    if not parsed.metadata_url.startswith(("http://", "https://")):
         raise ConfigError(f"{SECTION}.metadata_url: must be an http(s) URL")
-    if settings.attempt_timeout_seconds > settings.timeout_seconds:
+    if parsed.attempt_timeout_seconds > parsed.timeout_seconds:
         raise ConfigError(f"{SECTION}: attempt_timeout_seconds must not exceed timeout_seconds")
-    return settings
+    return parsed
