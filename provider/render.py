@@ -21,7 +21,7 @@ import jmespath.exceptions
 import jmespath.functions
 import yaml
 
-from .errors import InvalidArgument
+from .errors import InvalidArgument, clip
 from .model import Extraction, Fetched, ObjectSpec, OutputFile
 
 
@@ -53,7 +53,7 @@ def compile_jmespath(expression: str, where: str) -> Any:
         if "-" in expression and '"' not in expression:
             hint = '; quote keys with hyphens, e.g. "my-key"'
         raise InvalidArgument(
-            f"{where}: jmesPath {_clip(expression)!r} is not a valid expression "
+            f"{where}: jmesPath {clip(expression, 80)!r} is not a valid expression "
             f"(error at column {getattr(exc, 'lex_position', '?')}){hint}"
         ) from None
     except RecursionError:
@@ -78,7 +78,7 @@ def _check_ast(root: Any, where: str, expression: str) -> None:
             entry = _FUNCTIONS.get(name)
             if entry is None:
                 raise InvalidArgument(
-                    f"{where}: jmesPath {_clip(expression)!r}: unknown function {name}() "
+                    f"{where}: jmesPath {clip(expression, 80)!r}: unknown function {name}() "
                     "(see jmespath.org for the built-in functions)"
                 )
             signature = entry["signature"]
@@ -86,7 +86,7 @@ def _check_ast(root: Any, where: str, expression: str) -> None:
             wrong = len(children) < len(signature) if variadic else len(children) != len(signature)
             if wrong:
                 raise InvalidArgument(
-                    f"{where}: jmesPath {_clip(expression)!r}: {name}() takes "
+                    f"{where}: jmesPath {clip(expression, 80)!r}: {name}() takes "
                     f"{'at least ' if variadic else ''}{len(signature)} argument(s), "
                     f"got {len(children)}"
                 )
@@ -98,10 +98,6 @@ def _check_ast(root: Any, where: str, expression: str) -> None:
                     f"{MAX_FANOUT} times; select the values you need directly"
                 )
         stack.extend(children)
-
-
-def _clip(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # --- YAML documents: the YAML 1.2 core schema, as the official GCP provider reads them ---

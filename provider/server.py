@@ -37,7 +37,7 @@ from ._proto.v1alpha1 import service_pb2_grpc as pb_grpc
 from .backend import Registry, Services
 from .cache import TTLCache
 from .config import PROVIDER_NAME_RE, Config
-from .errors import Code, ConfigError, Internal, KeyferryError
+from .errors import Code, ConfigError, Internal, KeyferryError, clip
 from .kube import KubeClient
 from .model import Deadline, Fetched, Mount
 from .observe import REDACTOR, Metrics, audit, get_logger
@@ -173,7 +173,7 @@ class Provider:
             record["outcome"] = "ok"
             return None, "", response
         except KeyferryError as exc:
-            message = _clip(exc.message)
+            message = clip(exc.message, MAX_MESSAGE_CHARS)
             record.update(outcome="error", code=exc.code.value, error=message)
             return exc.code, message, pb.MountResponse()
         except Exception as exc:  # never a stack trace to the client
@@ -364,13 +364,7 @@ def prepare_socket_path(path: Path) -> None:
 
 
 MAX_MESSAGE_CHARS = 4000
-
-
-def _clip(message: str) -> str:
-    """Keep status messages well under gRPC's metadata limits (16 KiB in some clients)."""
-    if len(message) <= MAX_MESSAGE_CHARS:
-        return message
-    return message[:MAX_MESSAGE_CHARS] + f"... ({len(message) - MAX_MESSAGE_CHARS} more characters)"
+"""Status messages stay well under gRPC's metadata limits (16 KiB in some clients)."""
 
 
 def _who(mount: Mount) -> dict[str, Any]:

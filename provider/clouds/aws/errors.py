@@ -31,6 +31,7 @@ from ...errors import (
     PermissionDenied,
     Unauthenticated,
     Unavailable,
+    clip,
 )
 
 THROTTLING_CODES = frozenset(
@@ -93,16 +94,16 @@ class Failure:
     code: str = ""
 
 
-def _clip(text: str, limit: int = 240) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _brief(text: str) -> str:
+    """An AWS message on one line, at most 240 characters."""
+    return clip(" ".join(text.split()), 240)
 
 
 def from_code(code: str, status: int, message: str, what: str, hint: str = "") -> Failure:
     """Classify an AWS error code (from an exception or a batch result entry)."""
     detail = f"{what}: {code}" + (f" (HTTP {status})" if status else "")
     if message:
-        detail += f": {_clip(message)}"
+        detail += f": {_brief(message)}"
     if code in THROTTLING_CODES or status == 429:
         return Failure(
             Unavailable(detail + "; AWS is throttling requests, retries were exhausted"),
@@ -149,10 +150,14 @@ def classify(exc: BaseException, what: str, hint: str = "") -> Failure:
     if isinstance(exc, NoCredentialsError):
         return Failure(FailedPrecondition(f"{what}: no AWS credentials"), False, "NoCredentials")
     if isinstance(exc, CredentialRetrievalError):
-        return Failure(Unavailable(f"{what}: {_clip(str(exc))}"), True, "CredentialRetrieval")
+        return Failure(
+            Unavailable(f"{what}: {_brief(str(exc))}"),
+            True,
+            "CredentialRetrieval",
+        )
     if isinstance(exc, BotoCoreError):
         return Failure(
-            Internal(f"{what}: AWS SDK error {type(exc).__name__}: {_clip(str(exc))}"),
+            Internal(f"{what}: AWS SDK error {type(exc).__name__}: {_brief(str(exc))}"),
             False,
             type(exc).__name__,
         )

@@ -42,8 +42,6 @@ from server configuration only::
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import json
 import logging
@@ -94,6 +92,7 @@ from ...errors import (
     Unavailable,
     did_you_mean,
 )
+from ...jwt import unverified_claims
 from ...model import Deadline, Fetched, Mount
 from . import certs
 from .ref import (
@@ -368,18 +367,6 @@ class _Raw:
     backs_certificate: bool = False
 
 
-def _jwt_claims(token: str) -> Mapping[str, Any] | None:
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
-        claims = json.loads(payload)
-    except (binascii.Error, ValueError):
-        return None
-    return claims if isinstance(claims, Mapping) else None
-
-
 SP_DESCRIBE = "the service principal from nodePublishSecretRef"
 """How messages name a service principal: its client id is nodePublishSecretRef data."""
 
@@ -632,7 +619,7 @@ class AzureBackend:
     def _workload(self, mount: Mount, cloud: Cloud, tenant: str, client_id: str) -> _Identity:
         require_workload_token(mount, "clientID")
         token = mount.tokens[WORKLOAD_AUDIENCE].token
-        claims = _jwt_claims(token)
+        claims = unverified_claims(token)
         if claims is None:
             raise Unauthenticated(
                 f"the service-account token for audience '{WORKLOAD_AUDIENCE}' is not a JWT"
@@ -976,7 +963,7 @@ def _auth_hint(text: str, identity: _Identity) -> str:
     subject = identity.describe.rpartition("(")[2].rstrip(")") if identity.assertion else ""
     issuer = "the cluster's OIDC issuer URL"
     if identity.assertion is not None:
-        claims = _jwt_claims(identity.assertion.get()) or {}
+        claims = unverified_claims(identity.assertion.get()) or {}
         if isinstance(claims.get("iss"), str) and claims["iss"]:
             issuer = repr(claims["iss"])
     hint = _AADSTS_HINTS.get(code)

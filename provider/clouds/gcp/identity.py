@@ -19,8 +19,6 @@ into messages a user can act on; tokens never appear in them.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime
 import hashlib
 import json
@@ -48,6 +46,7 @@ from ...errors import (
     PermissionDenied,
     Unavailable,
 )
+from ...jwt import unverified_claims
 from ...model import Deadline, Mount
 from ...observe import get_logger
 from .ref import AuthMode, GcpRef
@@ -149,18 +148,6 @@ def _expiry(value: datetime.datetime | None, default_seconds: float = 300.0) -> 
     if value.tzinfo is None:  # google-auth keeps naive UTC datetimes
         value = value.replace(tzinfo=datetime.UTC)
     return value.timestamp()
-
-
-def _jwt_claims(token: str) -> Mapping[str, Any] | None:
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    payload = parts[1] + "=" * (-len(parts[1]) % 4)
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload))
-    except (binascii.Error, ValueError):
-        return None
-    return claims if isinstance(claims, dict) else None
 
 
 def _federated_member(pool: WorkloadIdentityPool, ns: str, ksa: str) -> str:
@@ -369,7 +356,7 @@ class Identities:
                 f"'- audience: {wanted}' to tokenRequests of the secrets-store.csi.k8s.io "
                 "CSIDriver (Helm: tokenRequests) so the pod's workload identity can be used"
             )
-        claims = _jwt_claims(entry.token)
+        claims = unverified_claims(entry.token)
         if claims is None:
             raise PermissionDenied(
                 f"the service-account token for audience '{audience}' is not a JWT"
