@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -80,11 +80,18 @@ class Services:
             self.metrics.backend_call(backend, operation, outcome, time.monotonic() - start)
 
 
-class Backend(Protocol):
+RefT = TypeVar("RefT", contravariant=True)
+
+
+class Backend(Protocol[RefT]):
+    """A cloud's backend, typed by its own locators (``provider.clouds.<name>.ref``): the
+    registry hands it only refs that its own dialect module built, so a backend never
+    re-checks their type."""
+
     name: str
 
     async def fetch(
-        self, mount: Mount, refs: Sequence[Hashable], deadline: Deadline
+        self, mount: Mount, refs: Sequence[RefT], deadline: Deadline
     ) -> list[FetchResult]:
         """One result per ref, in order. Raise only for failures common to all refs."""
         ...
@@ -92,7 +99,7 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
-BackendFactory = Callable[[Mapping[str, Any], Services], Backend]
+BackendFactory = Callable[[Mapping[str, Any], Services], Backend[Any]]
 
 
 class Registry:
@@ -102,10 +109,10 @@ class Registry:
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        self._backends: dict[str, Backend] = {}
+        self._backends: dict[str, Backend[Any]] = {}
         self._lock = asyncio.Lock()
 
-    async def get(self, name: str) -> Backend:
+    async def get(self, name: str) -> Backend[Any]:
         backend = self._backends.get(name)
         if backend is not None:
             return backend

@@ -8,7 +8,7 @@ symlink pointing outside — is rejected.
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ class LocalBackend:
         self.services = services
 
     async def fetch(
-        self, mount: Mount, refs: Sequence[Hashable], deadline: Deadline
+        self, mount: Mount, refs: Sequence[LocalRef], deadline: Deadline
     ) -> list[FetchResult]:
         if self.root is None:
             raise FailedPrecondition(
@@ -41,7 +41,6 @@ class LocalBackend:
             )
         out: list[FetchResult] = []
         for ref in refs:
-            assert isinstance(ref, LocalRef)
             try:
                 out.append(await self.services.timed("local", "read", self._read, ref))
             except Exception as exc:
