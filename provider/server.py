@@ -2,9 +2,8 @@
 
 The request never says which provider name it was sent to (docs/protocol.md §4.1),
 so every socket gets its own server and servicer. The same sockets serve
-``grpc.health.v1``. An HTTP listener serves ``/healthz`` (the process is
-alive), ``/readyz`` (a real Version round trip over every socket) and
-``/metrics``.
+``grpc.health.v1``. :mod:`provider.http` serves the probes and metrics; readiness is
+a real Version round trip over every socket (:meth:`Provider.readiness_problems`).
 """
 
 from __future__ import annotations
@@ -19,17 +18,14 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
-from prometheus_client import make_wsgi_app
 
 from . import __version__, files, protocol, registry
 from ._proto.v1alpha1 import service_pb2 as pb
@@ -38,6 +34,7 @@ from .backend import Registry, Services
 from .cache import TTLCache
 from .config import PROVIDER_NAME_RE, Config
 from .errors import Code, ConfigError, Internal, KeyferryError, clip
+from .http import ProbeServer
 from .kube import KubeClient
 from .model import Deadline, Fetched, Mount
 from .observe import REDACTOR, Metrics, audit, get_logger
@@ -130,7 +127,7 @@ class Provider:
         self.servers: dict[str, grpc.aio.Server] = {}
         self.health: dict[str, health_aio.HealthServicer] = {}
         self.sockets: dict[str, Path] = {}
-        self._http: WSGIServer | None = None
+        self._http: ProbeServer | None = None
         self.http_port: int | None = None
         self._stopping = asyncio.Event()
         self._inflight = 0
@@ -218,7 +215,9 @@ class Provider:
             self.sockets[name] = path
             log.info("listening", extra={"provider": name, "dialect": dialect, "socket": str(path)})
         if self.config.http_address:
-            self._start_http()
+            self._http = ProbeServer(self.metrics.registry, self.readiness_problems)
+            self._http.start(self.config.http_address)
+            self.http_port = self._http.port
         self._preload()
         if self.config.local_root and not self.config.hmac_key_file:
             log.warning(
@@ -248,52 +247,6 @@ class Provider:
 
         threading.Thread(target=run, name="keyferry-preload", daemon=True).start()
 
-    def _start_http(self) -> None:
-        host, _, port = self.config.http_address.rpartition(":")
-        metrics_app = make_wsgi_app(self.metrics.registry)
-
-        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-            path = environ.get("PATH_INFO", "")
-            if path == "/metrics":
-                return metrics_app(environ, start_response)  # type: ignore[no-any-return]
-            if path == "/healthz":
-                status, body = "200 OK", b"ok\n"
-            elif path == "/readyz":
-                problems = self.readiness_problems()
-                status = "200 OK" if not problems else "503 Service Unavailable"
-                body = ("ok\n" if not problems else "\n".join(problems) + "\n").encode()
-            else:
-                status, body = "404 Not Found", b"not found\n"
-            start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
-            return [body]
-
-        class Quiet(WSGIRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-        class Threaded(WSGIServer):
-            daemon_threads = True
-
-            def process_request(self, request: Any, client_address: Any) -> None:
-                t = threading.Thread(
-                    target=self._handle, args=(request, client_address), daemon=True
-                )
-                t.start()
-
-            def _handle(self, request: Any, client_address: Any) -> None:
-                try:
-                    self.finish_request(request, client_address)
-                finally:
-                    self.shutdown_request(request)
-
-        httpd = make_server(
-            host or "0.0.0.0", int(port), app, server_class=Threaded, handler_class=Quiet
-        )
-        self._http = httpd
-        self.http_port = httpd.server_port
-        threading.Thread(target=httpd.serve_forever, name="keyferry-http", daemon=True).start()
-        log.info("http listening", extra={"address": f"{host}:{self.http_port}"})
-
     def readiness_problems(self) -> list[str]:
         """A real Version call over each socket, as the driver would make it."""
         problems = []
@@ -320,8 +273,7 @@ class Provider:
         for path in self.sockets.values():
             path.unlink(missing_ok=True)
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.stop()
         await self.registry.close()
         await self.services.kube.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
