@@ -18,6 +18,7 @@ from provider.backend import Services
 from provider.cache import TTLCache
 from provider.clouds.azure import backend as azb
 from provider.clouds.azure import dialect as azd
+from provider.clouds.azure import identity as azi
 from provider.clouds.azure.ref import WORKLOAD_AUDIENCE, AzureAuth, AzureRef
 from provider.config import Config, KubeConfig
 from provider.errors import Code, ConfigError, KeyferryError
@@ -403,8 +404,8 @@ def test_sdk_argument_errors_while_building_credentials_are_user_errors(
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise error("azure-identity says no about CANARY-sp-secret")
 
-    monkeypatch.setattr(azb, "ClientSecretCredential", refuse)
-    monkeypatch.setattr(azb, "ClientAssertionCredential", refuse)
+    monkeypatch.setattr(azi, "ClientSecretCredential", refuse)
+    monkeypatch.setattr(azi, "ClientAssertionCredential", refuse)
     sp = AzureAuth(mode="service_principal", tenant_id=TENANT, client_id="sp-1")
     m = workload_mount(secrets={"clientid": "sp-1", "clientsecret": "CANARY-sp-secret"})
     for auth in (sp, WI):

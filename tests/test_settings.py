@@ -9,7 +9,7 @@ import pytest
 
 from provider import config
 from provider.clouds.aws import settings as aws_settings
-from provider.clouds.azure.backend import parse_settings as azure_settings
+from provider.clouds.azure.settings import parse_settings as azure_settings
 from provider.clouds.gcp import settings as gcp_settings
 from provider.errors import ConfigError
 
