@@ -843,7 +843,8 @@ def test_bad_settings(raw: dict[str, Any], why: str) -> None:
 
 
 def test_federated_member_names_the_pool_principal() -> None:
-    from provider.clouds.gcp.identity import WorkloadIdentityPool, _federated_member
+    from provider.clouds.gcp.workload import WorkloadIdentityPool
+    from provider.clouds.gcp.workload import federated_member as _federated_member
 
     gke = WorkloadIdentityPool(
         "identitynamespace:p.svc.id.goog:https://x", ("p.svc.id.goog",), "p.svc.id.goog"

@@ -11,7 +11,7 @@ keyed HMAC of that name and the rendered bytes, because a secret referenced with
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...backend import FetchResult, Services
@@ -21,7 +21,7 @@ from ...observe import get_logger
 from . import settings as settings_module
 from .clients import Clients
 from .identity import Identities, Identity
-from .ref import GcpRef, ParameterVersionRef, SecretVersionRef
+from .ref import AuthMode, GcpRef, ParameterVersionRef
 from .settings import GcpSettings
 
 log = get_logger("gcp")
@@ -52,25 +52,17 @@ class GcpBackend:
         self.identities.close()
 
     async def fetch(
-        self, mount: Mount, refs: Sequence[Hashable], deadline: Deadline
+        self, mount: Mount, refs: Sequence[GcpRef], deadline: Deadline
     ) -> list[FetchResult]:
-        gcp_refs: list[GcpRef] = []
-        for ref in refs:
-            if not isinstance(ref, SecretVersionRef | ParameterVersionRef):
-                raise Internal(f"the gcp backend was handed a {type(ref).__name__}")
-            gcp_refs.append(ref)
         # Resolve each distinct identity (and its access token) once; a failure fails only
         # the refs using it, or the whole batch when every ref uses it.
-        identities: dict[tuple[str, bool, bool], tuple[Identity, str] | KeyferryError] = {}
-        for ref in gcp_refs:
-            key = _auth_key(ref)
+        identities: dict[tuple[AuthMode, bool, bool], tuple[Identity, str] | KeyferryError] = {}
+        for ref in refs:
+            key = ref.auth_key
             if key in identities:
                 continue
             try:
-                mode = self.identities.effective_mode(ref, mount)
-                identity = await self.identities.resolve(mode, mount, deadline)
-                token = await self.identities.access_token(identity, mount, deadline)
-                identities[key] = (identity, token)
+                identities[key] = await self.identities.authorize(ref, mount, deadline)
             except KeyferryError as exc:
                 identities[key] = exc
         if len(identities) == 1:
@@ -78,11 +70,11 @@ class GcpBackend:
             if isinstance(only, KeyferryError):
                 raise only
         results = await asyncio.gather(
-            *(self._one(ref, identities[_auth_key(ref)], deadline) for ref in gcp_refs),
+            *(self._one(ref, identities[ref.auth_key], deadline) for ref in refs),
             return_exceptions=True,
         )
         out: list[FetchResult] = []
-        for ref, result in zip(gcp_refs, results, strict=True):
+        for ref, result in zip(refs, results, strict=True):
             if isinstance(result, KeyferryError | Fetched):
                 out.append(result)
             elif isinstance(result, Exception):
@@ -109,14 +101,9 @@ class GcpBackend:
                 raise DeadlineExceeded(f"no time left in the mount's deadline to fetch {ref.name}")
             async with self._semaphore:
                 self.api_calls += 1
-                operation = (
-                    "AccessSecretVersion"
-                    if isinstance(ref, SecretVersionRef)
-                    else "RenderParameterVersion"
-                )
                 response = await self.services.timed(
                     NAME,
-                    operation,
+                    ref.operation,
                     self.clients.fetch,
                     ref,
                     token,
@@ -137,10 +124,6 @@ class GcpBackend:
 
     def _on_retry(self, exc: Exception) -> None:
         self.retries += 1
-
-
-def _auth_key(ref: GcpRef) -> tuple[str, bool, bool]:
-    return (ref.auth, ref.key_json, ref.auth_explicit)
 
 
 def create(settings: Mapping[str, Any], services: Services) -> GcpBackend:

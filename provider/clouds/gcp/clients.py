@@ -28,19 +28,9 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
     SecretManagerServiceGrpcTransport,
 )
 
-from ...errors import (
-    DeadlineExceeded,
-    FailedPrecondition,
-    Internal,
-    InvalidArgument,
-    KeyferryError,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    Unauthenticated,
-    Unavailable,
-)
-from .ref import GcpRef, ParameterVersionRef, SecretVersionRef
+from ...errors import Internal
+from .errors import translate
+from .ref import GcpRef, SecretVersionRef
 from .settings import GcpSettings
 
 USER_AGENT = "keyferry/0.1 (secrets-store-csi-driver provider)"
@@ -72,17 +62,21 @@ class Clients:
 
     def endpoint(self, ref: GcpRef) -> str:
         s = self.settings
-        if isinstance(ref, SecretVersionRef):
-            if not ref.location:
-                return s.secret_manager_endpoint
-            return s.secret_manager_locations.get(ref.location) or (
-                s.secret_manager_regional_endpoint.replace("{location}", ref.location)
+        if ref.service == "secretmanager":
+            default, overrides, regional = (
+                s.secret_manager_endpoint,
+                s.secret_manager_locations,
+                s.secret_manager_regional_endpoint,
+            )
+        else:
+            default, overrides, regional = (
+                s.parameter_manager_endpoint,
+                s.parameter_manager_locations,
+                s.parameter_manager_regional_endpoint,
             )
         if not ref.location:
-            return s.parameter_manager_endpoint
-        return s.parameter_manager_locations.get(ref.location) or (
-            s.parameter_manager_regional_endpoint.replace("{location}", ref.location)
-        )
+            return default
+        return overrides.get(ref.location) or regional.replace("{location}", ref.location)
 
     def _channel(self, endpoint: str) -> grpc.Channel:
         if self.settings.insecure:
@@ -166,63 +160,4 @@ class Clients:
             raise translate(exc, ref, endpoint, False, member) from None
 
 
-def _server_text(exc: BaseException) -> str:
-    text = getattr(exc, "message", "") or ""
-    text = str(text).strip().replace("\n", " ")
-    return f" (server: {text[:240]})" if text else ""
-
-
-def translate(
-    exc: BaseException, ref: GcpRef, endpoint: str, retried: bool, member: str = ""
-) -> KeyferryError:
-    """An API error as a keyferry error naming the resource and the fix (``member``: the
-    IAM member the pod's identity is, to name in a PERMISSION_DENIED)."""
-    what = "Secret Manager" if isinstance(ref, SecretVersionRef) else "Parameter Manager"
-    name = ref.name
-    server = _server_text(exc)
-    after = " after retrying within the time budget" if retried else ""
-    kind = "secret version" if isinstance(ref, SecretVersionRef) else "parameter version"
-    if isinstance(exc, core_exceptions.NotFound):
-        where = f" in location {ref.location}" if ref.location else ""
-        return NotFound(
-            f"{what} has no {kind} {name}{where}{server}; check the project, the name and "
-            "the version, and for regional resources the location"
-        )
-    if isinstance(exc, core_exceptions.PermissionDenied):
-        who = (
-            f"member '{member}'"
-            if member
-            else "the identity the pod uses (its Google service account, or its workload "
-            "identity principal)"
-        )
-        if isinstance(ref, SecretVersionRef):
-            fix = f"grant roles/secretmanager.secretAccessor on the secret to {who}"
-        else:
-            fix = (
-                f"grant roles/parametermanager.parameterViewer on the project to {who} "
-                "(Parameter Manager has no per-parameter IAM; an IAM condition can narrow it)"
-            )
-        return PermissionDenied(f"{what} denied access to {name}{server}; {fix}")
-    if isinstance(exc, core_exceptions.Unauthenticated):
-        return Unauthenticated(f"{what} did not accept the access token for {name}{server}")
-    if isinstance(exc, core_exceptions.FailedPrecondition):
-        return FailedPrecondition(
-            f"{what} cannot serve {name}{server}; the version may be disabled or destroyed: "
-            "enable it or point at another version"
-        )
-    if isinstance(exc, core_exceptions.InvalidArgument):
-        return InvalidArgument(f"{what} rejected the name {name}{server}")
-    if isinstance(exc, core_exceptions.TooManyRequests):
-        return ResourceExhausted(
-            f"{what} quota exhausted for {name}{after}{server}; retry later or raise the quota"
-        )
-    if isinstance(exc, core_exceptions.ServiceUnavailable):
-        return Unavailable(f"{what} at {endpoint} is unavailable for {name}{after}{server}")
-    if isinstance(exc, core_exceptions.DeadlineExceeded | core_exceptions.RetryError):
-        return DeadlineExceeded(
-            f"{what} at {endpoint} did not answer for {name} within the time budget{server}"
-        )
-    return Internal(f"{what} failed for {name}: {type(exc).__name__}{server}")
-
-
-__all__ = ["Clients", "ParameterVersionRef", "Response", "SecretVersionRef", "translate"]
+__all__ = ["Clients", "Response"]

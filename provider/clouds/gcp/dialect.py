@@ -40,6 +40,7 @@ from ...files import check_path
 from ...model import Extraction, Mount, ObjectSpec, Output, Plan
 from .ref import (
     FORMATS,
+    KEY_JSON,
     AuthMode,
     GcpRef,
     explain_bad_name,
@@ -49,7 +50,6 @@ from .ref import (
 PARAMETERS = ("secrets", "auth")
 ENTRY_KEYS = ("resourceName", "fileName", "path", "mode", "extractJSONKey", "extractYAMLKey")
 AUTH_MODES = ("pod-adc", "provider-adc")
-KEY_JSON = "key.json"
 EXAMPLE = (
     '\'- resourceName: "projects/my-project/secrets/db/versions/latest"\\n  path: "db-password"\''
 )

@@ -13,9 +13,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 AuthMode = Literal["pod-adc", "provider-adc", "node-publish-secret"]
+KEY_JSON = "key.json"
+"""The nodePublishSecretRef key holding a service-account key (``node-publish-secret``)."""
+GSA_ANNOTATION = "iam.gke.io/gcp-service-account"
+"""ServiceAccount annotation: the Google service account ``pod-adc`` impersonates."""
+DELEGATES_ANNOTATION = "iam.gke.io/gcp-service-account-delegates"
 Service = Literal["secretmanager", "parametermanager"]
 
 # Project ids are 6-30 characters (older, domain-scoped ones contain ':' and
@@ -43,22 +48,43 @@ FORMATS = (
 )
 
 
-@dataclass(frozen=True)
-class SecretVersionRef:
-    """A Secret Manager secret version; ``location`` empty means the global service."""
+@dataclass(frozen=True, kw_only=True)
+class _Fetch:
+    """How an object is fetched, and what its service is called in messages; shared by
+    both locators (keyword-only, so these follow the name's parts)."""
 
-    project: str
-    secret: str
-    version: str
-    location: str = ""
+    service: ClassVar[Service]
+    api: ClassVar[str]
+    """The service as messages name it."""
+    kind: ClassVar[str]
+    """What one name designates, for messages."""
+    operation: ClassVar[str]
+    """The RPC that reads it, for metrics."""
+
     auth: AuthMode = "pod-adc"
     key_json: bool = False
     """A nodePublishSecretRef ``key.json`` is present (drop-in dialect, ``auth`` unset)."""
     auth_explicit: bool = True
 
     @property
-    def service(self) -> Service:
-        return "secretmanager"
+    def auth_key(self) -> tuple[AuthMode, bool, bool]:
+        """Refs with equal keys are fetched as the same identity."""
+        return (self.auth, self.key_json, self.auth_explicit)
+
+
+@dataclass(frozen=True)
+class SecretVersionRef(_Fetch):
+    """A Secret Manager secret version; ``location`` empty means the global service."""
+
+    service: ClassVar[Service] = "secretmanager"
+    api: ClassVar[str] = "Secret Manager"
+    kind: ClassVar[str] = "secret version"
+    operation: ClassVar[str] = "AccessSecretVersion"
+
+    project: str
+    secret: str
+    version: str
+    location: str = ""
 
     @property
     def name(self) -> str:
@@ -76,20 +102,18 @@ class SecretVersionRef:
 
 
 @dataclass(frozen=True)
-class ParameterVersionRef:
+class ParameterVersionRef(_Fetch):
     """A Parameter Manager parameter version; ``location`` empty means ``global``."""
+
+    service: ClassVar[Service] = "parametermanager"
+    api: ClassVar[str] = "Parameter Manager"
+    kind: ClassVar[str] = "parameter version"
+    operation: ClassVar[str] = "RenderParameterVersion"
 
     project: str
     parameter: str
     version: str
     location: str = ""
-    auth: AuthMode = "pod-adc"
-    key_json: bool = False
-    auth_explicit: bool = True
-
-    @property
-    def service(self) -> Service:
-        return "parametermanager"
 
     @property
     def name(self) -> str:
@@ -115,41 +139,35 @@ def parse_resource_name(
     auth_explicit: bool = True,
 ) -> GcpRef | None:
     """The ref for a full resource name, or ``None`` when it matches no format."""
-    m = _SM_GLOBAL.fullmatch(text)
+    m = _SM_GLOBAL.fullmatch(text) or _SM_REGIONAL.fullmatch(text)
     if m:
         return SecretVersionRef(
-            project=m["project"],
-            secret=m["secret"],
-            version=m["version"],
-            auth=auth,
-            key_json=key_json,
-            auth_explicit=auth_explicit,
-        )
-    m = _SM_REGIONAL.fullmatch(text)
-    if m:
-        location = m["location"]
-        return SecretVersionRef(
-            project=m["project"],
-            secret=m["secret"],
-            version=m["version"],
-            location="" if location == "global" else location,
+            m["project"],
+            m["secret"],
+            m["version"],
+            _location(m),
             auth=auth,
             key_json=key_json,
             auth_explicit=auth_explicit,
         )
     m = _PM.fullmatch(text)
     if m:
-        location = m["location"]
         return ParameterVersionRef(
-            project=m["project"],
-            parameter=m["parameter"],
-            version=m["version"],
-            location="" if location == "global" else location,
+            m["project"],
+            m["parameter"],
+            m["version"],
+            _location(m),
             auth=auth,
             key_json=key_json,
             auth_explicit=auth_explicit,
         )
     return None
+
+
+def _location(m: re.Match[str]) -> str:
+    """The name's location; ``global`` (or none) is the global service."""
+    location = m.groupdict().get("location") or ""
+    return "" if location == "global" else location
 
 
 def explain_bad_name(text: str) -> str:
