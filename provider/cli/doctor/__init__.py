@@ -48,19 +48,17 @@ def split_ref(value: str, flag: str) -> tuple[str, str]:
 def file_targets(args: Any) -> list[Target]:
     """The classes of ``-f FILE`` (``--name``: only that one) as the pods would mount them."""
     try:
-        items = list(manifest.load(args.file))
+        found = manifest.select(args.file, args.name)
     except OSError as exc:
         raise Usage(f"{args.file}: cannot read: {exc.strerror}") from None
-    targets = []
-    for item in items:
-        if isinstance(item, KeyferryError):
-            raise Usage(item.message)
-        if args.name is None or item.name == args.name:
-            ns = args.namespace or item.namespace or "default"
-            targets.append(Target(item, ns, args.service_account))
-    if not targets:
+    except KeyferryError as exc:
+        raise Usage(exc.message) from None
+    if not found:
         raise Usage(f"{args.file}: no SecretProviderClass to check")
-    return targets
+    return [
+        Target(spc, args.namespace or spc.namespace or "default", args.service_account)
+        for spc in found
+    ]
 
 
 def command(args: Any, kube: Kube | None = None) -> int:
