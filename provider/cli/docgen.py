@@ -53,14 +53,18 @@ BACKEND_DOCS = {
 }
 
 
+def class_node(cls: type[Any]) -> ast.ClassDef:
+    """The class's definition, parsed from its source file."""
+    source = Path(inspect.getsourcefile(cls) or "").read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    return next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls.__name__)
+
+
 def field_docstrings(cls: type[Any]) -> dict[str, str]:
     """``name -> docstring`` for the fields of a dataclass that have one (the string
     literal right after the annotated assignment, as Sphinx reads them)."""
-    source = Path(inspect.getsourcefile(cls) or "").read_text(encoding="utf-8")
-    tree = ast.parse(source)
-    node = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls.__name__)
     out: dict[str, str] = {}
-    body = node.body
+    body = class_node(cls).body
     for stmt, nxt in zip(body, [*body[1:], None], strict=True):
         if (
             isinstance(stmt, ast.AnnAssign)
@@ -74,12 +78,9 @@ def field_docstrings(cls: type[Any]) -> dict[str, str]:
 
 
 def field_types(cls: type[Any]) -> dict[str, str]:
-    source = Path(inspect.getsourcefile(cls) or "").read_text(encoding="utf-8")
-    tree = ast.parse(source)
-    node = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls.__name__)
     return {
         s.target.id: ast.unparse(s.annotation)
-        for s in node.body
+        for s in class_node(cls).body
         if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)
     }
 

@@ -105,12 +105,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _pick(path: str, name: str | None) -> manifest.SecretProviderClass:
-    found = []
-    for item in manifest.load(path):
-        if isinstance(item, KeyferryError):
-            raise SystemExit(item.message)
-        if name is None or item.name == name:
-            found.append(item)
+    try:
+        found = manifest.select(path, name)
+    except KeyferryError as exc:
+        raise SystemExit(exc.message) from None
     if not found:
         raise SystemExit(f"{path}: no SecretProviderClass" + (f" named {name!r}" if name else ""))
     if len(found) > 1:

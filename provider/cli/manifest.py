@@ -81,6 +81,18 @@ def load(
         yield from_object(doc, source)
 
 
+def select(path: str | Path, name: str | None = None) -> list[SecretProviderClass]:
+    """The classes in a file (only those called ``name`` when given); the first bad
+    document is raised as its :class:`KeyferryError`, an unreadable file as ``OSError``."""
+    found = []
+    for item in load(path):
+        if isinstance(item, KeyferryError):
+            raise item
+        if name is None or item.name == name:
+            found.append(item)
+    return found
+
+
 def from_object(doc: Mapping[str, Any], source: str) -> SecretProviderClass | KeyferryError:
     """One SecretProviderClass object (from a file or the API), checked as the API would."""
     meta = doc.get("metadata") or {}
