@@ -250,3 +250,10 @@ def test_every_shipped_example_validates(capsys: pytest.CaptureFixture[str]) -> 
     out = capsys.readouterr().out
     for dialect in ("native", "aws", "gcp", "azure"):
         assert f"dialect {dialect})" in out
+
+
+def test_mount_of_a_missing_file_says_so(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(SystemExit) as exc:
+        main(["mount", "-f", str(missing), "--print"])
+    assert str(exc.value) == f"{missing}: cannot read: No such file or directory"

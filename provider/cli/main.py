@@ -109,6 +109,8 @@ def _pick(path: str, name: str | None) -> manifest.SecretProviderClass:
         found = manifest.select(path, name)
     except KeyferryError as exc:
         raise SystemExit(exc.message) from None
+    except OSError as exc:
+        raise SystemExit(f"{path}: cannot read: {exc.strerror}") from None
     if not found:
         raise SystemExit(f"{path}: no SecretProviderClass" + (f" named {name!r}" if name else ""))
     if len(found) > 1:
