@@ -38,7 +38,7 @@ from ...model import Deadline, Fetched, Mount
 from ...observe import get_logger
 from . import settings as settings_mod
 from .errors import THROTTLING_CODES, Failure, classify, from_code
-from .identity import ROLE_ANNOTATION, Identity, IdentityPool, Principal, role_session_name
+from .credentials import ROLE_ANNOTATION, Identity, IdentityPool, Principal, role_session_name
 from .ref import (
     DEFAULT_STAGE,
     IRSA_AUDIENCE,
