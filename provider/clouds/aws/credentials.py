@@ -1,7 +1,8 @@
-"""The pod's AWS identity: IRSA (AssumeRoleWithWebIdentity) or EKS Pod Identity.
+"""The botocore side of the pod's AWS identity: sessions, credential fetchers, clients.
 
 Credentials come from botocore's own machinery, fed with the token kubelet
-passed for this pod:
+passed for this pod (which token and role a mount uses is decided in
+:mod:`.identity`):
 
 - IRSA: :class:`AssumeRoleWithWebIdentityCredentialFetcher` inside
   :class:`DeferredRefreshableCredentials`; the token loader returns the newest
@@ -20,7 +21,6 @@ shared between service accounts.
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -40,12 +40,9 @@ from botocore.exceptions import MetadataRetrievalError
 from botocore.httpsession import URLLib3Session
 from botocore.utils import RETRYABLE_HTTP_ERRORS, ContainerMetadataFetcher
 
-from ...model import Mount
 from .ref import AddressType
 from .settings import AwsSettings
 
-ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
-_SESSION_NAME_BAD = re.compile(r"[^\w+=,.@-]")
 _RETRYABLE_HTTP: tuple[type[BaseException], ...] = RETRYABLE_HTTP_ERRORS
 
 
@@ -67,13 +64,9 @@ class Principal:
             return f"the EKS Pod Identity role of {sa}"
         return "the node's own AWS identity"
 
-
-def role_session_name(mount: Mount) -> str:
-    """``<namespace>.<pod>`` in the characters and length STS allows (2..64)."""
-    pod = mount.pod
-    name = f"{pod.namespace}.{pod.name or pod.service_account}"
-    name = _SESSION_NAME_BAD.sub("-", name)[:64]
-    return name if len(name) >= 2 else "keyferry"
+    def needs(self, action: str) -> str:
+        """The hint for a denied call: who needs which permission."""
+        return f"{self.describe()} needs {action} on it"
 
 
 class _Session(botocore.session.Session):  # type: ignore[misc]
