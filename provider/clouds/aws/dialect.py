@@ -175,6 +175,13 @@ def _collision(label: str, path: str, raw: str, other: tuple[str, str]) -> str:
     )
 
 
+def _object_name(fields: Mapping[str, Any], where: str, what: str) -> str:
+    name = text(fields.get("objectName"), where, "objectName")
+    if not name:
+        raise InvalidArgument(f"{where}: 'objectName' is required ({what})")
+    return name
+
+
 def _object(index: int, item: Any, opts: _Options) -> tuple[ObjectSpec, list[str]]:
     where = f"objects[{index}]"
     if item is None:
@@ -182,11 +189,7 @@ def _object(index: int, item: Any, opts: _Options) -> tuple[ObjectSpec, list[str
     fields = check_keys(
         mapping(item, where, "each object"), OBJECT_KEYS, where, case_insensitive=True
     )
-    name = text(fields.get("objectName"), where, "objectName")
-    if not name:
-        raise InvalidArgument(
-            f"{where}: 'objectName' is required (a secret or parameter name or ARN)"
-        )
+    name = _object_name(fields, where, "a secret or parameter name or ARN")
     label = f"{where} ({name})"
     object_type = text(fields.get("objectType"), label, "objectType")
     service = service_for(name, object_type, opts.region, label)
@@ -249,11 +252,7 @@ def _failover(
     fields = check_keys(
         mapping(value, where, "failoverObject"), FAILOVER_KEYS, where, case_insensitive=True
     )
-    name = text(fields.get("objectName"), where, "objectName")
-    if not name:
-        raise InvalidArgument(
-            f"{where}: 'objectName' is required (the name or ARN to read in the failover region)"
-        )
+    name = _object_name(fields, where, "the name or ARN to read in the failover region")
     if not alias:
         raise InvalidArgument(
             f"{label}: an object with a failoverObject needs an 'objectAlias' (the file name)"
