@@ -23,7 +23,7 @@ Parsed as upstream does (YAML 1.1, keys case-insensitive, numbers and booleans
 in string fields become their decimal / ``true`` text) but stricter (docs/compatibility.md
 §1.7): unknown keys, traversal in any output name, collisions after path
 translation and special mode bits are errors, all reported at once, before any
-network call.
+network call. How each field is read and checked is in :mod:`.fields`.
 
 Also the native-dialect hook for ``backend: aws`` objects (``NATIVE_KEYS`` and
 ``native_ref``).
@@ -31,28 +31,25 @@ Also the native-dialect hook for ``backend: aws`` objects (``NATIVE_KEYS`` and
 
 from __future__ import annotations
 
-import math
-import re
-import struct
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
-import yaml
-
-from ...dialect import check_keys, collect, load_yaml, parse_bool, parse_mode, require_list
+from ...dialect import check_keys, collect, load_yaml, parse_bool, require_list
 from ...errors import InvalidArgument, KeyferryError, did_you_mean
 from ...files import check_path, directory_clashes
 from ...model import Extraction, Mount, ObjectSpec, Output, Plan
-from .ref import (
-    REGION_RE,
-    AddressType,
-    Auth,
-    AwsRef,
-    AwsTarget,
-    Service,
-    is_arn,
-    parse_arn,
+from .fields import (
+    ARN_SERVICES,
+    OBJECT_TYPES,
+    Loader,
+    check_region,
+    check_selector,
+    file_permission,
+    mapping,
+    service_for,
+    text,
 )
+from .ref import AddressType, Arn, Auth, AwsRef, AwsTarget, Service, is_arn, parse_arn
 
 PARAMETERS = (
     "objects",
@@ -76,201 +73,8 @@ OBJECT_KEYS = (
 )
 JMES_KEYS = ("path", "objectAlias", "filePermission")
 FAILOVER_KEYS = ("objectName", "objectVersion", "objectVersionLabel")
-OBJECT_TYPES: dict[str, Service] = {"secretsmanager": "secretsmanager", "ssmparameter": "ssm"}
-ARN_SERVICES: dict[str, Service] = {"secretsmanager": "secretsmanager", "ssm": "ssm"}
 ADDRESS_TYPES = ("auto", "ipv4", "ipv6")
 EXAMPLE = "'- objectName: MySecret\\n  objectType: secretsmanager'"
-
-_FILE_PERMISSION = re.compile(r"^[0-7]{4}$")
-_SSM_VERSION = re.compile(r"^[1-9][0-9]{0,18}$")
-
-
-# --------------------------------------------------------------------------- YAML
-
-
-class _Int(int):
-    """A YAML 1.1 integer that remembers how it was written (for messages)."""
-
-    source: str = ""
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 like ASCP's parser, but timestamps stay text and integers keep
-    their source text so ``filePermission: 0600`` can be explained."""
-
-
-def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
-    value = _Int(yaml.SafeLoader.construct_yaml_int(loader, node))
-    value.source = str(node.value)
-    return value
-
-
-def _construct_timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:
-    return str(node.value)
-
-
-_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
-
-
-def _go_float32(value: float) -> str:
-    """``strconv.FormatFloat(v, 'g', -1, 32)``, which ASCP's YAML→JSON step applies
-    to a float in a string field."""
-    if math.isnan(value):
-        return ".nan"
-    if math.isinf(value):
-        return ".inf" if value > 0 else "-.inf"
-    f32 = struct.unpack("f", struct.pack("f", value))[0]
-    text = f"{f32:.8e}"
-    for precision in range(9):
-        text = f"{f32:.{precision}e}"
-        if struct.unpack("f", struct.pack("f", float(text)))[0] == f32:
-            break
-    mantissa, _, exp_text = text.partition("e")
-    digits = mantissa.replace(".", "").replace("-", "").rstrip("0") or "0"
-    exp = int(exp_text)
-    sign = "-" if f32 < 0 or (f32 == 0 and math.copysign(1, f32) < 0) else ""
-    if exp < -4 or exp >= 6:  # Go: shortest 'g' switches to %e at exponent 6
-        rest = digits[1:]
-        return (
-            f"{sign}{digits[0]}{'.' + rest if rest else ''}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
-        )
-    point = exp + 1
-    if point <= 0:
-        return f"{sign}0.{'0' * -point}{digits}"
-    if point >= len(digits):
-        return f"{sign}{digits}{'0' * (point - len(digits))}"
-    return f"{sign}{digits[:point]}.{digits[point:]}"
-
-
-def _text(value: Any, where: str, key: str) -> str:
-    """A string field as ASCP reads it: numbers and booleans become their text."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(int(value))
-    if isinstance(value, float):
-        return _go_float32(value)
-    if isinstance(value, str):
-        return value
-    kind = "list" if isinstance(value, list) else "mapping"
-    raise InvalidArgument(f"{where}: '{key}' must be a string, got a {kind}")
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def check_region(value: str, where: str) -> str:
-    region = value.strip()
-    if not REGION_RE.match(region):
-        raise InvalidArgument(
-            f"{where}: {value!r} is not an AWS region name (like 'us-east-1' or 'eu-west-3')"
-        )
-    return region
-
-
-def _file_permission(value: Any, where: str) -> int | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        source = getattr(value, "source", str(int(value)))
-        looks_octal = bool(_FILE_PERMISSION.match(source))
-        fix = f'"{source}"' if looks_octal else '"0644"'
-        raise InvalidArgument(
-            f"{where}: filePermission {source} is not quoted, so YAML reads it as the number "
-            f"{int(value)}; write it as a quoted 4-digit octal string, e.g. filePermission: {fix}"
-        )
-    text = _text(value, where, "filePermission")
-    if not _FILE_PERMISSION.match(text):
-        raise InvalidArgument(
-            f'{where}: filePermission {text!r} must be exactly 4 octal digits, e.g. "0600"'
-        )
-    return parse_mode(text, f"{where} filePermission")
-
-
-def _service_for(name: str, object_type: str, region: str, where: str) -> Service:
-    """ASCP's validateObjectName: ARN shape, ARN region, objectType vs ARN service."""
-    arn = None
-    if is_arn(name):
-        arn = parse_arn(name)
-        if arn is None:
-            raise InvalidArgument(
-                f"{where}: {name!r} is not a valid ARN; it needs six ':'-separated parts, "
-                "e.g. arn:aws:secretsmanager:us-east-1:123456789012:secret:MySecret-a1b2c3"
-            )
-        if region and arn.region != region:
-            raise InvalidArgument(
-                f"{where}: the ARN's region {arn.region!r} does not match the region "
-                f"{region!r} it is read from; use an ARN of that region or change 'region'"
-            )
-    if not object_type:
-        if arn is None:
-            raise InvalidArgument(
-                f"{where}: 'objectType' is required when 'objectName' is not a full ARN; "
-                "use objectType: secretsmanager or objectType: ssmparameter"
-            )
-        service = ARN_SERVICES.get(arn.service)
-        if service is None:
-            raise InvalidArgument(
-                f"{where}: the ARN's service {arn.service!r} is not supported; "
-                "use a 'secretsmanager' or 'ssm' ARN"
-            )
-        return service
-    service = OBJECT_TYPES.get(object_type)
-    if service is None:
-        hint = " ('ssm' is spelled 'ssmparameter' here)" if object_type == "ssm" else ""
-        raise InvalidArgument(
-            f"{where}: objectType {object_type!r} is not valid{hint}"
-            f"{did_you_mean(object_type, OBJECT_TYPES) if not hint else ''}; "
-            "use 'secretsmanager' or 'ssmparameter'"
-        )
-    if arn is not None and ARN_SERVICES.get(arn.service) != service:
-        raise InvalidArgument(
-            f"{where}: objectType {object_type!r} does not match the ARN's service "
-            f"{arn.service!r}; drop objectType or fix the ARN"
-        )
-    return service
-
-
-def _check_selector(service: Service, target: AwsTarget, where: str) -> None:
-    if service == "ssm":
-        if target.version_id and target.version_label:
-            raise InvalidArgument(
-                f"{where}: an SSM parameter takes objectVersion or objectVersionLabel, not both"
-            )
-        if target.version_id and not _SSM_VERSION.match(target.version_id):
-            raise InvalidArgument(
-                f"{where}: SSM objectVersion {target.version_id!r} must be a version number "
-                "such as 3 (use objectVersionLabel for a label)"
-            )
-        if target.version_label:
-            if target.version_label.isdigit():
-                raise InvalidArgument(
-                    f"{where}: SSM objectVersionLabel {target.version_label!r} is a number, "
-                    "which SSM reads as a version; use objectVersion for versions"
-                )
-            if ":" in target.version_label or len(target.version_label) > 100:
-                raise InvalidArgument(
-                    f"{where}: SSM objectVersionLabel {target.version_label!r} is not a valid "
-                    "label (at most 100 letters, digits, '.', '-' or '_')"
-                )
-    else:
-        vid = target.version_id
-        if vid and not 32 <= len(vid) <= 64:
-            raise InvalidArgument(
-                f"{where}: objectVersion {vid!r} is not a Secrets Manager VersionId "
-                "(32 to 64 characters); use objectVersionLabel for a staging label"
-            )
-        if len(target.version_label) > 256:
-            raise InvalidArgument(f"{where}: objectVersionLabel is longer than 256 characters")
-
-
-def _mapping(value: Any, where: str, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise InvalidArgument(f"{where}: {what} must be a mapping, got {type(value).__name__}")
-    return value
 
 
 # --------------------------------------------------------------------------- parse
@@ -331,9 +135,7 @@ class _Options:
 
 def parse(mount: Mount) -> Plan:
     opts = _Options(mount)
-    items = require_list(
-        "objects", load_yaml("objects", opts.objects_text, loader=_Loader), EXAMPLE
-    )
+    items = require_list("objects", load_yaml("objects", opts.objects_text, loader=Loader), EXAMPLE)
     specs: list[ObjectSpec] = []
     errors: list[KeyferryError] = []
     # output file name -> (label, name before translation)
@@ -373,29 +175,32 @@ def _collision(label: str, path: str, raw: str, other: tuple[str, str]) -> str:
     )
 
 
+def _object_name(fields: Mapping[str, Any], where: str, what: str) -> str:
+    name = text(fields.get("objectName"), where, "objectName")
+    if not name:
+        raise InvalidArgument(f"{where}: 'objectName' is required ({what})")
+    return name
+
+
 def _object(index: int, item: Any, opts: _Options) -> tuple[ObjectSpec, list[str]]:
     where = f"objects[{index}]"
     if item is None:
         raise InvalidArgument(f"{where}: empty entry in 'objects'; remove the stray '-'")
     fields = check_keys(
-        _mapping(item, where, "each object"), OBJECT_KEYS, where, case_insensitive=True
+        mapping(item, where, "each object"), OBJECT_KEYS, where, case_insensitive=True
     )
-    name = _text(fields.get("objectName"), where, "objectName")
-    if not name:
-        raise InvalidArgument(
-            f"{where}: 'objectName' is required (a secret or parameter name or ARN)"
-        )
+    name = _object_name(fields, where, "a secret or parameter name or ARN")
     label = f"{where} ({name})"
-    object_type = _text(fields.get("objectType"), label, "objectType")
-    service = _service_for(name, object_type, opts.region, label)
+    object_type = text(fields.get("objectType"), label, "objectType")
+    service = service_for(name, object_type, opts.region, label)
     target = AwsTarget(
         name=name,
-        version_id=_text(fields.get("objectVersion"), label, "objectVersion"),
-        version_label=_text(fields.get("objectVersionLabel"), label, "objectVersionLabel"),
+        version_id=text(fields.get("objectVersion"), label, "objectVersion"),
+        version_label=text(fields.get("objectVersionLabel"), label, "objectVersionLabel"),
     )
-    _check_selector(service, target, label)
-    alias = _text(fields.get("objectAlias"), label, "objectAlias")
-    mode = _file_permission(fields.get("filePermission"), label)
+    check_selector(service, target, label)
+    alias = text(fields.get("objectAlias"), label, "objectAlias")
+    mode = file_permission(fields.get("filePermission"), label)
 
     failover = _failover(fields.get("failoverObject"), label, opts, service, target, alias)
 
@@ -445,13 +250,9 @@ def _failover(
         return None
     where = f"{label} failoverObject"
     fields = check_keys(
-        _mapping(value, where, "failoverObject"), FAILOVER_KEYS, where, case_insensitive=True
+        mapping(value, where, "failoverObject"), FAILOVER_KEYS, where, case_insensitive=True
     )
-    name = _text(fields.get("objectName"), where, "objectName")
-    if not name:
-        raise InvalidArgument(
-            f"{where}: 'objectName' is required (the name or ARN to read in the failover region)"
-        )
+    name = _object_name(fields, where, "the name or ARN to read in the failover region")
     if not alias:
         raise InvalidArgument(
             f"{label}: an object with a failoverObject needs an 'objectAlias' (the file name)"
@@ -461,7 +262,7 @@ def _failover(
             f"{label}: failoverObject needs the 'failoverRegion' parameter to say where it is read"
         )
     if is_arn(name):
-        _service_for(name, "", opts.failover_region, where)
+        service_for(name, "", opts.failover_region, where)
         arn = parse_arn(name)
         if arn is not None and ARN_SERVICES.get(arn.service) != service:
             raise InvalidArgument(
@@ -469,10 +270,10 @@ def _failover(
             )
     target = AwsTarget(
         name=name,
-        version_id=_text(fields.get("objectVersion"), where, "objectVersion"),
-        version_label=_text(fields.get("objectVersionLabel"), where, "objectVersionLabel"),
+        version_id=text(fields.get("objectVersion"), where, "objectVersion"),
+        version_label=text(fields.get("objectVersionLabel"), where, "objectVersionLabel"),
     )
-    _check_selector(service, target, where)
+    check_selector(service, target, where)
     if target.version_id != primary.version_id:
         raise InvalidArgument(
             f"{where}: objectVersion must equal the primary object's objectVersion "
@@ -488,12 +289,12 @@ def _failover(
 
 def _jmes(entry: Any, where: str, opts: _Options, parent_mode: int | None) -> tuple[Output, str]:
     fields = check_keys(
-        _mapping(entry, where, "a jmesPath entry"), JMES_KEYS, where, case_insensitive=True
+        mapping(entry, where, "a jmesPath entry"), JMES_KEYS, where, case_insensitive=True
     )
-    path = _text(fields.get("path"), where, "path")
+    path = text(fields.get("path"), where, "path")
     if not path:
         raise InvalidArgument(f"{where}: 'path' is required (the JMESPath expression)")
-    alias = _text(fields.get("objectAlias"), where, "objectAlias")
+    alias = text(fields.get("objectAlias"), where, "objectAlias")
     if not alias:
         raise InvalidArgument(f"{where}: 'objectAlias' is required (the file name)")
     from ...render import compile_jmespath
@@ -501,7 +302,7 @@ def _jmes(entry: Any, where: str, opts: _Options, parent_mode: int | None) -> tu
     compile_jmespath(path, where)
     file_name = opts.file_name(alias)
     check_path(file_name, f"{where} objectAlias")
-    mode = _file_permission(fields.get("filePermission"), where)
+    mode = file_permission(fields.get("filePermission"), where)
     return (
         Output(
             path=file_name,
@@ -537,9 +338,19 @@ NATIVE_AUTH: dict[str, Auth] = {
     "podidentity": "pod-identity",
     "pod-identity": "pod-identity",
 }
+NATIVE_SELECTORS: dict[Service, tuple[str, str]] = {
+    "secretsmanager": ("versionId", "versionStage"),
+    "ssm": ("version", "label"),
+}
+"""Each store's version and label keys."""
+_STORES: dict[Service, tuple[str, str]] = {
+    "secretsmanager": ("Secrets Manager", "Secrets Manager uses"),
+    "ssm": ("SSM parameters", "SSM parameters use"),
+}
+_OBJECT_TYPE: dict[Service, str] = {service: kind for kind, service in OBJECT_TYPES.items()}
 
 
-def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Hashable, str]:
+def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[AwsRef, str]:
     """``backend: aws`` in the native dialect.
 
     ``service`` (secretsmanager | ssm; optional for an ARN), ``name`` (name or
@@ -548,16 +359,16 @@ def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Has
     ``failoverRegion``/``failoverName``; ``auth: irsa | podIdentity`` and
     ``addressType`` choose the pod identity.
     """
-    name = _text(fields.get("name"), where, "name").strip()
+    name = text(fields.get("name"), where, "name").strip()
     if not name:
         raise InvalidArgument(f"{where}: 'name' is required (a secret or parameter name or ARN)")
     arn = parse_arn(name) if is_arn(name) else None
-    region = _text(fields.get("region"), where, "region").strip()
+    region = text(fields.get("region"), where, "region").strip()
     if region:
         region = check_region(region, f"{where} region")
     elif arn is not None and arn.region:
         region = check_region(arn.region, f"{where} ARN region")
-    service_text = _text(fields.get("service"), where, "service").strip().lower()
+    service_text = text(fields.get("service"), where, "service").strip().lower()
     if service_text:
         service = NATIVE_SERVICES.get(service_text)
         if service is None:
@@ -565,7 +376,7 @@ def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Has
                 f"{where}: service {service_text!r} is not an AWS secret store"
                 f"{did_you_mean(service_text, ('secretsmanager', 'ssm'))}"
             )
-        object_type = "secretsmanager" if service == "secretsmanager" else "ssmparameter"
+        object_type = _OBJECT_TYPE[service]
     elif not is_arn(name):
         raise InvalidArgument(
             f"{where}: 'service' is required when 'name' is not a full ARN; use "
@@ -573,55 +384,27 @@ def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Has
         )
     else:
         object_type = ""
-    service = _service_for(name, object_type, region, where)
-    if service == "secretsmanager":
-        for key in ("version", "label"):
-            if key in fields:
-                raise InvalidArgument(
-                    f"{where}: '{key}' is for SSM parameters; Secrets Manager uses "
-                    "'versionId' and 'versionStage'"
-                )
-        target = AwsTarget(
-            name=name,
-            version_id=_text(fields.get("versionId"), where, "versionId"),
-            version_label=_text(fields.get("versionStage"), where, "versionStage"),
-        )
-    else:
-        for key in ("versionId", "versionStage"):
-            if key in fields:
-                raise InvalidArgument(
-                    f"{where}: '{key}' is for Secrets Manager; SSM parameters use "
-                    "'version' and 'label'"
-                )
-        target = AwsTarget(
-            name=name,
-            version_id=_text(fields.get("version"), where, "version"),
-            version_label=_text(fields.get("label"), where, "label"),
-        )
-    _check_selector(service, target, where)
-    failover_region = _text(fields.get("failoverRegion"), where, "failoverRegion").strip()
+    service = service_for(name, object_type, region, where)
+    target = _native_target(fields, where, service, name)
+    check_selector(service, target, where)
+    failover_region = text(fields.get("failoverRegion"), where, "failoverRegion").strip()
     failover: AwsTarget | None = None
     if failover_region:
         failover_region = check_region(failover_region, f"{where} failoverRegion")
         if failover_region == region:
             raise InvalidArgument(f"{where}: failoverRegion must differ from region")
-    failover_name = _text(fields.get("failoverName"), where, "failoverName").strip()
+    failover_name = text(fields.get("failoverName"), where, "failoverName").strip()
     if failover_name:
         if not failover_region:
             raise InvalidArgument(f"{where}: 'failoverName' needs 'failoverRegion'")
-        _service_for(
-            failover_name,
-            "secretsmanager" if service == "secretsmanager" else "ssmparameter",
-            failover_region,
-            f"{where} failoverName",
-        )
+        service_for(failover_name, _OBJECT_TYPE[service], failover_region, f"{where} failoverName")
         failover = AwsTarget(failover_name, target.version_id, target.version_label)
-    auth_text = _text(fields.get("auth"), where, "auth").strip().lower() or "irsa"
+    auth_text = text(fields.get("auth"), where, "auth").strip().lower() or "irsa"
     auth = NATIVE_AUTH.get(auth_text)
     if auth is None:
         hint = did_you_mean(auth_text, ("irsa", "podIdentity"))
         raise InvalidArgument(f"{where}: auth {auth_text!r} is not valid{hint}")
-    address = _text(fields.get("addressType"), where, "addressType").strip().lower() or "auto"
+    address = text(fields.get("addressType"), where, "addressType").strip().lower() or "auto"
     if address not in ADDRESS_TYPES:
         raise InvalidArgument(
             f"{where}: addressType {address!r} is not valid{did_you_mean(address, ADDRESS_TYPES)}"
@@ -638,9 +421,26 @@ def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Has
     return ref, _default_path(service, name, arn)
 
 
-def _default_path(service: Service, name: str, arn: Any) -> str:
+def _native_target(fields: Mapping[str, Any], where: str, service: Service, name: str) -> AwsTarget:
+    """The version selector under the store's own keys; the other store's keys are errors."""
+    version_key, label_key = NATIVE_SELECTORS[service]
+    for other, keys in NATIVE_SELECTORS.items():
+        misplaced = [key for key in keys if key in fields] if other != service else []
+        if misplaced:
+            raise InvalidArgument(
+                f"{where}: '{misplaced[0]}' is for {_STORES[other][0]}; "
+                f"{_STORES[service][1]} '{version_key}' and '{label_key}'"
+            )
+    return AwsTarget(
+        name=name,
+        version_id=text(fields.get(version_key), where, version_key),
+        version_label=text(fields.get(label_key), where, label_key),
+    )
+
+
+def _default_path(service: Service, name: str, arn: Arn | None) -> str:
     if arn is not None:
-        resource = str(arn.resource)
+        resource = arn.resource
         prefix = "secret:" if service == "secretsmanager" else "parameter/"
         name = resource[len(prefix) :] if resource.startswith(prefix) else resource
     return name.strip("/")

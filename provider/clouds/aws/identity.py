@@ -1,71 +1,48 @@
-"""The pod's AWS identity: IRSA (AssumeRoleWithWebIdentity) or EKS Pod Identity.
+"""Who the pod is to AWS: IRSA, EKS Pod Identity, or (only if allowed) the node.
 
-Credentials come from botocore's own machinery, fed with the token kubelet
-passed for this pod:
+Per mount and identity method (``usePodIdentity``):
 
-- IRSA: :class:`AssumeRoleWithWebIdentityCredentialFetcher` inside
-  :class:`DeferredRefreshableCredentials`; the token loader returns the newest
-  token a mount of that service account brought, and the RoleSessionName names
-  the pod (``<namespace>.<pod>``) so CloudTrail shows which pod read what.
-- Pod Identity: :class:`ContainerProvider` with an environment of our own
-  (agent URL and the pod's token as ``Authorization``) and a fetcher that
-  really falls back from the IPv4 agent address to the IPv6 one.
-
-One :class:`Identity` per principal holds a botocore session whose only
-credentials are these, and the clients built from it (per service and region),
-so credentials are reused until shortly before they expire and are never
-shared between service accounts.
+1. :meth:`Identities.check_token` (no I/O): the driver passed the pod's token for
+   the method's audience, else a message naming the CSIDriver's ``tokenRequests``;
+2. :meth:`Identities.resolve`: IRSA reads the ServiceAccount's role annotation and
+   assumes the role with the pod's token (AssumeRoleWithWebIdentity); Pod Identity
+   asks the node's EKS Pod Identity agent. Credentials and clients are kept per
+   principal by :class:`~.credentials.IdentityPool` and refreshed only when they
+   near expiry; errors name the trust policy, association or add-on to fix.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import re
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
-import botocore.session
-from botocore.awsrequest import AWSRequest
-from botocore.config import Config
-from botocore.credentials import (
-    AssumeRoleWithWebIdentityCredentialFetcher,
-    ContainerProvider,
-    DeferredRefreshableCredentials,
+from ...backend import Services
+from ...errors import (
+    Code,
+    DeadlineExceeded,
+    FailedPrecondition,
+    KeyferryError,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
 )
-from botocore.exceptions import MetadataRetrievalError
-from botocore.httpsession import URLLib3Session
-from botocore.utils import RETRYABLE_HTTP_ERRORS, ContainerMetadataFetcher
-
-from ...model import Mount
-from .ref import AddressType
+from ...model import Deadline, Mount, Token
+from ...observe import get_logger
+from .api import Api
+from .credentials import Identity, IdentityPool, Principal
+from .ref import (
+    IRSA_AUDIENCE,
+    POD_IDENTITY_AUDIENCE,
+    ROLE_ANNOTATION,
+    AddressType,
+    Auth,
+    audience,
+    parse_arn,
+)
 from .settings import AwsSettings
 
-ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
+_log = get_logger("aws")
 _SESSION_NAME_BAD = re.compile(r"[^\w+=,.@-]")
-_RETRYABLE_HTTP: tuple[type[BaseException], ...] = RETRYABLE_HTTP_ERRORS
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who AWS sees. Values are cached per principal, never across principals."""
-
-    kind: str
-    """``irsa``, ``pod-identity`` or ``node``."""
-    namespace: str = ""
-    service_account: str = ""
-    role_arn: str = ""
-
-    def describe(self) -> str:
-        sa = f"service account {self.namespace}/{self.service_account}"
-        if self.kind == "irsa":
-            return f"role {self.role_arn} (IRSA, {sa})"
-        if self.kind == "pod-identity":
-            return f"the EKS Pod Identity role of {sa}"
-        return "the node's own AWS identity"
 
 
 def role_session_name(mount: Mount) -> str:
@@ -76,254 +53,194 @@ def role_session_name(mount: Mount) -> str:
     return name if len(name) >= 2 else "keyferry"
 
 
-class _Session(botocore.session.Session):  # type: ignore[misc]
-    """A botocore session whose credentials are exactly the ones given (or none)."""
-
-    def __init__(self, credentials: Any, loader: Any) -> None:
-        super().__init__()
-        self._fixed = credentials
-        self.register_component("data_loader", loader)
-
-    def get_credentials(self) -> Any:
-        return self._fixed
-
-
-class _AgentHTTPError(MetadataRetrievalError):  # type: ignore[misc]
-    """The Pod Identity agent answered with an HTTP error (no address fallback)."""
-
-    def __init__(self, status: int, text: str) -> None:
-        super().__init__(error_msg=f"the Pod Identity agent answered HTTP {status}: {text[:200]}")
-        self.status = status
-
-
-class AgentFetcher(ContainerMetadataFetcher):  # type: ignore[misc]
-    """Fetch container credentials from the Pod Identity agent, trying each address
-    in order on connection failures (IPv4 first, then IPv6 for ``auto``)."""
-
-    def __init__(self, urls: list[str], timeout: float) -> None:
-        super().__init__(session=URLLib3Session(timeout=timeout))
-        self.urls = urls
-        self.timeout = timeout
-        self.tried: list[str] = []
-        self.last_status = 0
-
-    def _validate_allowed_url(self, full_url: str) -> None:
-        """Agent URLs come from server configuration only; any host is allowed."""
-
-    def _get_response(self, full_url: str, headers: Any, timeout: float) -> Any:
-        try:
-            request = AWSRequest(method="GET", url=full_url, headers=headers)
-            response = self._session.send(request.prepare())
-        except _RETRYABLE_HTTP as exc:
-            raise MetadataRetrievalError(
-                error_msg=f"cannot reach the Pod Identity agent at {full_url} "
-                f"({type(exc).__name__})"
-            ) from None
-        text = response.content.decode("utf-8", "replace")
-        if response.status_code != 200:
-            self.last_status = response.status_code
-            raise _AgentHTTPError(response.status_code, text)
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise MetadataRetrievalError(
-                error_msg="the Pod Identity agent returned a body that is not JSON"
-            ) from None
-
-    def retrieve_full_uri(self, full_url: str, headers: Any = None) -> Any:
-        last: MetadataRetrievalError | None = None
-        self.tried = []
-        self.last_status = 0
-        for url in self.urls:
-            self.tried.append(url)
-            try:
-                return self._get_response(
-                    url, {"Accept": "application/json", **(headers or {})}, self.timeout
-                )
-            except _AgentHTTPError:
-                raise
-            except MetadataRetrievalError as exc:
-                last = exc
-        assert last is not None
-        raise last
-
-
-@dataclass
-class Identity:
-    principal: Principal
-    session: Any
-    credentials: Any
-    environ: dict[str, str]
-    """Pod Identity: what ContainerProvider reads (agent URL, the newest token)."""
-    fetcher: Any = None
-    lock: Any = None
-    clients: Any = None
-    last_used: float = 0.0
-    token: str = ""
-    session_name: str = ""
-
-    def __post_init__(self) -> None:
-        self.lock = threading.Lock()
-        self.clients = {}
-
-    def update(self, token: str, session_name: str) -> None:
-        """A new mount of this principal brings a fresh token: use it for refreshes."""
-        self.token = token
-        self.session_name = session_name
-        if self.environ:
-            self.environ[ContainerProvider.ENV_VAR_AUTH_TOKEN] = token
-        self.last_used = time.monotonic()
-
-
-class _WebIdentityFetcher(AssumeRoleWithWebIdentityCredentialFetcher):  # type: ignore[misc]
-    """AssumeRoleWithWebIdentity with the newest pod token and a pod-naming session."""
-
+class Identities:
     def __init__(
-        self, client_creator: Callable[..., Any], identity: Identity, role_arn: str
+        self, settings: AwsSettings, services: Services, pool: IdentityPool, api: Api
     ) -> None:
-        self._identity = identity
-        super().__init__(
-            client_creator=client_creator,
-            web_identity_token_loader=lambda: identity.token,
-            role_arn=role_arn,
-            extra_args={"RoleSessionName": identity.session_name or "keyferry"},
-        )
-
-    def _assume_role_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = super()._assume_role_kwargs()
-        kwargs["RoleSessionName"] = self._identity.session_name or "keyferry"
-        return kwargs
-
-
-class IdentityPool:
-    """Identities by principal, least recently used evicted first."""
-
-    def __init__(self, settings: AwsSettings, max_entries: int = 2048) -> None:
         self.settings = settings
-        self.max_entries = max_entries
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[Any, ...], Identity] = OrderedDict()
-        self._loader = botocore.session.get_session().get_component("data_loader")
-        self._unsigned_session = _Session(None, self._loader)
-        self._create_lock = threading.Lock()
+        self.services = services
+        self.pool = pool
+        self.api = api
 
-    # ---------------------------------------------------------------- clients
-
-    def client_config(self, region: str) -> Config:
-        s = self.settings
-        return Config(
-            region_name=region,
-            retries={"mode": s.retry_mode, "total_max_attempts": s.max_attempts},
-            connect_timeout=s.connect_timeout_seconds,
-            read_timeout=s.read_timeout_seconds,
-            user_agent_appid=s.app_id,
-            use_fips_endpoint=True if s.use_fips_endpoint else None,
-            max_pool_connections=max(10, s.max_concurrency),
+    def check_token(self, mount: Mount, auth: Auth) -> KeyferryError | None:
+        """Why the mount cannot use ``auth`` (no I/O), or ``None``."""
+        wanted = audience(auth)
+        token = mount.tokens.get(wanted)
+        if token is not None and token.token:
+            return None
+        if self.settings.allow_node_identity:
+            return None
+        other = IRSA_AUDIENCE if wanted == POD_IDENTITY_AUDIENCE else POD_IDENTITY_AUDIENCE
+        mode = "EKS Pod Identity" if auth == "pod-identity" else "IRSA"
+        if token is not None:
+            problem = f"the service-account token for audience '{wanted}' is empty"
+        elif not mount.tokens:
+            problem = "the driver passed no service-account tokens"
+        else:
+            found = ", ".join(sorted(f"'{a}'" for a in mount.tokens))
+            problem = f"no service-account token for audience '{wanted}' (got {found})"
+        hint = ""
+        if other in mount.tokens:
+            switch = 'usePodIdentity: "true"' if auth == "irsa" else 'usePodIdentity: "false"'
+            hint = f"; or, if this pod should use the other method, set {switch}"
+        return FailedPrecondition(
+            f"{mode} needs the pod's token: {problem}. Add '- audience: {wanted}' to "
+            f"spec.tokenRequests of the CSIDriver secrets-store.csi.k8s.io{hint}"
         )
 
-    def _create(self, session: Any, service: str, region: str, config: Config | None = None) -> Any:
-        cfg = self.client_config(region)
-        if config is not None:
-            cfg = cfg.merge(config)
-        with self._create_lock:  # botocore sessions are not thread-safe for create_client
-            return session.create_client(
-                service,
-                region_name=region,
-                endpoint_url=self.settings.endpoint(service, region),
-                verify=self.settings.ca_bundle or None,
-                config=cfg,
+    async def resolve(
+        self,
+        mount: Mount,
+        auth: Auth,
+        address_type: AddressType,
+        region: str,
+        deadline: Deadline,
+    ) -> Identity:
+        """The identity, its credentials loaded (``region``: where IRSA calls STS unless
+        ``sts_region`` is set)."""
+        token = mount.tokens.get(audience(auth))
+        ns, sa = mount.pod.namespace, mount.pod.service_account
+        if token is None or not token.token:
+            _log.warning("no pod token; using the node's identity (allow_node_identity)")
+            return self.pool.node()
+        if not ns or not sa:
+            raise FailedPrecondition(
+                "the driver did not pass the pod's namespace and service account; set "
+                "podInfoOnMount: true on the CSIDriver secrets-store.csi.k8s.io"
             )
+        if auth == "irsa":
+            return await self._irsa(mount, token, region, deadline)
+        return await self._pod_identity(mount, token, address_type, deadline)
 
-    def client(
-        self, identity: Identity, service: str, region: str, hook: Callable[..., Any] | None
-    ) -> Any:
-        """The identity's client for (service, region), created once (blocking)."""
-        key = (service, region)
-        with identity.lock:
-            client = identity.clients.get(key)
-            if client is None:
-                client = self._create(identity.session, service, region)
-                if hook is not None:
-                    client.meta.events.register("needs-retry", hook)
-                identity.clients[key] = client
-            return client
-
-    # ------------------------------------------------------------- identities
-
-    def get(self, key: tuple[Any, ...]) -> Identity | None:
-        with self._lock:
-            identity = self._entries.get(key)
-            if identity is not None:
-                self._entries.move_to_end(key)
-            return identity
-
-    def _put(self, key: tuple[Any, ...], identity: Identity) -> Identity:
-        with self._lock:
-            existing = self._entries.get(key)
-            if existing is not None:
-                return existing
-            self._entries[key] = identity
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-            return identity
-
-    def irsa(self, principal: Principal, sts_region: str) -> Identity:
-        key = ("irsa", principal.role_arn, principal.namespace, principal.service_account)
-        identity = self.get(key)
-        if identity is not None:
-            return identity
-        identity = Identity(principal=principal, session=None, credentials=None, environ={})
-
-        def sts_client(service_name: str, config: Config | None = None, **_: Any) -> Any:
-            return self._create(self._unsigned_session, "sts", sts_region, config)
-
-        fetcher = _WebIdentityFetcher(sts_client, identity, principal.role_arn)
-        identity.fetcher = fetcher
-        identity.credentials = DeferredRefreshableCredentials(
-            refresh_using=fetcher.fetch_credentials, method="assume-role-with-web-identity"
+    async def _irsa(self, mount: Mount, token: Token, region: str, deadline: Deadline) -> Identity:
+        ns, sa = mount.pod.namespace, mount.pod.service_account
+        role_arn = await self._role_arn(ns, sa, deadline)
+        if role_arn is None:
+            if self.settings.allow_node_identity:
+                return self.pool.node()
+            raise FailedPrecondition(
+                f"IRSA: service account {ns}/{sa} has no '{ROLE_ANNOTATION}' annotation; "
+                f"annotate it with the IAM role to assume: kubectl annotate serviceaccount "
+                f"-n {ns} {sa} {ROLE_ANNOTATION}=arn:aws:iam::<account>:role/<role> "
+                '(or set usePodIdentity: "true" for EKS Pod Identity)'
+            )
+        principal = Principal("irsa", ns, sa, role_arn)
+        identity = self.pool.irsa(principal, self.settings.sts_region or region)
+        identity.update(token.token, role_session_name(mount))
+        what = f"IRSA: AssumeRoleWithWebIdentity for {principal.describe()}"
+        hint = (
+            "the role's trust policy must allow sts:AssumeRoleWithWebIdentity for "
+            f"system:serviceaccount:{ns}:{sa} from the cluster's OIDC provider"
         )
-        identity.session = _Session(identity.credentials, self._loader)
-        return self._put(key, identity)
-
-    def pod_identity(
-        self, principal: Principal, address_type: AddressType
-    ) -> tuple[tuple[Any, ...], Identity]:
-        """The Pod Identity entry (credentials not loaded yet: see :meth:`load_pod_identity`)."""
-        key = ("pod-identity", principal.namespace, principal.service_account, address_type)
-        identity = self.get(key)
-        if identity is not None:
-            return key, identity
-        s = self.settings
-        urls = {
-            "ipv4": [s.pod_identity_ipv4_url],
-            "ipv6": [s.pod_identity_ipv6_url],
-            "auto": [s.pod_identity_ipv4_url, s.pod_identity_ipv6_url],
-        }[address_type]
-        environ = {ContainerProvider.ENV_VAR_FULL: urls[0]}
-        fetcher = AgentFetcher(urls, s.pod_identity_timeout_seconds)
-        identity = Identity(principal=principal, session=None, credentials=None, environ=environ)
-        identity.fetcher = fetcher
-        return key, identity
-
-    def load_pod_identity(self, key: tuple[Any, ...], identity: Identity) -> Identity:
-        """First credential fetch from the agent (blocking); stored only on success."""
-        if identity.credentials is None:
-            provider = ContainerProvider(environ=identity.environ, fetcher=identity.fetcher)
-            identity.credentials = provider.load()
-            identity.session = _Session(identity.credentials, self._loader)
-        return self._put(key, identity)
-
-    def node(self) -> Identity:
-        key = ("node",)
-        identity = self.get(key)
-        if identity is not None:
-            return identity
-        session = botocore.session.Session()
-        session.register_component("data_loader", self._loader)
-        identity = Identity(
-            principal=Principal("node"),
-            session=session,
-            credentials=None,
-            environ={},
+        token_hint = (
+            f"the pod's service-account token for audience '{IRSA_AUDIENCE}' has expired; "
+            "kubelet requests it per mount as spec.tokenRequests of the CSIDriver "
+            "secrets-store.csi.k8s.io says (expirationSeconds): check those and the node's "
+            "clock"
         )
-        return self._put(key, identity)
+        oidc_hint = (
+            "STS cannot verify the pod's token: the AWS account needs an IAM OIDC provider "
+            f"for the cluster's issuer URL with audience (client ID) '{IRSA_AUDIENCE}', and "
+            f"the token must be the one the CSIDriver requests for '{IRSA_AUDIENCE}'"
+        )
+        await self.api.call(
+            "sts",
+            "AssumeRoleWithWebIdentity",
+            identity.credentials.get_frozen_credentials,
+            deadline,
+            what=what,
+            hint=hint,
+            hints={
+                "ExpiredTokenException": token_hint,
+                "ExpiredToken": token_hint,
+                "InvalidIdentityToken": oidc_hint,
+                "IDPRejectedClaim": oidc_hint,
+            },
+        )
+        return identity
+
+    async def _pod_identity(
+        self, mount: Mount, token: Token, address_type: AddressType, deadline: Deadline
+    ) -> Identity:
+        ns, sa = mount.pod.namespace, mount.pod.service_account
+        principal = Principal("pod-identity", ns, sa)
+        key, identity = self.pool.pod_identity(principal, address_type)
+        identity.update(token.token, role_session_name(mount))
+        what = f"EKS Pod Identity: credentials for service account {ns}/{sa}"
+        try:
+            if identity.credentials is None:
+                identity = await self.api.call(
+                    "pod-identity",
+                    "GetCredentials",
+                    self.pool.load_pod_identity,
+                    deadline,
+                    key,
+                    identity,
+                    what=what,
+                )
+            else:
+                await self.api.call(
+                    "pod-identity",
+                    "GetCredentials",
+                    identity.credentials.get_frozen_credentials,
+                    deadline,
+                    what=what,
+                )
+        except KeyferryError as exc:
+            raise self._agent_error(identity, exc, ns, sa) from None
+        return identity
+
+    def _agent_error(
+        self, identity: Identity, exc: KeyferryError, ns: str, sa: str
+    ) -> KeyferryError:
+        fetcher = identity.fetcher
+        status = getattr(fetcher, "last_status", 0)
+        tried = ", ".join(getattr(fetcher, "tried", []) or [])
+        if status in (400, 401, 403):
+            return PermissionDenied(
+                f"EKS Pod Identity: the agent refused the pod's token for {ns}/{sa} "
+                f"(HTTP {status}); "
+                "check that a Pod Identity association exists for this service account and "
+                "that the CSIDriver tokenRequests include audience 'pods.eks.amazonaws.com'"
+            )
+        if status == 404:
+            return NotFound(
+                f"EKS Pod Identity: no Pod Identity association for service account {ns}/{sa} "
+                "(agent answered 404); create one with aws eks create-pod-identity-association"
+            )
+        if status:
+            return Unavailable(f"EKS Pod Identity: the agent answered HTTP {status}; retry later")
+        if exc.code is Code.UNAVAILABLE:
+            return Unavailable(
+                f"EKS Pod Identity: cannot reach the Pod Identity agent for {ns}/{sa} "
+                f"(tried {tried or 'nothing'}); is the eks-pod-identity-agent add-on running "
+                "on this node?"
+            )
+        return exc
+
+    async def _role_arn(self, ns: str, sa: str, deadline: Deadline) -> str | None:
+        """The role in the ServiceAccount's IRSA annotation; ``None`` without one."""
+        try:
+            account = await asyncio.wait_for(
+                self.services.kube.service_account(ns, sa), timeout=max(0.05, deadline.remaining())
+            )
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"IRSA: reading service account {ns}/{sa} from the Kubernetes API timed out"
+            ) from None
+        except KeyferryError as exc:
+            raise type(exc)(
+                f"IRSA: cannot read the role annotation of service account {ns}/{sa}: "
+                + exc.message,
+                code=exc.code,
+            ) from None
+        role = str(account.get("annotations", {}).get(ROLE_ANNOTATION, "")).strip()
+        if not role:
+            return None
+        arn = parse_arn(role)
+        if arn is None or arn.service != "iam" or not arn.resource.startswith("role/"):
+            raise FailedPrecondition(
+                f"IRSA: the '{ROLE_ANNOTATION}' annotation of service account {ns}/{sa} is not "
+                "an IAM role ARN (arn:aws:iam::<account>:role/<name>)"
+            )
+        return role

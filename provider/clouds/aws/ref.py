@@ -18,6 +18,8 @@ AddressType = Literal["auto", "ipv4", "ipv6"]
 IRSA_AUDIENCE = "sts.amazonaws.com"
 POD_IDENTITY_AUDIENCE = "pods.eks.amazonaws.com"
 DEFAULT_STAGE = "AWSCURRENT"
+ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
+"""The ServiceAccount annotation naming the IAM role that IRSA assumes."""
 
 # Commercial, China, GovCloud and ISO partitions: us-east-1, cn-north-1,
 # us-gov-west-1, us-isob-east-1, eu-isoe-west-1, ap-southeast-5, il-central-1...
@@ -50,6 +52,11 @@ def parse_arn(text: str) -> Arn | None:
 
 def is_arn(text: str) -> bool:
     return text.startswith("arn:")
+
+
+def audience(auth: Auth) -> str:
+    """The audience of the service-account token an identity method needs."""
+    return POD_IDENTITY_AUDIENCE if auth == "pod-identity" else IRSA_AUDIENCE
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,7 @@ class AwsRef:
 
     @property
     def audience(self) -> str:
-        return POD_IDENTITY_AUDIENCE if self.auth == "pod-identity" else IRSA_AUDIENCE
+        return audience(self.auth)
 
     @property
     def failover_target(self) -> AwsTarget:
