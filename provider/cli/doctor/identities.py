@@ -17,20 +17,20 @@ from typing import Any
 
 from ... import config as kconfig
 from ...clouds.aws.ref import IRSA_AUDIENCE, POD_IDENTITY_AUDIENCE, AwsRef
+from ...clouds.aws.ref import ROLE_ANNOTATION as IRSA_ANNOTATION
 from ...clouds.azure.ref import (
     ANNOTATION_CLIENT_ID,
     ANNOTATION_TENANT_ID,
     WORKLOAD_AUDIENCE,
     AzureRef,
 )
+from ...clouds.gcp.ref import GSA_ANNOTATION as GKE_ANNOTATION
 from ...clouds.gcp.ref import GcpRef
 from ...clouds.local.ref import LocalRef
 from ...model import Plan
 from .cluster import Target
 from .report import Report, Status
 
-IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
-GKE_ANNOTATION = "iam.gke.io/gcp-service-account"
 ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$")
 GSA_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9.:-]+\.gserviceaccount\.com$")
 
