@@ -1,5 +1,5 @@
 """Security review: hostile parameters, resource exhaustion, status codes and log
-integrity, through the real dialects, the real server (tests.harness) and the
+integrity, through the real dialects, the real server (keyferry_fakes.harness) and the
 fake clouds (tests.fakes).
 
 Tests that guard against a hang run the hostile input in a child process with
@@ -20,16 +20,16 @@ from typing import Any
 import grpc
 import pytest
 
+from keyferry_fakes.azure import TENANT, FakeAzure, fake_azure, pod_token
+from keyferry_fakes.harness import Server, driver_request, running_server
+from keyferry_fakes.kube import FakeKube
 from provider import protocol
 from provider.errors import Code, KeyferryError
 from provider.model import Mount, Pod
 from provider.pipeline import make_plan
-from tests.fakes.azure import TENANT, FakeAzure, fake_azure, pod_token
-from tests.fakes.kube import FakeKube
-from tests.harness import Server, driver_request, running_server
-from tests.test_azure_e2e import AUD as AZURE_AUD
-from tests.test_azure_e2e import POD as AZURE_POD
-from tests.test_azure_e2e import objects as azure_objects
+from tests.clouds.azure.test_e2e import AUD as AZURE_AUD
+from tests.clouds.azure.test_e2e import POD as AZURE_POD
+from tests.clouds.azure.test_e2e import objects as azure_objects
 
 REPO = Path(__file__).resolve().parents[1]
 POD = Pod("team-a", "web-0", "11111111-2222-3333-4444-555555555555", "web")
