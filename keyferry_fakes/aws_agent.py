@@ -23,24 +23,16 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import uuid
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from keyferry_fakes.aws_faults import ACCOUNT, AwsFaults, Issued
 from keyferry_fakes.oidc import ISSUER, TokenRejected, service_account_of
+from keyferry_fakes.serving import HTTPServing
 
 POD_IDENTITY_AUDIENCE = "pods.eks.amazonaws.com"
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
 
 
 class PodIdentityAgent:
@@ -75,12 +67,8 @@ class PodIdentityAgent:
                 self.end_headers()
                 self.wfile.write(data)
 
-        server_cls = _Server6 if ":" in host else _Server
-        self._server = server_cls((host, 0), Handler)
-        port = self._server.server_address[1]
-        shown = f"[{host}]" if ":" in host else host
-        self.url = f"http://{shown}:{port}/v1/credentials"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._serving = HTTPServing(Handler, host=host, name="fake-pod-identity-agent")
+        self.url = f"{self._serving.url}/v1/credentials"
 
     def associate(self, namespace: str, service_account: str, role_arn: str) -> None:
         """``aws eks create-pod-identity-association`` for one ServiceAccount."""
@@ -126,8 +114,7 @@ class PodIdentityAgent:
         )
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serving.stop()
 
 
 def _eks_auth_error(code: str, message: str) -> str:

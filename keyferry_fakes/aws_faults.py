@@ -46,12 +46,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape as xml_escape
 
 from keyferry_fakes.oidc import ISSUER, TokenRejected, service_account_of
+from keyferry_fakes.serving import HTTPServing, Serving
 
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
 _AUTH = re.compile(
@@ -63,7 +64,7 @@ IRSA_AUDIENCE = "sts.amazonaws.com"
 UNSIGNED_OPERATIONS = frozenset({"AssumeRoleWithWebIdentity"})
 """STS operations AWS accepts without SigV4 (the token is the credential)."""
 _CLOCK_SKEW = 15 * 60
-_moto: Any = None
+_moto: Serving | None = None
 _moto_url = ""
 _lock = threading.Lock()
 
@@ -71,26 +72,42 @@ ACCOUNT = "123456789012"
 
 
 def moto_url() -> str:
-    """URL of the shared moto server, started on first use."""
+    """URL of the shared moto server, started on first use.
+
+    What ``moto.server.ThreadedMotoServer`` builds (moto's WSGI app in werkzeug's
+    threaded server), run by :class:`Serving` so that :func:`stop_moto` does not wait
+    for werkzeug's half-second shutdown poll."""
     global _moto, _moto_url
     with _lock:
         if _moto is None:
             import logging
 
-            from moto.server import ThreadedMotoServer
+            from moto.moto_server.werkzeug_app import (
+                DomainDispatcherApplication,
+                MotoRequestHandler,
+                create_backend_app,
+            )
+            from werkzeug.serving import make_server
 
             logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
-            server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-            server.start()
-            host, port = server.get_host_and_port()
-            _moto, _moto_url = server, f"http://{host}:{port}"
+            app = DomainDispatcherApplication(create_backend_app)
+            server = make_server(
+                "127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler
+            )
+            _moto = Serving(server, name="moto")
+            _moto_url = f"http://127.0.0.1:{server.server_port}"
         return _moto_url
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the default 5 drops SYNs under concurrent clients
+def stop_moto() -> None:
+    """Stop the shared moto server (its data goes with it); the next moto_url() starts
+    a new one."""
+    global _moto, _moto_url
+    with _lock:
+        if _moto is not None:
+            _moto.stop()
+            _moto, _moto_url = None, ""
 
 
 @dataclass
@@ -271,10 +288,9 @@ class AwsFaults:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = _Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self._mutex = threading.Lock()
+        self._serving = HTTPServing(Handler, name="fake-aws")
+        self.url = self._serving.url
 
     def _record(self, headers: Any, body: bytes) -> Recorded:
         target = headers.get("X-Amz-Target", "")
@@ -509,6 +525,18 @@ class AwsFaults:
             self.requests.clear()
             self.refusals.clear()
 
+    def reset(self) -> None:
+        """Back to the state of a new proxy: no rules, delays, trust policies or issued
+        credentials, nothing recorded. The proxy keeps its URL; moto keeps its data
+        (tests name what they create uniquely)."""
+        with self._mutex:
+            self.rules.clear()
+            self.requests.clear()
+            self.refusals.clear()
+            self.delay.clear()
+            self.trusts.clear()
+            self.issued.clear()
+
     def count(self, operation: str | None = None, region: str | None = None) -> int:
         with self._mutex:
             return sum(
@@ -533,8 +561,7 @@ class AwsFaults:
         return out
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serving.stop()
 
 
 @contextmanager

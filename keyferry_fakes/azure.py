@@ -41,12 +41,13 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import trustme
 
 from keyferry_fakes.oidc import ISSUER, TokenRejected
+from keyferry_fakes.serving import HTTPServing
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 AUDIENCE = "api://AzureADTokenExchange"
@@ -109,15 +110,9 @@ class _TLSServer:
         cert = ca.issue_cert("127.0.0.1", "localhost")
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         cert.configure_cert(context)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self.port = self._server.server_port
-        self.url = f"https://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._serving = HTTPServing(Handler, tls=context, name=f"fake-{type(self).__name__}")
+        self.port = self._serving.port
+        self.url = self._serving.url
 
     def handle(self, h: BaseHTTPRequestHandler, method: str) -> None:  # pragma: no cover
         raise NotImplementedError
@@ -136,8 +131,7 @@ class _TLSServer:
         h.wfile.write(data)
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serving.stop()
 
 
 # --- Entra ID ----------------------------------------------------------------------------
@@ -191,17 +185,24 @@ class FakeEntra(_TLSServer):
     """Entra ID's v2.0 token endpoint for one or more tenants."""
 
     def __init__(self, ca: trustme.CA, *, tenant: str = TENANT, expires_in: int = 3600) -> None:
-        self.tenants = {tenant}
-        self.expires_in = expires_in
-        self.apps: dict[tuple[str, str], App] = {}
-        """(tenant, client id) -> application"""
-        self.issued: dict[str, Issued] = {}
-        self.token_requests = 0
-        self.requests: Counter[str] = Counter()
-        self.errors: Counter[int] = Counter()
-        """AADSTS codes answered, by code."""
         self.lock = threading.Lock()
+        self._constructed = (tenant, expires_in)
+        self.reset()
         super().__init__(ca)
+
+    def reset(self) -> None:
+        """Back to a new Entra: no applications, issued tokens or counts (same URL)."""
+        tenant, expires_in = self._constructed
+        with self.lock:
+            self.tenants = {tenant}
+            self.expires_in = expires_in
+            self.apps: dict[tuple[str, str], App] = {}
+            """(tenant, client id) -> application"""
+            self.issued: dict[str, Issued] = {}
+            self.token_requests = 0
+            self.requests: Counter[str] = Counter()
+            self.errors: Counter[int] = Counter()
+            """AADSTS codes answered, by code."""
 
     @property
     def authority(self) -> str:
@@ -541,20 +542,27 @@ class FakeKeyVault(_TLSServer):
 
     def __init__(self, ca: trustme.CA, entra: FakeEntra, *, rbac: bool = True) -> None:
         self.entra = entra
-        self.objects: dict[tuple[str, str, str], list[Version]] = {}
-        self.tenants: dict[str, str] = {}
-        self.access: dict[str, dict[str, set[tuple[str, str]]]] = {}
-        self.resource = VAULT_RESOURCE
-        self.faults: list[Fault] = []
-        self.latency = 0.0
-        self.requests: Counter[str] = Counter()
-        self.refused: Counter[int] = Counter()
-        """401/403 answers, by status."""
-        self.page_size = 2
-        self.rbac = rbac
         self.lock = threading.Lock()
-        self._clock = 1_700_000_000
+        self._rbac = rbac
+        self.reset()
         super().__init__(ca)
+
+    def reset(self) -> None:
+        """Back to a new vault service: no vaults' content, tenants, grants, faults or
+        counts, the constructor's ``rbac`` (same URL)."""
+        with self.lock:
+            self.objects: dict[tuple[str, str, str], list[Version]] = {}
+            self.tenants: dict[str, str] = {}
+            self.access: dict[str, dict[str, set[tuple[str, str]]]] = {}
+            self.resource = VAULT_RESOURCE
+            self.faults: list[Fault] = []
+            self.latency = 0.0
+            self.requests: Counter[str] = Counter()
+            self.refused: Counter[int] = Counter()
+            """401/403 answers, by status."""
+            self.page_size = 2
+            self.rbac = self._rbac
+            self._clock = 1_700_000_000
 
     def vault_url_template(self) -> str:
         return f"{self.url}/{{name}}"
@@ -902,6 +910,11 @@ class FakeAzure:
             "verify_challenge_resource": False,
             **extra,
         }
+
+    def reset(self) -> None:
+        """Entra and Key Vault back to their just-constructed state (same URLs and CA)."""
+        self.entra.reset()
+        self.vault.reset()
 
     def close(self) -> None:
         self.vault.close()

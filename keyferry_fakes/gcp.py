@@ -45,7 +45,7 @@ from collections import Counter
 from collections.abc import Iterable
 from concurrent import futures
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import google_crc32c
@@ -56,6 +56,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from google.cloud import parametermanager_v1, secretmanager_v1
 
 from keyferry_fakes.oidc import ISSUER, TokenRejected, service_account_of
+from keyferry_fakes.serving import HTTPServing
 
 PROJECT_NUMBERS = {"my-project": "1449000001", "other-project": "1449000002"}
 JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
@@ -176,6 +177,13 @@ class FakeGoogle:
     """Shared state: issued access tokens, IAM policies, the workload identity pool, counters."""
 
     def __init__(self, *, pool: str = "my-project.svc.id.goog", audience: str = "") -> None:
+        self._lock = threading.Lock()
+        self._constructed = (pool, audience)
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the state of a new FakeGoogle: no tokens, policies or counts."""
+        pool, audience = self._constructed
         self.pool = pool
         self.project_number = PROJECT_NUMBERS["my-project"]
         self.audience = audience or (
@@ -192,7 +200,6 @@ class FakeGoogle:
         """IAM policies: resource name -> role -> members."""
         self.counts: Counter[str] = Counter()
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
         self.token_lifetime = 3600
 
     # -- tokens -----------------------------------------------------------------------
@@ -294,15 +301,21 @@ class _GrpcFake:
     def __init__(self, google: FakeGoogle, location: str = "") -> None:
         self.google = google
         self.location = location
-        self.calls: list[str] = []
-        self.faults: list[tuple[grpc.StatusCode, str]] = []
-        self.delay = 0.0
         self._lock = threading.Lock()
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+        self.reset()
+        self._executor = futures.ThreadPoolExecutor(max_workers=16)
+        self._server = grpc.server(self._executor)
         self._server.add_generic_rpc_handlers((self._handler(),))
         self.port = self._server.add_insecure_port("127.0.0.1:0")
         self.endpoint = f"127.0.0.1:{self.port}"
         self._server.start()
+
+    def reset(self) -> None:
+        """Forget calls, injected faults and latency (subclasses: and the content)."""
+        with self._lock:
+            self.calls: list[str] = []
+            self.faults: list[tuple[grpc.StatusCode, str]] = []
+            self.delay = 0.0
 
     def _handler(self) -> grpc.GenericRpcHandler:
         raise NotImplementedError
@@ -312,7 +325,8 @@ class _GrpcFake:
             self.faults.extend([(code, message)] * times)
 
     def stop(self) -> None:
-        self._server.stop(0)
+        self._server.stop(0).wait()  # no grace: abort whatever is still in flight
+        self._executor.shutdown(wait=False)
 
     def _begin(self, name: str, context: grpc.ServicerContext) -> Issued:
         """Count the call, apply injected faults, then authenticate it as Google does."""
@@ -364,11 +378,11 @@ _SM_NAME = re.compile(
 class FakeSecretManager(_GrpcFake):
     service = "secretmanager"
 
-    def __init__(self, google: FakeGoogle, location: str = "") -> None:
+    def reset(self) -> None:
+        super().reset()
         self.secrets: dict[tuple[str, str], Secret] = {}
         self.corrupt_checksum = False
         self.send_checksum = True
-        super().__init__(google, location)
 
     def _handler(self) -> grpc.GenericRpcHandler:
         req = secretmanager_v1.AccessSecretVersionRequest
@@ -491,9 +505,12 @@ class FakeParameterManager(_GrpcFake):
         location: str = "global",
         secrets: FakeSecretManager | None = None,
     ) -> None:
-        self.parameters: dict[tuple[str, str, str], tuple[bytes, bool]] = {}
         self.secret_source = secrets
         super().__init__(google, location)
+
+    def reset(self) -> None:
+        super().reset()
+        self.parameters: dict[tuple[str, str, str], tuple[bytes, bool]] = {}
 
     def _handler(self) -> grpc.GenericRpcHandler:
         req = parametermanager_v1.RenderParameterVersionRequest
@@ -569,21 +586,7 @@ class FakeIdentity:
 
     def __init__(self, google: FakeGoogle) -> None:
         self.google = google
-        self.sts_requests: list[dict[str, str]] = []
-        self.iam_requests: list[dict[str, Any]] = []
-        self.fail_sts_with: tuple[int, dict[str, Any] | str] | None = None
-        """Fault injection: every STS answer is this (status, JSON body or raw text)."""
-        self.fail_iam_with: tuple[int, dict[str, Any] | str] | None = None
-        """Fault injection: every generateAccessToken answer is this."""
-        self.fail_oauth2_with: tuple[int, dict[str, Any] | str] | None = None
-        """Fault injection: every OAuth2 token endpoint (key.json) answer is this."""
-        self.node_account = "node@my-project.iam.gserviceaccount.com"
-        self.metadata: dict[str, str] = {}
-        """Metadata paths (``/computeMetadata/v1/...``) -> text values."""
-        self.keys: dict[str, dict[str, rsa.RSAPublicKey]] = {}
-        """Service account email -> key id -> public key (what Google keeps of a key)."""
-        self.disabled_keys: set[str] = set()
-        """Service accounts whose keys are disabled."""
+        self.reset()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -650,17 +653,30 @@ class FakeIdentity:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._serving = HTTPServing(Handler, name="fake-google-identity")
+        self.url = self._serving.url
         self.sts_url = f"{self.url}/v1/token"
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serving.stop()
+
+    def reset(self) -> None:
+        """Forget requests, injected failures, metadata and keys (the server stays)."""
+        self.sts_requests: list[dict[str, str]] = []
+        self.iam_requests: list[dict[str, Any]] = []
+        self.fail_sts_with: tuple[int, dict[str, Any] | str] | None = None
+        """Fault injection: every STS answer is this (status, JSON body or raw text)."""
+        self.fail_iam_with: tuple[int, dict[str, Any] | str] | None = None
+        """Fault injection: every generateAccessToken answer is this."""
+        self.fail_oauth2_with: tuple[int, dict[str, Any] | str] | None = None
+        """Fault injection: every OAuth2 token endpoint (key.json) answer is this."""
+        self.node_account = "node@my-project.iam.gserviceaccount.com"
+        self.metadata: dict[str, str] = {}
+        """Metadata paths (``/computeMetadata/v1/...``) -> text values."""
+        self.keys: dict[str, dict[str, rsa.RSAPublicKey]] = {}
+        """Service account email -> key id -> public key (what Google keeps of a key)."""
+        self.disabled_keys: set[str] = set()
+        """Service accounts whose keys are disabled."""
 
     # -- STS -----------------------------------------------------------------------------
     def _sts(self, form: dict[str, str]) -> tuple[int, dict[str, Any] | str]:
@@ -914,6 +930,18 @@ class GoogleStack:
                 namespace, ksa, self.google.token_audience, **kwargs
             )
         }
+
+    def reset(self) -> None:
+        """Every fake of the stack back to its just-constructed state (same endpoints)."""
+        self.google.reset()
+        self.identity.reset()
+        for fake in (
+            self.secret_manager,
+            self.parameter_manager,
+            *self.regional.values(),
+            *self.regional_parameters.values(),
+        ):
+            fake.reset()
 
     def stop(self) -> None:
         for fake in (

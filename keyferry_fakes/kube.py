@@ -14,7 +14,8 @@ The provider's token is written to ``token_file`` (as kubelet projects it);
 ``rotate_token()`` writes a new one and revokes the old, as kubelet's rotation
 and expiry do. ``settings()`` is the ``kubernetes`` section of the server
 configuration that reaches this fake. Objects are served as the real API does,
-so Kubernetes clients parse them; unknown objects get a 404 Status.
+so Kubernetes clients parse them; unknown objects get a 404 Status. ``reset()``
+forgets everything a test set up or caused, so one server can serve a whole session.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import json
 import secrets
 import ssl
 import tempfile
-import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from keyferry_fakes.serving import HTTPServing
 
 PROVIDER_USER = "system:serviceaccount:kube-system:keyferry"
 PROVIDER_GRANTS = frozenset({"serviceaccounts", "pods", "nodes"})
@@ -35,21 +37,10 @@ PROVIDER_GRANTS = frozenset({"serviceaccounts", "pods", "nodes"})
 
 class FakeKube:
     def __init__(self, *, tls: bool = False) -> None:
-        self.objects: dict[str, dict[str, Any]] = {}
-        self.requests: Counter[str] = Counter()
-        self.forbidden: set[str] = set()
-        """Paths answered 403 whoever asks (a namespace-scoped deny)."""
-        self.auth_headers: list[str] = []
-        self.rejected: Counter[int] = Counter()
-        self.users: dict[str, str] = {}
-        """Bearer token -> user name, for every token the API server accepts."""
-        self.granted: dict[str, set[str]] = {PROVIDER_USER: set(PROVIDER_GRANTS)}
-        """User -> resources it may ``get`` (the ClusterRole binding)."""
         self._dir = tempfile.TemporaryDirectory(prefix="fakekube-")
         self.token_file = str(Path(self._dir.name) / "token")
         self.ca_file = ""
-        self.provider_token = ""
-        self.rotate_token()
+        self.reset()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -75,12 +66,7 @@ class FakeKube:
                 self.end_headers()
                 self.wfile.write(data)
 
-        class Server(ThreadingHTTPServer):
-            request_queue_size = 128  # a real API server does not drop a burst's SYNs
-
-        self._server = Server(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        scheme = "http"
+        ctx = None
         if tls:
             import trustme
 
@@ -90,14 +76,27 @@ class FakeKube:
             cert.configure_cert(ctx)
             self.ca_file = str(Path(self._dir.name) / "ca.crt")
             ca.cert_pem.write_to_path(self.ca_file)
-            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
-            scheme = "https"
-        self.port = self._server.server_port
-        self.url = f"{scheme}://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        # a real API server does not drop a burst's SYNs (HTTPServing's backlog is 128)
+        self._serving = HTTPServing(Handler, tls=ctx, name="fake-kube")
+        self.port = self._serving.port
+        self.url = self._serving.url
+
+    def reset(self) -> None:
+        """Back to the state of a new fake: no objects, no denials, nothing counted, only
+        the provider's user (with its default grants) and a fresh provider token in
+        ``token_file``. The server, its URL and its CA stay."""
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.requests: Counter[str] = Counter()
+        self.forbidden: set[str] = set()
+        """Paths answered 403 whoever asks (a namespace-scoped deny)."""
+        self.auth_headers: list[str] = []
+        self.rejected: Counter[int] = Counter()
+        self.users: dict[str, str] = {}
+        """Bearer token -> user name, for every token the API server accepts."""
+        self.granted: dict[str, set[str]] = {PROVIDER_USER: set(PROVIDER_GRANTS)}
+        """User -> resources it may ``get`` (the ClusterRole binding)."""
+        self.provider_token = ""
+        self.rotate_token()
 
     # -- authentication and authorisation ------------------------------------------
 
@@ -172,8 +171,7 @@ class FakeKube:
         }
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serving.stop()
         self._dir.cleanup()
 
 

@@ -40,8 +40,8 @@ def resource_of(path: str) -> str:
 
 
 class FakeKubeExtra(FakeKube):
-    def __init__(self, *, tls: bool = False) -> None:
-        super().__init__(tls=tls)
+    def reset(self) -> None:
+        super().reset()
         self.operator_token = self.issue_token(OPERATOR)
         self.granted[OPERATOR] = set(OPERATOR_GRANTS)
 
