@@ -68,11 +68,17 @@ def deploy_workload(fake: FakeKubeExtra, cloud: str, *, drop: str = "") -> None:
             fake.add_object(doc)
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeKubeExtra]:
+@pytest.fixture(scope="module")
+def _api() -> Iterator[FakeKubeExtra]:
     kube = FakeKubeExtra()
     yield kube
     kube.close()
+
+
+@pytest.fixture
+def fake(_api: FakeKubeExtra) -> FakeKubeExtra:
+    _api.reset()
+    return _api
 
 
 def doctor(

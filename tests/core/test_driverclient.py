@@ -17,17 +17,16 @@ import json
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from keyferry_fakes.aws_faults import AwsFaults, moto_url, seed_clients
-from keyferry_fakes.azure import TENANT, FakeAzure, fake_azure
+from keyferry_fakes.aws_faults import AwsFaults, seed_clients
+from keyferry_fakes.azure import TENANT, FakeAzure
 from keyferry_fakes.azure_certs import chain, jwk, new_key, public_pem
-from keyferry_fakes.gcp import GoogleStack, google_stack
+from keyferry_fakes.gcp import GoogleStack
 from keyferry_fakes.harness import DEFAULT_POD, running_server
 from keyferry_fakes.kube import FakeKube
 from keyferry_fakes.oidc import ISSUER
@@ -67,9 +66,8 @@ def assert_swapped(target: Path, before: Volume, after: Volume) -> None:
 
 
 @pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    k = FakeKube()
-    k.add_service_account(
+def kube(kube: FakeKube) -> FakeKube:
+    kube.add_service_account(
         NS,
         KSA,
         {
@@ -77,16 +75,13 @@ def kube() -> Iterator[FakeKube]:
             "iam.gke.io/gcp-service-account": GSA,
         },
     )
-    yield k
-    k.close()
+    return kube
 
 
 @pytest.fixture
-def proxy() -> Iterator[AwsFaults]:
-    faults = AwsFaults(moto_url())
-    faults.trust(ROLE, NS, KSA)  # the role's trust policy names the pod's ServiceAccount
-    yield faults
-    faults.close()
+def proxy(aws_proxy: AwsFaults) -> AwsFaults:
+    aws_proxy.trust(ROLE, NS, KSA)  # the role's trust policy names the pod's ServiceAccount
+    return aws_proxy
 
 
 # -- socket keyferry -----------------------------------------------------------------
@@ -421,8 +416,8 @@ def test_aws_missing_secret_fails_the_mount(
 
 
 @pytest.fixture
-def stack() -> Iterator[GoogleStack]:
-    s = google_stack()
+def stack(google: GoogleStack) -> GoogleStack:
+    s = google
     s.google.bind(GSA, NS, KSA)
     s.google.allow_project(f"serviceAccount:{GSA}")  # read access for the impersonated GSA
     s.secret_manager.add_version("my-project", "db-password", b"pg-pass-1")
@@ -430,8 +425,7 @@ def stack() -> Iterator[GoogleStack]:
         s.regional["us-east1"].add_version("my-project", "api-key", f"key-{i}".encode())
     s.secret_manager.add_version("my-project", "db-creds", b'{"username": "app", "x": 1}')
     s.parameter_manager.add_version("my-project", "app-config", "v1", b'{"mode": "prod"}')
-    yield s
-    s.stop()
+    return s
 
 
 def gcp_tokens(stack: GoogleStack) -> dict[str, str]:
@@ -545,12 +539,11 @@ def test_gcp_missing_secret_fails_the_mount(
 
 
 @pytest.fixture
-def azure(tmp_path: Path) -> Iterator[FakeAzure]:
-    with fake_azure(str(tmp_path)) as fa:
-        # Entra ID trusts the cluster's issuer for the app's federated credential
-        fa.entra.federate(AZURE_CLIENT, NS, KSA)
-        fa.vault.grant_reader("my-kv", AZURE_CLIENT)  # Key Vault denies by default
-        yield fa
+def azure(azure: FakeAzure) -> FakeAzure:
+    # Entra ID trusts the cluster's issuer for the app's federated credential
+    azure.entra.federate(AZURE_CLIENT, NS, KSA)
+    azure.vault.grant_reader("my-kv", AZURE_CLIENT)  # Key Vault denies by default
+    return azure
 
 
 def azure_class() -> dict[str, str]:

@@ -38,20 +38,16 @@ SA_PATH = "/api/v1/namespaces/team-a/serviceaccounts/web"
 
 
 @pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    fake = FakeKube()
-    fake.add_service_account("team-a", "web", {"eks.amazonaws.com/role-arn": "arn:role"})
-    fake.add_service_account("team-a", "api", {"a": "b"})
-    yield fake
-    fake.close()
+def kube(kube: FakeKube) -> FakeKube:
+    kube.add_service_account("team-a", "web", {"eks.amazonaws.com/role-arn": "arn:role"})
+    kube.add_service_account("team-a", "api", {"a": "b"})
+    return kube
 
 
 @pytest.fixture
-def tls_kube() -> Iterator[FakeKube]:
-    fake = FakeKube(tls=True)
-    fake.add_service_account("team-a", "web", {"k": "v"})
-    yield fake
-    fake.close()
+def tls_kube(tls_kube: FakeKube) -> FakeKube:
+    tls_kube.add_service_account("team-a", "web", {"k": "v"})
+    return tls_kube
 
 
 def _get(fake: FakeKube, path: str, token: str | None, ctx: ssl.SSLContext | None = None) -> int:

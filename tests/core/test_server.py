@@ -10,7 +10,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -48,9 +48,8 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def srv(tmp_path: Path, root: Path) -> Iterator[Server]:
-    with running_server(tmp_path, local_root=root) as s:
-        yield s
+def srv(serve: Callable[..., Server], root: Path) -> Server:
+    return serve(local_root=root)
 
 
 GOOD = objects("- backend: local", "  name: plain.txt", "  path: plain.txt")

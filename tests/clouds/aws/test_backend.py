@@ -15,7 +15,7 @@ from keyferry_fakes.aws_agent import (
     closed_port_url,
     ipv6_loopback_available,
 )
-from keyferry_fakes.aws_faults import AwsFaults, moto_url, seed_clients
+from keyferry_fakes.aws_faults import AwsFaults, seed_clients
 from keyferry_fakes.aws_stack import (
     IRSA,
     POD,
@@ -32,22 +32,6 @@ from keyferry_fakes.oidc import Issuer
 from provider.errors import Code, KeyferryError
 
 MakeStack = Callable[..., AwsStack]
-
-
-@pytest.fixture
-def proxy() -> Iterator[AwsFaults]:
-    faults = AwsFaults(moto_url())
-    faults.trust(ROLE, "team-a", "web")  # the IRSA trust policy of role/web
-    yield faults
-    faults.close()
-
-
-@pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    fake = FakeKube()
-    fake.add_service_account("team-a", "web", {"eks.amazonaws.com/role-arn": ROLE})
-    yield fake
-    fake.close()
 
 
 @pytest.fixture

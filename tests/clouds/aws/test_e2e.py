@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import grpc
 import pytest
 
 from keyferry_fakes.aws_agent import PodIdentityAgent
-from keyferry_fakes.aws_faults import AwsFaults, moto_url, seed_clients
+from keyferry_fakes.aws_faults import AwsFaults, seed_clients
 from keyferry_fakes.harness import DEFAULT_POD, running_server
 from keyferry_fakes.kube import FakeKube
 from keyferry_fakes.oidc import ISSUER
@@ -32,22 +31,6 @@ def irsa(pod: tuple[str, str, str, str] = DEFAULT_POD, **kwargs: Any) -> dict[st
     """The tokens attribute kubelet passes for ``pod`` (audience sts.amazonaws.com)."""
     ns, name, _, sa = pod
     return {"sts.amazonaws.com": ISSUER.pod_token("sts.amazonaws.com", ns, sa, pod=name, **kwargs)}
-
-
-@pytest.fixture
-def proxy() -> Iterator[AwsFaults]:
-    faults = AwsFaults(moto_url())
-    faults.trust(ROLE, DEFAULT_POD[0], DEFAULT_POD[3])  # role/web trusts team-a:web
-    yield faults
-    faults.close()
-
-
-@pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    fake = FakeKube()
-    fake.add_service_account(DEFAULT_POD[0], DEFAULT_POD[3], {"eks.amazonaws.com/role-arn": ROLE})
-    yield fake
-    fake.close()
 
 
 def example(name: str) -> dict[str, str]:

@@ -19,20 +19,12 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from keyferry_fakes.aws_agent import PodIdentityAgent
-from keyferry_fakes.aws_faults import AwsFaults, Issued, moto_url, seed_clients, sigv4_signature
+from keyferry_fakes.aws_faults import AwsFaults, Issued, seed_clients, sigv4_signature
 from keyferry_fakes.oidc import ISSUER, Issuer
 
 ROLE = "arn:aws:iam::123456789012:role/web"
 IRSA = "sts.amazonaws.com"
 POD_IDENTITY = "pods.eks.amazonaws.com"
-
-
-@pytest.fixture
-def proxy() -> Iterator[AwsFaults]:
-    faults = AwsFaults(moto_url())
-    faults.trust(ROLE, "team-a", "web")
-    yield faults
-    faults.close()
 
 
 def sts(proxy: AwsFaults) -> Any:

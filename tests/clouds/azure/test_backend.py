@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from keyferry_fakes.azure import TENANT, FakeAzure, fake_azure, pod_token
+from keyferry_fakes.azure import TENANT, FakeAzure, pod_token
 from keyferry_fakes.azure_certs import chain, jwk, new_key, public_pem
 from keyferry_fakes.kube import FakeKube
 from keyferry_fakes.oidc import ISSUER
@@ -93,21 +93,6 @@ def workload_mount(
 
 def ref(name: str, kind: str = "secret", **kw: Any) -> AzureRef:
     return AzureRef(vault="kv1", kind=kind, name=name, auth=kw.pop("auth", WI), **kw)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def fake(tmp_path: Path) -> Iterator[FakeAzure]:
-    with fake_azure(str(tmp_path)) as fa:
-        fa.entra.federate("app-1", "team-a", "web")
-        fa.vault.grant_reader("kv1", "app-1")
-        yield fa
-
-
-@pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    k = FakeKube()
-    yield k
-    k.close()
 
 
 @pytest.fixture

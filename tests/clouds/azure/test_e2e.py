@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from keyferry_fakes.azure import TENANT, FakeAzure, fake_azure, pod_token
+from keyferry_fakes.azure import TENANT, FakeAzure, pod_token
 from keyferry_fakes.azure_certs import chain, jwk, new_key, public_pem
-from keyferry_fakes.harness import Server, running_server
+from keyferry_fakes.harness import Server
 from keyferry_fakes.kube import FakeKube
 from keyferry_fakes.oidc import ISSUER, Issuer
 
@@ -33,30 +32,13 @@ def objects(*items: str) -> str:
 
 
 @pytest.fixture
-def fake(tmp_path: Path) -> Iterator[FakeAzure]:
-    with fake_azure(str(tmp_path)) as fa:
-        fa.entra.federate("app-1", "team-a", "web")
-        fa.vault.grant_reader("kv1", "app-1")
-        yield fa
-
-
-@pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    k = FakeKube()
-    yield k
-    k.close()
-
-
-@pytest.fixture
-def srv(tmp_path: Path, fake: FakeAzure, kube: FakeKube) -> Iterator[Server]:
-    with running_server(
-        tmp_path,
+def srv(serve: Callable[..., Server], fake: FakeAzure, kube: FakeKube) -> Server:
+    return serve(
         providers="keyferry,azure",
         backends={"azure": fake.settings(retry_backoff_factor=0.01)},
         kubernetes=kube.settings(),
         cache_ttl_seconds=0,
-    ) as s:
-        yield s
+    )
 
 
 def mount(srv: Server, params: dict[str, str], socket: str = "azure", **kw: Any) -> Any:

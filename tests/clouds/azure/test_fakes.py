@@ -13,8 +13,6 @@ import json
 import ssl
 import time
 import urllib.parse
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +28,6 @@ from keyferry_fakes.azure import (
     TENANT,
     VAULT_RESOURCE,
     FakeAzure,
-    fake_azure,
     pod_token,
 )
 from keyferry_fakes.oidc import ISSUER, Issuer
@@ -40,12 +37,9 @@ VAULT_SCOPE = f"{VAULT_RESOURCE}/.default"
 
 
 @pytest.fixture
-def fake(tmp_path: Path) -> Iterator[FakeAzure]:
-    with fake_azure(str(tmp_path)) as fa:
-        fa.entra.federate("app-1", "team-a", "web")
-        fa.vault.grant_reader("kv1", "app-1")
-        fa.vault.add_secret("kv1", "db", "s3cret-value")
-        yield fa
+def fake(fake: FakeAzure) -> FakeAzure:
+    fake.vault.add_secret("kv1", "db", "s3cret-value")
+    return fake
 
 
 def assertion_credential(

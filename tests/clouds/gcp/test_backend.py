@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -15,7 +15,6 @@ import pytest
 from keyferry_fakes.gcp import (
     TOKEN_CREATOR,
     GoogleStack,
-    google_stack,
     pod_token,
     service_account_resource,
 )
@@ -43,13 +42,11 @@ class StubKube:
 
 
 @pytest.fixture
-def stack() -> Iterator[GoogleStack]:
-    s = google_stack()
+def stack(google: GoogleStack) -> GoogleStack:
     # The default pod (team-a/web, no GSA annotation) may read my-project; other-project
     # grants nothing unless a test says so.
-    s.google.allow_project(s.google.federated_principal("team-a", "web"))
-    yield s
-    s.stop()
+    google.google.allow_project(google.google.federated_principal("team-a", "web"))
+    return google
 
 
 @pytest.fixture

@@ -5,14 +5,14 @@ fake Kubernetes API."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
 
-from keyferry_fakes.gcp import GoogleStack, google_stack, pod_token
-from keyferry_fakes.harness import DEFAULT_POD, Server, running_server
+from keyferry_fakes.gcp import GoogleStack, pod_token
+from keyferry_fakes.harness import DEFAULT_POD, Server
 from keyferry_fakes.kube import FakeKube
 from keyferry_fakes.oidc import Issuer
 
@@ -22,41 +22,36 @@ CANARY = b"CANARY-gcp-secret-8c1f0e"
 
 
 @pytest.fixture
-def stack() -> Iterator[GoogleStack]:
-    s = google_stack()
-    sm = s.secret_manager
+def stack(google: GoogleStack) -> GoogleStack:
+    sm = google.secret_manager
     sm.add_version("my-project", "testsecret", CANARY)
     sm.add_version("my-project", "creds", json.dumps({"user": "app", "pass": "pw"}).encode())
     sm.add_version("my-project", "config", b"user: yamluser\nport: 5432\n")
-    s.regional["us-east1"].add_version("my-project", "testsecret", b"east")
-    s.parameter_manager.add_version("my-project", "app", "v1", b'{"mode": "prod"}')
-    yield s
-    s.stop()
+    google.regional["us-east1"].add_version("my-project", "testsecret", b"east")
+    google.parameter_manager.add_version("my-project", "app", "v1", b'{"mode": "prod"}')
+    return google
 
 
 @pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    k = FakeKube()
-    k.add_service_account(NS, KSA, {"iam.gke.io/gcp-service-account": GSA})
-    yield k
+def kube(kube: FakeKube) -> FakeKube:
+    kube.add_service_account(NS, KSA, {"iam.gke.io/gcp-service-account": GSA})
+    return kube
 
 
 @pytest.fixture
-def srv(tmp_path: Path, stack: GoogleStack, kube: FakeKube) -> Iterator[Server]:
+def srv(tmp_path: Path, serve: Callable[..., Server], stack: GoogleStack, kube: FakeKube) -> Server:
     stack.google.bind(GSA, NS, KSA)  # roles/iam.workloadIdentityUser on the GSA
     stack.google.allow_project(f"serviceAccount:{GSA}")  # secretAccessor, parameterViewer
     root = tmp_path / "root"
     root.mkdir()
     (root / "local.txt").write_text("from local")
-    with running_server(
-        tmp_path,
+    return serve(
         providers="keyferry,gcp",
         backends={"gcp": stack.settings()},
         kubernetes=kube.settings(),
         local_root=root,
         cache_ttl_seconds=0,
-    ) as s:
-        yield s
+    )
 
 
 def secrets(text: str, **extra: str) -> dict[str, str]:

@@ -13,7 +13,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -39,7 +38,6 @@ from keyferry_fakes.gcp import (
     SECRET_ACCESSOR,
     TOKEN_CREATOR,
     GoogleStack,
-    google_stack,
     pod_token,
     service_account_resource,
 )
@@ -51,12 +49,10 @@ PARAMETER = "projects/my-project/locations/global/parameters/app/versions/v1"
 
 
 @pytest.fixture
-def stack() -> Iterator[GoogleStack]:
-    s = google_stack(regions=(), parameter_regions=())
-    s.secret_manager.add_version("my-project", "db", b"s3cret")
-    s.parameter_manager.add_version("my-project", "app", "v1", b"mode: prod\n")
-    yield s
-    s.stop()
+def stack(google: GoogleStack) -> GoogleStack:
+    google.secret_manager.add_version("my-project", "db", b"s3cret")
+    google.parameter_manager.add_version("my-project", "app", "v1", b"mode: prod\n")
+    return google
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
