@@ -9,9 +9,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from keyferry_fakes.harness import driver_request
 from provider import protocol
 from provider._proto.v1alpha1 import service_pb2 as pb
-from provider.errors import InvalidArgument
+from provider.errors import Code, InvalidArgument, KeyferryError
 from provider.model import ObjectVersion, OutputFile, Result
 
 TOKENS = protocol.TOKENS_KEY
@@ -428,3 +429,14 @@ def test_any_bytes_parse_or_are_invalid_argument(raw: bytes) -> None:
         assert "MountRequest could not be decoded" in exc.message
     else:
         assert isinstance(parsed, pb.MountRequest)
+
+
+def test_deeply_nested_tokens_attribute_is_invalid_argument() -> None:
+    # The tokens key can come from the pod's volumeAttributes (docs/protocol.md §2.2).
+    request = driver_request({"objects": "- {backend: local, name: plain.txt, path: plain.txt}"})
+    attributes = json.loads(request.attributes)
+    attributes[protocol.TOKENS_KEY] = "[" * 100_000 + "]" * 100_000
+    request.attributes = json.dumps(attributes)
+    with pytest.raises(KeyferryError) as info:
+        protocol.decode(request)
+    assert info.value.code is Code.INVALID_ARGUMENT

@@ -23,6 +23,7 @@ from provider._proto.v1alpha1 import service_pb2 as pb
 from provider.cli.embedded import EmbeddedProvider
 from provider.config import load
 from provider.errors import ConfigError
+from tests.core.test_pipeline import DEEP, LOCAL_HEAD, alias_bomb
 
 CANARY_VALUE = "CANARY-file-4f1d9c2e77"
 CANARY_TOKEN = "CANARY-token-eyJhbGciOi9a8b7c"
@@ -44,6 +45,11 @@ def root(tmp_path: Path) -> Path:
     outside = tmp_path / "outside.txt"
     outside.write_text("outside the root")
     (r / "escape").symlink_to(outside)
+    # documents a parser can choke on (hostile input below)
+    (r / "bigint.json").write_text('{"n": ' + "1" * 5000 + ', "user": "app"}')
+    (r / "surrogate.json").write_text('{"user": "\\ud800"}')
+    (r / "bigint.yaml").write_text("n: " + "1" * 5000 + "\nuser: app\n")
+    (r / "badfloat.yaml").write_text("n: !!float 1x\nuser: app\n")
     return r
 
 
@@ -465,3 +471,92 @@ def test_sigterm_drains_removes_sockets_and_exits_zero(tmp_path: Path, root: Pat
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+# -- hostile parameters and documents, log integrity ----------------------------------
+
+HELLO = "- {backend: local, name: plain.txt, path: plain.txt}"
+
+
+def rpc_error(srv: Server, params: dict[str, str], **kwargs: object) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        srv.mount("keyferry", params, **kwargs)  # type: ignore[arg-type]
+    return info.value
+
+
+def test_alias_amplified_parameter_gets_a_short_invalid_argument_over_grpc(
+    srv: Server,
+) -> None:
+    # 10**4-fold: small enough to finish, big enough that the echoed repr() overflows
+    # gRPC's metadata limit, so the driver sees RESOURCE_EXHAUSTED, not the cause.
+    err = rpc_error(srv, {"objects": alias_bomb(4, "decode", LOCAL_HEAD)})
+    assert err.code() is grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert len(err.details() or "") < 4096
+    assert srv.version().version == "v1alpha1"
+
+
+def test_deeply_nested_parameters_get_invalid_argument_over_grpc(srv: Server) -> None:
+    err = rpc_error(srv, {"objects": DEEP})
+    assert err.code() is grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert "objects" in (err.details() or "")
+    assert srv.version().version == "v1alpha1"
+
+
+@pytest.mark.parametrize(
+    ("name", "extract"),
+    [
+        ("bigint.json", "jsonKey: user"),
+        ("bigint.json", "jmesPath: user"),
+        ("badfloat.yaml", "yamlKey: user"),
+    ],
+    ids=["json-5000-digits", "jmespath-5000-digits", "yaml-bad-float"],
+)
+def test_unparseable_secret_document_fails_that_object_with_invalid_argument(
+    srv: Server, name: str, extract: str
+) -> None:
+    # A ValueError that is not a JSONDecodeError/YAMLError escapes render() and turns
+    # the whole mount into an anonymous INTERNAL "incident" instead of naming the object.
+    err = rpc_error(
+        srv, {"objects": f"- {{backend: local, name: {name}, extract: [{{path: x, {extract}}}]}}"}
+    )
+    assert err.code() is grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert name in (err.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("name", "extract", "written"),
+    [
+        # yaml.v3 reads a number beyond float range as text, so the document is valid.
+        ("bigint.yaml", "yamlKey: user", b"app"),
+        # Go's encoding/json writes U+FFFD for a lone surrogate escape.
+        ("surrogate.json", "jsonKey: user", b"\xef\xbf\xbd"),
+    ],
+)
+def test_documents_the_official_providers_read_are_written_like_them(
+    srv: Server, name: str, extract: str, written: bytes
+) -> None:
+    resp = srv.mount(
+        "keyferry",
+        {"objects": f"- {{backend: local, name: {name}, extract: [{{path: x, {extract}}}]}}"},
+    )
+    assert [(f.path, f.contents) for f in resp.files] == [("x", written)]
+
+
+def test_overlong_local_name_is_a_user_error_not_internal(srv: Server) -> None:
+    err = rpc_error(srv, {"objects": "- {backend: local, name: " + "a" * 300 + ", path: x}"})
+    assert err.code() is not grpc.StatusCode.INTERNAL, err.details()
+
+
+def test_one_tenants_secret_values_cannot_blank_another_tenants_audit_record(
+    srv: Server,
+) -> None:
+    # Tenant A puts the string "team-b" in its nodePublishSecretRef Secret; the global
+    # redactor then scrubs it from every later log line, hiding team-b's mounts.
+    srv.mount("keyferry", {"objects": HELLO}, secrets={"anything": "team-b"})
+    srv.mount(
+        "keyferry",
+        {"objects": HELLO},
+        pod=("team-b", "api-0", "22222222-2222-3333-4444-555555555555", "api"),
+    )
+    records = [json.loads(line)["audit"] for line in srv.logs if '"audit"' in line]
+    assert records[-1]["pod"]["namespace"] == "team-b"

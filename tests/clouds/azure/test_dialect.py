@@ -615,3 +615,52 @@ def test_examples_parse() -> None:
         "db/creds.json",
         "db/user",
     ]
+
+
+# -- docs/compatibility.md §3: what upstream does with these inputs, keyferry does too ---
+# (a review of the drop-in dialect against docs/compatibility.md found keyferry doing
+# something else here, where the page lists no deliberate difference)
+
+
+def _azure(*items: str, **params: str | None) -> Mount:
+    """A class as the compatibility review wrote them: vault my-kv, the tenant, a clientID,
+    the workload identity token and the driver's default mode 0644."""
+    base: dict[str, str | None] = {
+        "keyvaultName": "my-kv",
+        "tenantID": TENANT,
+        "clientID": "11111111-1111-1111-1111-111111111111",
+        "objects": objects(*items),
+    }
+    base.update(params)
+    return Mount(
+        pod=POD,
+        parameters={k: v for k, v in base.items() if v is not None},
+        dialect="azure",
+        default_mode=0o644,
+        tokens=TOKENS,
+    )
+
+
+def test_azure_cloud_env_file_only_applies_to_azure_stack_cloud() -> None:
+    """COMPAT §3.1: cloudEnvFileName needs cloudName AzureStackCloud; upstream only
+    reads the file for AzureStackCloud, so a public-cloud class carrying it still
+    reads the public cloud. keyferry's ref keeps the file and the backend then uses
+    its cloud (or fails FAILED_PRECONDITION when it is not allowlisted)."""
+    m = _azure(SECRET, cloudEnvFileName="/etc/kubernetes/custom-cloud.json")
+    try:
+        plan = azure.parse(m)
+    except KeyferryError as exc:  # a clear parse-time rejection would also do
+        assert exc.code is Code.INVALID_ARGUMENT
+        assert "AzureStackCloud" in exc.message
+        return
+    ref = plan.objects[0].ref
+    assert isinstance(ref, AzureRef)
+    assert ref.cloud_env_file == ""
+
+
+def test_azure_negative_version_history_is_a_single_version() -> None:
+    """COMPAT §3.2: objectVersionHistory is an int (yaml.v3), history only when > 1.
+    Upstream reads -1 as a single version; keyferry says "'-1' is not an integer"."""
+    plan = azure.parse(_azure(f"{SECRET}\nobjectVersionHistory: -1"))
+    assert [s.ids for s in plan.objects] == [("secret/db-password",)]
+    assert plan.objects[0].outputs[0].path == "db-password"

@@ -387,3 +387,88 @@ def test_unknown_tenant_names_tenant_id(
     assert "AADSTS90002" in details and "check tenantID" in details
     assert "very-secret-value" not in details and "sp-app" not in details
     assert fake.entra.errors[90002] == 1
+
+
+# -- a bad tenantID from the class -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "identity",
+    [
+        {"params": {"clientID": "app-1"}, "secrets": None},
+        {"params": {}, "secrets": {"clientid": "sp-1", "clientsecret": "CANARY-sp-secret-1"}},
+    ],
+    ids=["workload-identity", "service-principal"],
+)
+def test_azure_tenant_id_with_path_characters_is_rejected_before_any_token_is_sent(
+    srv: Server, fake: FakeAzure, identity: dict[str, Any]
+) -> None:
+    # tenantID goes unchecked into the Entra token URL: with workload identity the pod's
+    # service-account token is POSTed to "/steal/oauth2/v2.0/token" on the authority
+    # host; with a service principal azure-identity raises ValueError -> INTERNAL.
+    fake.vault.add_secret("kv1", "db", "pw")
+    with pytest.raises(grpc.RpcError) as info:
+        srv.mount(
+            "azure",
+            {
+                "keyvaultName": "kv1",
+                "tenantID": "x/../../steal",
+                "objects": objects("objectName: db\nobjectType: secret"),
+                **identity["params"],
+            },
+            tokens={AUD: pod_token()},
+            pod=POD,
+            secrets=identity["secrets"],
+        )
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    assert "tenantID" in (info.value.details() or "")
+    assert fake.entra.token_requests == 0
+    assert not [r for r in fake.entra.requests if "steal" in r]
+
+
+def test_azure_good_tenant_still_mounts(srv: Server, fake: FakeAzure) -> None:
+    """Regression guard for the tenantID test above: the same class with the real tenant
+    works."""
+    fake.vault.add_secret("kv1", "db", "pw")
+    resp = srv.mount(
+        "azure",
+        {
+            "keyvaultName": "kv1",
+            "tenantID": TENANT,
+            "clientID": "app-1",
+            "objects": objects("objectName: db\nobjectType: secret"),
+        },
+        tokens={AUD: pod_token()},
+        pod=POD,
+    )
+    assert [(f.path, f.contents) for f in resp.files] == [("db", b"pw")]
+
+
+def test_azure_credentials_of_one_service_account_are_not_reused_for_another(
+    srv: Server, fake: FakeAzure
+) -> None:
+    """Regression guard: same clientID and tenant, a different pod ServiceAccount whose
+    subject the federated credential does not trust, right after a successful mount
+    that left a cached Entra token behind."""
+    fake.vault.add_secret("kv1", "db", "pw")
+    params = {
+        "keyvaultName": "kv1",
+        "tenantID": TENANT,
+        "clientID": "app-1",
+        "objects": objects("objectName: db\nobjectType: secret"),
+    }
+    ok = srv.mount("azure", params, tokens={AUD: pod_token()}, pod=POD)
+    assert [f.contents for f in ok.files] == [b"pw"]
+    assert fake.entra.token_requests == 1
+    other = ("team-b", "api-0", "33333333-2222-3333-4444-555555555555", "web")
+    with pytest.raises(grpc.RpcError) as info:
+        srv.mount("azure", params, tokens={AUD: pod_token("team-b", "web")}, pod=other)
+    assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    # Entra itself refused it (no cached token answered in its place): team-b/web has no
+    # federated credential on app-1.
+    assert fake.entra.errors[70021] == 1
+    assert "system:serviceaccount:team-b:web" in (info.value.details() or "")
+    # ...and a token for the right subject cannot be replayed under another pod's identity.
+    with pytest.raises(grpc.RpcError) as replay:
+        srv.mount("azure", params, tokens={AUD: pod_token()}, pod=other)
+    assert replay.value.code() is grpc.StatusCode.UNAUTHENTICATED
