@@ -226,6 +226,7 @@ class AwsFaults:
     def __post_init__(self) -> None:
         proxy = self
         target = urlsplit(self.upstream)
+        host, port = target.hostname or "127.0.0.1", target.port
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: Any) -> None:
@@ -243,8 +244,9 @@ class AwsFaults:
                 rec = proxy._record(self.headers, body)
                 refusal = proxy._authenticate(self.command, self.path, rec)
                 if refusal is not None:
-                    rule = Rule(rec.operation, refusal.status, refusal.code, refusal.message)
-                    self._error(rule, rec)
+                    self._error(
+                        Rule(rec.operation, refusal.status, refusal.code, refusal.message), rec
+                    )
                     return
                 rule = proxy._match(rec)
                 if rec.operation in proxy.delay:
@@ -252,7 +254,7 @@ class AwsFaults:
                 if rule is not None:
                     self._error(rule, rec)
                     return
-                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                conn = http.client.HTTPConnection(host, port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()

@@ -317,7 +317,7 @@ class _GrpcFake:
             self.faults: list[tuple[grpc.StatusCode, str]] = []
             self.delay = 0.0
 
-    def _handler(self) -> grpc.GenericRpcHandler:
+    def _handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         raise NotImplementedError
 
     def fail(self, code: grpc.StatusCode, times: int = 1, message: str = "injected") -> None:
@@ -384,7 +384,7 @@ class FakeSecretManager(_GrpcFake):
         self.corrupt_checksum = False
         self.send_checksum = True
 
-    def _handler(self) -> grpc.GenericRpcHandler:
+    def _handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         req = secretmanager_v1.AccessSecretVersionRequest
         resp = secretmanager_v1.AccessSecretVersionResponse
         return grpc.method_handlers_generic_handler(
@@ -512,7 +512,7 @@ class FakeParameterManager(_GrpcFake):
         super().reset()
         self.parameters: dict[tuple[str, str, str], tuple[bytes, bool]] = {}
 
-    def _handler(self) -> grpc.GenericRpcHandler:
+    def _handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         req = parametermanager_v1.RenderParameterVersionRequest
         resp = parametermanager_v1.RenderParameterVersionResponse
         return grpc.method_handlers_generic_handler(
@@ -596,6 +596,7 @@ class FakeIdentity:
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 fake.google.counts["metadata"] += 1
+                reply: dict[str, Any]
                 if self.headers.get("Metadata-Flavor") != "Google":
                     code, reply = 403, {"error": "missing Metadata-Flavor header"}
                 elif path == "/computeMetadata/v1/instance/service-accounts/default/token":

@@ -22,8 +22,11 @@ def emitted_text() -> list[str]:
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 out.append(node.value)
             elif isinstance(node, ast.JoinedStr):
+                # an f-string's Constant parts are str (ast types them as any constant)
                 out.append(
-                    "".join(v.value if isinstance(v, ast.Constant) else "\0" for v in node.values)
+                    "".join(
+                        str(v.value) if isinstance(v, ast.Constant) else "\0" for v in node.values
+                    )
                 )
     return out
 

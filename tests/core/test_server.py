@@ -464,6 +464,7 @@ def test_sigterm_drains_removes_sockets_and_exits_zero(tmp_path: Path, root: Pat
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert not path.exists()
+        assert proc.stderr is not None
         lines = [
             json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")
         ]

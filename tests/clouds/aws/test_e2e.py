@@ -244,8 +244,8 @@ def test_bad_input_fails_before_any_call(tmp_path: Path, proxy: AwsFaults, kube:
             tokens=irsa(),
         )
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "objects[0] (s)" in info.value.details()
-    assert "objects[1] (t) jmesPath[0]" in info.value.details()
+    assert "objects[0] (s)" in (info.value.details() or "")
+    assert "objects[1] (t) jmesPath[0]" in (info.value.details() or "")
     assert proxy.requests == [] and sum(kube.requests.values()) == 0
 
 
@@ -263,7 +263,7 @@ def test_missing_role_annotation_over_the_socket(
             pod=("team-a", "web-0", "uid", "unannotated"),
         )
     assert info.value.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
-    assert "unannotated" in info.value.details()
+    assert "unannotated" in (info.value.details() or "")
 
 
 def test_throttling_visible_in_metrics(tmp_path: Path, proxy: AwsFaults, kube: FakeKube) -> None:

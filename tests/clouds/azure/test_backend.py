@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from keyferry_fakes.azure import TENANT, FakeAzure, pod_token
 from keyferry_fakes.azure_certs import chain, jwk, new_key, public_pem
@@ -125,7 +126,7 @@ def test_key_is_written_as_its_public_pem(env: Env, kind: str) -> None:
 
 def test_cert_is_the_leaf_only(env: Env) -> None:
     ch = chain("rsa")
-    der = ch.leaf.public_bytes(azb.certs.serialization.Encoding.DER)
+    der = ch.leaf.public_bytes(Encoding.DER)
     version = env.fake.vault.add_certificate(
         "kv1", "web", der, secret_value=ch.pfx_value([ch.root, ch.inter])
     )
@@ -138,7 +139,7 @@ def test_cert_is_the_leaf_only(env: Env) -> None:
 def test_certificate_backed_secret_conversions(env: Env, kind: str) -> None:
     ch = chain(kind)
     value = ch.pfx_value([ch.root, ch.inter])
-    der = ch.leaf.public_bytes(azb.certs.serialization.Encoding.DER)
+    der = ch.leaf.public_bytes(Encoding.DER)
     env.fake.vault.add_certificate("kv1", "web", der, secret_value=value)
     pem, pfx, crt, key, full = env.fetch(
         [
@@ -161,7 +162,7 @@ def test_certificate_backed_secret_conversions(env: Env, kind: str) -> None:
 def test_pem_certificate_passes_through_as_uploaded(env: Env) -> None:
     ch = chain("p256")
     stored = (ch.pem(ch.inter) + ch.key_pem() + ch.pem(ch.leaf)).decode()
-    der = ch.leaf.public_bytes(azb.certs.serialization.Encoding.DER)
+    der = ch.leaf.public_bytes(Encoding.DER)
     env.fake.vault.add_certificate(
         "kv1", "web", der, secret_value=stored, content_type="application/x-pem-file"
     )

@@ -7,6 +7,7 @@ import base64
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from keyferry_fakes.azure_certs import Chain, chain, jwk, new_key, public_pem
 from provider.clouds.azure import certs
@@ -128,7 +129,7 @@ def test_unsupported_key_types_are_errors() -> None:
 
 
 def test_der_certificate_becomes_one_pem_block(ch: Chain) -> None:
-    der = ch.leaf.public_bytes(certs.serialization.Encoding.DER)
+    der = ch.leaf.public_bytes(Encoding.DER)
     assert certs.der_certificate_to_pem(der) == ch.pem(ch.leaf)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -246,7 +247,7 @@ def test_half_a_service_principal_names_the_missing_key() -> None:
     ],
 )
 def test_tenant_and_client_ids_with_url_characters_are_rejected(
-    params: dict[str, str], field: str
+    params: dict[str, Any], field: str
 ) -> None:
     # The tenant id is a path segment of the token URL the pod's token is posted to.
     err = error(mount(objects(SECRET), **params))
