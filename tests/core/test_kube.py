@@ -58,7 +58,8 @@ def _get(fake: FakeKube, path: str, token: str | None, ctx: ssl.SSLContext | Non
         with urllib.request.urlopen(req, timeout=5, context=ctx) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        with exc:  # releases the connection (the body is not read)
+            return int(exc.code)
 
 
 def client(settings: dict[str, Any]) -> KubeClient:

@@ -433,7 +433,7 @@ def test_stale_socket_is_replaced_but_a_live_one_is_refused(tmp_path: Path, root
 
 def test_sigterm_drains_removes_sockets_and_exits_zero(tmp_path: Path, root: Path) -> None:
     sockets = tmp_path / "sockets"
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -448,30 +448,30 @@ def test_sigterm_drains_removes_sockets_and_exits_zero(tmp_path: Path, root: Pat
         ],
         stderr=subprocess.PIPE,
         text=True,
-    )
-    try:
-        path = sockets / "keyferry.sock"
-        for _ in range(200):
-            if path.exists():
-                break
-            time.sleep(0.05)
-        with grpc.insecure_channel(f"unix:{path}") as ch:
-            from provider._proto.v1alpha1 import service_pb2_grpc as pb_grpc
+    ) as proc:
+        try:
+            path = sockets / "keyferry.sock"
+            for _ in range(200):
+                if path.exists():
+                    break
+                time.sleep(0.05)
+            with grpc.insecure_channel(f"unix:{path}") as ch:
+                from provider._proto.v1alpha1 import service_pb2_grpc as pb_grpc
 
-            stub = pb_grpc.CSIDriverProviderStub(ch)
-            request = driver_request(GOOD)
-            assert stub.Mount(request, timeout=30).files[0].contents == b"hello"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-        assert not path.exists()
-        assert proc.stderr is not None
-        lines = [
-            json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")
-        ]
-        assert any(entry["msg"] == "stopped" for entry in lines)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+                stub = pb_grpc.CSIDriverProviderStub(ch)
+                request = driver_request(GOOD)
+                assert stub.Mount(request, timeout=30).files[0].contents == b"hello"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+            assert not path.exists()
+            assert proc.stderr is not None
+            lines = [
+                json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")
+            ]
+            assert any(entry["msg"] == "stopped" for entry in lines)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
 
 
 # -- hostile parameters and documents, log integrity ----------------------------------

@@ -414,6 +414,7 @@ def test_metadata_server_needs_the_metadata_flavor_header(stack: GoogleStack) ->
     url = f"{stack.identity.url}/computeMetadata/v1/instance/service-accounts/default/token"
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(url, timeout=10)
+    info.value.close()  # the refusal's body is not read; its connection is released here
     assert info.value.code == 403
     request = urllib.request.Request(url, headers={"Metadata-Flavor": "Google"})
     with urllib.request.urlopen(request, timeout=10) as resp:
