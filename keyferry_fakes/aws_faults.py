@@ -1,7 +1,8 @@
 """AWS test doubles on 127.0.0.1: a shared moto server and a strict, fault-injecting proxy.
 
-``moto_url()`` starts one ``moto.server.ThreadedMotoServer`` for the whole test
-run (tests use unique secret names, so they never see each other's data).
+``moto_url()`` starts one moto server (what ``moto.server.ThreadedMotoServer`` runs) for
+the whole test run (tests use unique secret names, so they never see each other's data);
+``stop_moto()`` ends it.
 
 :class:`AwsFaults` is an HTTP proxy in front of moto. Moto accepts any web
 identity token and any credentials; the proxy enforces what AWS enforces:
