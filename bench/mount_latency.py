@@ -30,13 +30,13 @@ import grpc
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from keyferry_fakes.harness import driver_request  # noqa: E402
 from provider import config, registry  # noqa: E402
 from provider._proto.v1alpha1 import service_pb2_grpc as pb_grpc  # noqa: E402
 from provider.backend import Services  # noqa: E402
 from provider.cli.embedded import EmbeddedProvider  # noqa: E402
 from provider.cli.manifest import load  # noqa: E402
 from provider.model import Deadline, Fetched, Mount  # noqa: E402
-from tests.harness import driver_request  # noqa: E402
 
 SLOW_SECONDS = 0.05
 

@@ -25,10 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def burst(ttl: float, pods: int, names: list[str]) -> tuple[int, float]:
-    from tests.fakes.aws_faults import AwsFaults, moto_url
-    from tests.fakes.kube import FakeKube
-    from tests.fakes.oidc import ISSUER
-    from tests.harness import DEFAULT_POD, running_server
+    from keyferry_fakes.aws_faults import AwsFaults, moto_url
+    from keyferry_fakes.harness import DEFAULT_POD, running_server
+    from keyferry_fakes.kube import FakeKube
+    from keyferry_fakes.oidc import ISSUER
 
     role = "arn:aws:iam::123456789012:role/bench"
     ns, _, _, sa = DEFAULT_POD
@@ -76,7 +76,7 @@ def main() -> int:
     parser.add_argument("--secrets", type=int, default=5)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from tests.fakes.aws_faults import seed_clients
+    from keyferry_fakes.aws_faults import seed_clients
 
     sm, _ = seed_clients("us-east-1")
     prefix = f"rot-{uuid.uuid4().hex[:8]}"

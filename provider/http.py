@@ -66,7 +66,12 @@ class ProbeServer:
         )
         self._httpd = httpd
         self.port = httpd.server_port
-        threading.Thread(target=httpd.serve_forever, name="keyferry-http", daemon=True).start()
+        threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},  # a prompt stop on SIGTERM
+            name="keyferry-http",
+            daemon=True,
+        ).start()
         log.info("http listening", extra={"address": f"{host}:{self.port}"})
 
     def stop(self) -> None:

@@ -47,7 +47,7 @@ def volume_context(
     spc_name: str = "test-class",
 ) -> dict[str, str]:
     """The volume context kubelet and the driver hand over for a CSI inline volume
-    (``pod`` is (namespace, name, uid, service account) as in tests.harness)."""
+    (``pod`` is (namespace, name, uid, service account) as in keyferry_fakes.harness)."""
     namespace, name, uid, service_account = pod
     ctx = {
         "csi.storage.k8s.io/pod.name": name,

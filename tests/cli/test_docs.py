@@ -1,0 +1,64 @@
+"""Docs that must not drift from the code: the troubleshooting index quotes messages
+keyferry really emits, and the README links every page."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from tests import REPO
+
+DOCS = REPO / "docs"
+
+
+def emitted_text() -> list[str]:
+    """Every string literal in provider/ (f-strings with their placeholders as NUL),
+    implicit concatenations already joined by the parser."""
+    out = []
+    for path in (REPO / "provider").rglob("*.py"):
+        if "_proto" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                out.append(node.value)
+            elif isinstance(node, ast.JoinedStr):
+                # an f-string's Constant parts are str (ast types them as any constant)
+                out.append(
+                    "".join(
+                        str(v.value) if isinstance(v, ast.Constant) else "\0" for v in node.values
+                    )
+                )
+    return out
+
+
+def headings() -> list[str]:
+    text = (DOCS / "troubleshooting.md").read_text()
+    return [line[4:] for line in text.splitlines() if line.startswith("### ")]
+
+
+def test_every_troubleshooting_entry_quotes_a_message_keyferry_emits() -> None:
+    corpus = emitted_text()
+    entries = headings()
+    assert len(entries) >= 30
+    for heading in entries:
+        fragments = re.findall(r"`([^`]+)`", heading)
+        assert fragments, f"heading without a quoted message: {heading!r}"
+        # `a` … `b`: both in one message, in that order (placeholders between them).
+        pattern = ".*?".join(re.escape(f) for f in fragments)
+        assert any(re.search(pattern, text, flags=re.S) for text in corpus), (
+            f"docs/troubleshooting.md quotes {heading!r}, which keyferry no longer emits"
+        )
+
+
+def test_readme_links_every_doc_page() -> None:
+    readme = (REPO / "README.md").read_text()
+    for page in sorted(DOCS.glob("*.md")):
+        assert f"(docs/{page.name})" in readme, f"README.md does not link docs/{page.name}"
+    for link in re.findall(r"\]\(((?:docs|deploy|examples)/[^)#]*)", readme):
+        assert (REPO / link).exists(), link
+
+
+def test_doc_links_point_at_files_that_exist() -> None:
+    for page in DOCS.glob("*.md"):
+        for link in re.findall(r"\]\((?!https?:)([^)#]+)", page.read_text()):
+            assert (page.parent / link).resolve().exists(), f"{page.name}: {link}"

@@ -1,0 +1,668 @@
+"""keyferry as the real Secrets Store CSI Driver sees it.
+
+Every scenario runs the driver's own provider client (v1.6.0, built unchanged: its
+dialer, service config, 4 MiB receive limit, ``MountContent``, file validation and
+atomic writer; see tests/driver.py) against keyferry served on a real Unix socket,
+with the real cloud SDKs talking to the fakes, and asserts what the driver WROTE
+into the target directory: bytes, per-file modes, the ``..data`` symlink layout and
+nothing else, the object versions the driver records, and on failure the gRPC
+status the driver got. A rotation is a remount into the same target with the
+recorded versions, as the driver's rotation reconciler does.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from keyferry_fakes.aws_faults import AwsFaults, seed_clients
+from keyferry_fakes.azure import TENANT, FakeAzure
+from keyferry_fakes.azure_certs import chain, jwk, new_key, public_pem
+from keyferry_fakes.gcp import GoogleStack
+from keyferry_fakes.harness import DEFAULT_POD, running_server
+from keyferry_fakes.kube import FakeKube
+from keyferry_fakes.oidc import ISSUER
+from provider.cli import manifest
+from tests import REPO
+from tests.driver import Mounted, Volume, mount, requires_driverclient, volume
+
+pytestmark = requires_driverclient
+
+EXAMPLES = REPO / "examples"
+NS, KSA = DEFAULT_POD[0], DEFAULT_POD[3]
+ROLE = "arn:aws:iam::123456789012:role/web"
+GSA = "web@my-project.iam.gserviceaccount.com"
+AZURE_AUD = "api://AzureADTokenExchange"
+AZURE_CLIENT = "11111111-1111-1111-1111-111111111111"  # examples/azure's clientID
+AWS_AUD = "sts.amazonaws.com"
+
+
+def example(path: str) -> dict[str, str]:
+    (spc,) = list(manifest.load(EXAMPLES / path))
+    assert not isinstance(spc, Exception)
+    return dict(spc.parameters)
+
+
+def assert_unchanged(target: Path, before: Volume, again: Mounted) -> None:
+    """A remount with nothing changed: same bytes, so the driver keeps ``..data``
+    (its writer compares contents; keyferry's output must be byte-stable)."""
+    assert again.ok, again.error
+    assert volume(target) == before
+
+
+def assert_swapped(target: Path, before: Volume, after: Volume) -> None:
+    """The driver wrote a new timestamped directory, pointed ``..data`` at it and
+    removed the old one (volume() already checked nothing else is left)."""
+    assert after.data_dir != before.data_dir
+    assert not (target / before.data_dir).exists()
+
+
+@pytest.fixture
+def kube(kube: FakeKube) -> FakeKube:
+    kube.add_service_account(
+        NS,
+        KSA,
+        {
+            "eks.amazonaws.com/role-arn": ROLE,
+            "iam.gke.io/gcp-service-account": GSA,
+        },
+    )
+    return kube
+
+
+@pytest.fixture
+def proxy(aws_proxy: AwsFaults) -> AwsFaults:
+    aws_proxy.trust(ROLE, NS, KSA)  # the role's trust policy names the pod's ServiceAccount
+    return aws_proxy
+
+
+# -- socket keyferry -----------------------------------------------------------------
+
+
+@pytest.fixture
+def demo_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    shutil.copytree(EXAMPLES / "demo" / "secrets", root)
+    return root
+
+
+DEMO_FILES = {
+    "db/credentials.json": (
+        b'{"username": "app", "password": "s3cr3t-demo", "host": "db.demo.svc"}\n',
+        0o640,
+    ),
+    "db/password": (b"s3cr3t-demo", 0o600),
+    "db/host": (b"db.demo.svc", 0o640),  # an extract's mode defaults to its object's
+    "api-key": (b"demo-api-key-1234", 0o600),
+    "db/username": (b"demo-user", 0o644),  # the driver's permission "420"
+}
+
+
+def test_keyferry_demo_class_and_rotation(tmp_path: Path, demo_root: Path, kube: FakeKube) -> None:
+    params = example("demo/secretproviderclass.yaml")
+    target = tmp_path / "target"
+    with running_server(
+        tmp_path, local_root=demo_root, kubernetes=kube.settings(), cache_ttl_seconds=0
+    ) as srv:
+        sock = srv.socket("keyferry")
+        first = mount(sock, params, target, pod=DEFAULT_POD)
+        assert first.ok, first.error
+        before = volume(target)
+        assert before.files == DEMO_FILES
+        assert sorted(p.name for p in target.iterdir() if p.is_symlink()) == [
+            "..data",
+            "api-key",
+            "db",
+        ]
+        assert first.written == {p: f"0{m:o}" for p, (_, m) in DEMO_FILES.items()}
+        versions = first.object_versions
+        assert sorted(versions) == ["api-key", "db/credentials.json", "db/username"]
+        assert all(v.startswith("hmac-sha256:") for v in versions.values())
+        assert "s3cr3t" not in json.dumps(versions)
+        again = mount(sock, params, target, pod=DEFAULT_POD, old_versions=versions)
+        assert_unchanged(target, before, again)
+        assert again.object_versions == versions
+
+        (demo_root / "api-key.b64").write_text(base64.b64encode(b"demo-api-key-5678").decode())
+        second = mount(sock, params, target, pod=DEFAULT_POD, old_versions=versions)
+        assert second.ok, second.error
+        after = volume(target)
+        assert_swapped(target, before, after)
+        assert after.files == {**DEMO_FILES, "api-key": (b"demo-api-key-5678", 0o600)}
+        rotated = {k for k in versions if second.object_versions[k] != versions[k]}
+        assert rotated == {"api-key"}
+    assert sum(kube.requests.values()) == 0  # the local backend needs no identity
+
+
+def test_keyferry_native_class_mixing_local_and_aws(
+    tmp_path: Path, demo_root: Path, kube: FakeKube, proxy: AwsFaults
+) -> None:
+    sm, _ = seed_clients("eu-west-1")
+    name = f"prod/db-{uuid.uuid4().hex[:8]}"
+    made = sm.create_secret(Name=name, SecretString='{"user": "app", "password": "pw-1"}')
+    params = {
+        "objects": f"""
+- backend: local
+  name: db/username
+  path: local/username
+- backend: aws
+  service: secretsmanager
+  name: {name}
+  region: eu-west-1
+  path: db/credentials.json
+  extract:
+    - path: db/password
+      jmesPath: password
+      mode: "0400"
+"""
+    }
+    token = ISSUER.pod_token(AWS_AUD, NS, KSA)
+    target = tmp_path / "target"
+    with running_server(
+        tmp_path,
+        providers="keyferry,aws",
+        backends={"aws": {"endpoint_url": proxy.url}},
+        local_root=demo_root,
+        kubernetes=kube.settings(),
+        cache_ttl_seconds=0,
+    ) as srv:
+        sock = srv.socket("keyferry")
+        first = mount(sock, params, target, pod=DEFAULT_POD, tokens={AWS_AUD: token})
+        assert first.ok, first.error
+        before = volume(target)
+        assert before.files == {
+            "local/username": (b"demo-user", 0o644),
+            "db/credentials.json": (b'{"user": "app", "password": "pw-1"}', 0o644),
+            "db/password": (b"pw-1", 0o400),
+        }
+        assert first.object_versions["db/credentials.json"] == made["VersionId"]
+        assert sorted(first.object_versions) == ["db/credentials.json", "local/username"]
+        (sts,) = proxy.sts_calls()
+        assert sts["WebIdentityToken"] == token and sts["RoleArn"] == ROLE
+        again = mount(
+            sock,
+            params,
+            target,
+            pod=DEFAULT_POD,
+            tokens={AWS_AUD: token},
+            old_versions=first.object_versions,
+        )
+        assert_unchanged(target, before, again)
+        assert again.object_versions == first.object_versions
+
+        put = sm.put_secret_value(SecretId=name, SecretString='{"user": "app", "password": "pw-2"}')
+        second = mount(
+            sock,
+            params,
+            target,
+            pod=DEFAULT_POD,
+            tokens={AWS_AUD: token},
+            old_versions=first.object_versions,
+        )
+        assert second.ok, second.error
+        after = volume(target)
+        assert_swapped(target, before, after)
+        assert after.files["db/password"] == (b"pw-2", 0o400)
+        assert after.files["local/username"] == before.files["local/username"]
+        assert second.object_versions == {
+            "db/credentials.json": put["VersionId"],
+            "local/username": first.object_versions["local/username"],
+        }
+
+
+def test_keyferry_invalid_class_fails_the_mount_and_writes_nothing(
+    tmp_path: Path, demo_root: Path, kube: FakeKube
+) -> None:
+    good = example("demo/secretproviderclass.yaml")
+    target = tmp_path / "target"
+    with running_server(tmp_path, local_root=demo_root, kubernetes=kube.settings()) as srv:
+        sock = srv.socket("keyferry")
+        bad = mount(
+            sock,
+            {"objects": "- backend: local\n  name: db/username\n  pth: x\n"},
+            target,
+            pod=DEFAULT_POD,
+        )
+        assert not bad.ok and bad.error_code == "GRPCProviderError"
+        assert bad.code == "InvalidArgument"
+        assert "unknown key 'pth' (did you mean 'path'?)" in bad.message
+        assert bad.object_versions == {} and list(target.iterdir()) == []
+
+        # a failing remount (the object is gone) leaves the mounted volume as it was
+        assert mount(sock, good, target, pod=DEFAULT_POD).ok
+        before = volume(target)
+        (demo_root / "api-key.b64").unlink()
+        gone = mount(sock, good, target, pod=DEFAULT_POD)
+        assert not gone.ok and gone.code == "NotFound"
+        assert "api-key.b64" in gone.message
+        assert volume(target) == before
+
+
+DRIVER_RECV_LIMIT = 4 * 1024 * 1024  # the driver's default --max-call-recv-msg-size
+
+
+def test_keyferry_response_budget_is_the_drivers_receive_limit(
+    tmp_path: Path, kube: FakeKube
+) -> None:
+    """keyferry's size budget counts the encoded MountResponse exactly: the largest
+    response it allows is accepted by the driver, and one byte more, which the
+    driver would refuse with an opaque gRPC error, is refused by keyferry naming
+    the file and the fix."""
+    root = tmp_path / "root"
+    root.mkdir()
+    params = {"objects": "- backend: local\n  name: big\n"}
+    with running_server(tmp_path, local_root=root, kubernetes=kube.settings()) as srv:
+        sock = srv.socket("keyferry")
+        (root / "big").write_bytes(b"x" * DRIVER_RECV_LIMIT)
+        over = mount(sock, params, tmp_path / "probe", pod=DEFAULT_POD)
+        assert over.code == "ResourceExhausted", over.grpc_error
+        m = re.search(
+            r"the mount would return (\d+) bytes, over the 4194304-byte budget", over.message
+        )
+        assert m is not None, over.message
+        assert "big (4194304 bytes, objects[0] (local: big))" in over.message
+        largest = DRIVER_RECV_LIMIT - (int(m.group(1)) - DRIVER_RECV_LIMIT)
+
+        (root / "big").write_bytes(b"y" * largest)
+        fits = mount(sock, params, tmp_path / "fits", pod=DEFAULT_POD)
+        assert fits.ok, fits.error
+        assert volume(tmp_path / "fits").files == {"big": (b"y" * largest, 0o644)}
+
+        (root / "big").write_bytes(b"y" * (largest + 1))
+        refused = mount(sock, params, tmp_path / "refused", pod=DEFAULT_POD)
+        assert refused.code == "ResourceExhausted"
+        assert "would return 4194305 bytes" in refused.message
+        assert list((tmp_path / "refused").iterdir()) == []
+    # and the driver does enforce that limit: with keyferry's budget raised, the
+    # same response reaches it and the mount fails there
+    with running_server(
+        tmp_path / "raised",
+        local_root=root,
+        kubernetes=kube.settings(),
+        max_response_bytes=2 * DRIVER_RECV_LIMIT,
+    ) as srv:
+        driver_side = mount(srv.socket("keyferry"), params, tmp_path / "raised-t", pod=DEFAULT_POD)
+    assert not driver_side.ok and driver_side.code == "ResourceExhausted"
+    assert "received message larger than max (4194305 vs. 4194304)" in driver_side.message
+
+
+# -- socket aws ----------------------------------------------------------------------
+
+
+def aws_class(secret: str, parameter: str) -> dict[str, str]:
+    """examples/aws/jmespath.yaml's object, plus an SSM parameter, with a region."""
+    (obj,) = yaml.safe_load(example("aws/jmespath.yaml")["objects"])
+    obj["objectName"] = secret
+    return {
+        "region": "eu-west-3",
+        "objects": json.dumps(
+            [obj, {"objectName": parameter, "objectType": "ssmparameter", "objectAlias": "flags"}]
+        ),
+    }
+
+
+def test_aws_official_class_with_irsa_and_rotation(
+    tmp_path: Path, kube: FakeKube, proxy: AwsFaults
+) -> None:
+    sm, ssm = seed_clients("eu-west-3")
+    secret = f"MySecret-{uuid.uuid4().hex[:8]}"
+    parameter = f"/app/flags-{uuid.uuid4().hex[:8]}"
+    made = sm.create_secret(
+        Name=secret, SecretString='{"username": "testuser", "password": "testpassword"}'
+    )
+    ssm.put_parameter(Name=parameter, Value="blue=on", Type="SecureString")
+    params = aws_class(secret, parameter)
+    token = ISSUER.pod_token(AWS_AUD, NS, KSA)
+    target = tmp_path / "target"
+    with running_server(
+        tmp_path,
+        providers="keyferry,aws",
+        backends={"aws": {"endpoint_url": proxy.url}},
+        kubernetes=kube.settings(),
+        cache_ttl_seconds=0,
+    ) as srv:
+        sock = srv.socket("aws")
+        first = mount(sock, params, target, pod=DEFAULT_POD, tokens={AWS_AUD: token})
+        assert first.ok, first.error
+        before = volume(target)
+        assert before.files == {
+            secret: (b'{"username": "testuser", "password": "testpassword"}', 0o644),
+            "MySecretUsername": (b"testuser", 0o644),
+            "MySecretPassword": (b"testpassword", 0o644),
+            "flags": (b"blue=on", 0o644),
+        }
+        assert first.object_versions == {
+            secret: made["VersionId"],
+            "MySecretUsername": made["VersionId"],
+            "MySecretPassword": made["VersionId"],
+            "flags": "1",
+        }
+        (sts,) = proxy.sts_calls()
+        assert sts["WebIdentityToken"] == token and sts["RoleArn"] == ROLE
+        again = mount(
+            sock,
+            params,
+            target,
+            pod=DEFAULT_POD,
+            tokens={AWS_AUD: token},
+            old_versions=first.object_versions,
+        )
+        assert_unchanged(target, before, again)
+        assert again.object_versions == first.object_versions
+
+        put = sm.put_secret_value(
+            SecretId=secret, SecretString='{"username": "testuser", "password": "rotated"}'
+        )
+        ssm.put_parameter(Name=parameter, Value="blue=off", Type="SecureString", Overwrite=True)
+        second = mount(
+            sock,
+            params,
+            target,
+            pod=DEFAULT_POD,
+            tokens={AWS_AUD: token},
+            old_versions=first.object_versions,
+        )
+        assert second.ok, second.error
+        after = volume(target)
+        assert_swapped(target, before, after)
+        assert after.files["MySecretPassword"] == (b"rotated", 0o644)
+        assert after.files["flags"] == (b"blue=off", 0o644)
+        assert second.object_versions == {
+            secret: put["VersionId"],
+            "MySecretUsername": put["VersionId"],
+            "MySecretPassword": put["VersionId"],
+            "flags": "2",
+        }
+
+
+def test_aws_missing_secret_fails_the_mount(
+    tmp_path: Path, kube: FakeKube, proxy: AwsFaults
+) -> None:
+    sm, _ = seed_clients("eu-west-3")
+    secret = f"MySecret-{uuid.uuid4().hex[:8]}"
+    parameter = f"/app/flags-{uuid.uuid4().hex[:8]}"  # never created
+    sm.create_secret(Name=secret, SecretString='{"username": "u", "password": "p"}')
+    tokens = {AWS_AUD: ISSUER.pod_token(AWS_AUD, NS, KSA)}
+    target = tmp_path / "target"
+    with running_server(
+        tmp_path,
+        providers="keyferry,aws",
+        backends={"aws": {"endpoint_url": proxy.url}},
+        kubernetes=kube.settings(),
+        cache_ttl_seconds=0,
+    ) as srv:
+        got = mount(
+            srv.socket("aws"),
+            aws_class(secret, parameter),
+            target,
+            pod=DEFAULT_POD,
+            tokens=tokens,
+        )
+    assert not got.ok and got.error_code == "GRPCProviderError"
+    assert got.code == "NotFound", got.grpc_error
+    assert parameter in got.message
+    assert got.object_versions == {} and list(target.iterdir()) == []
+
+
+# -- socket gcp ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def stack(google: GoogleStack) -> GoogleStack:
+    s = google
+    s.google.bind(GSA, NS, KSA)
+    s.google.allow_project(f"serviceAccount:{GSA}")  # read access for the impersonated GSA
+    s.secret_manager.add_version("my-project", "db-password", b"pg-pass-1")
+    for i in (1, 2, 3):
+        s.regional["us-east1"].add_version("my-project", "api-key", f"key-{i}".encode())
+    s.secret_manager.add_version("my-project", "db-creds", b'{"username": "app", "x": 1}')
+    s.parameter_manager.add_version("my-project", "app-config", "v1", b'{"mode": "prod"}')
+    return s
+
+
+def gcp_tokens(stack: GoogleStack) -> dict[str, str]:
+    """The pod's projected token for the workload identity pool's audience."""
+    pool = stack.google.pool
+    return {pool: ISSUER.pod_token(pool, NS, KSA)}
+
+
+GCP_GLOBAL = "projects/my-project/secrets"
+GCP_VERSIONS = "projects/1449000001"
+
+
+def test_gcp_official_class_with_workload_identity_and_rotation(
+    tmp_path: Path, kube: FakeKube, stack: GoogleStack
+) -> None:
+    params = example("gcp/secretproviderclass.yaml")
+    tokens = gcp_tokens(stack)
+    target = tmp_path / "target"
+    with running_server(
+        tmp_path,
+        providers="keyferry,gcp",
+        backends={"gcp": stack.settings()},
+        kubernetes=kube.settings(),
+        cache_ttl_seconds=0,
+    ) as srv:
+        sock = srv.socket("gcp")
+        first = mount(sock, params, target, pod=DEFAULT_POD, tokens=tokens)
+        assert first.ok, first.error
+        before = volume(target)
+        assert before.files == {
+            "db/password": (b"pg-pass-1", 0o400),
+            "api-key": (b"key-3", 0o644),
+            "db/user": (b"app", 0o644),
+            "config.json": (b'{"mode": "prod"}', 0o644),
+        }
+        param_id = "projects/my-project/locations/global/parameters/app-config/versions/v1"
+        assert first.object_versions[param_id].startswith(
+            f"{GCP_VERSIONS}/locations/global/parameters/app-config/versions/v1@"
+        )
+        assert {k: v for k, v in first.object_versions.items() if k != param_id} == {
+            f"{GCP_GLOBAL}/db-password/versions/latest": (
+                f"{GCP_VERSIONS}/secrets/db-password/versions/1"
+            ),
+            "projects/my-project/locations/us-east1/secrets/api-key/versions/3": (
+                f"{GCP_VERSIONS}/locations/us-east1/secrets/api-key/versions/3"
+            ),
+            f"{GCP_GLOBAL}/db-creds/versions/latest": f"{GCP_VERSIONS}/secrets/db-creds/versions/1",
+        }
+        # the pod's own identity: one token exchange, one impersonation of its GSA
+        assert stack.google.counts["sts"] == 1 and stack.google.counts["iam"] == 1
+        again = mount(
+            sock,
+            params,
+            target,
+            pod=DEFAULT_POD,
+            tokens=tokens,
+            old_versions=first.object_versions,
+        )
+        assert_unchanged(target, before, again)
+        assert again.object_versions == first.object_versions
+
+        stack.secret_manager.add_version("my-project", "db-password", b"pg-pass-2")
+        second = mount(
+            sock,
+            params,
+            target,
+            pod=DEFAULT_POD,
+            tokens=tokens,
+            old_versions=first.object_versions,
+        )
+        assert second.ok, second.error
+        after = volume(target)
+        assert_swapped(target, before, after)
+        assert after.files == {**before.files, "db/password": (b"pg-pass-2", 0o400)}
+        assert second.object_versions == {
+            **first.object_versions,
+            f"{GCP_GLOBAL}/db-password/versions/latest": (
+                f"{GCP_VERSIONS}/secrets/db-password/versions/2"
+            ),
+        }
+
+
+def test_gcp_missing_secret_fails_the_mount(
+    tmp_path: Path, kube: FakeKube, stack: GoogleStack
+) -> None:
+    params = {
+        "secrets": f"""
+- resourceName: "{GCP_GLOBAL}/db-password/versions/latest"
+  path: "good.txt"
+- resourceName: "{GCP_GLOBAL}/no-such-secret/versions/latest"
+  path: "missing.txt"
+"""
+    }
+    target = tmp_path / "target"
+    with running_server(
+        tmp_path,
+        providers="keyferry,gcp",
+        backends={"gcp": stack.settings()},
+        kubernetes=kube.settings(),
+        cache_ttl_seconds=0,
+    ) as srv:
+        got = mount(srv.socket("gcp"), params, target, pod=DEFAULT_POD, tokens=gcp_tokens(stack))
+    assert not got.ok and got.error_code == "GRPCProviderError"
+    assert got.code == "NotFound", got.grpc_error
+    assert f"{GCP_GLOBAL}/no-such-secret/versions/latest" in got.message
+    assert "pg-pass" not in got.grpc_error
+    assert got.object_versions == {} and list(target.iterdir()) == []
+
+
+# -- socket azure --------------------------------------------------------------------
+
+
+@pytest.fixture
+def azure(azure: FakeAzure) -> FakeAzure:
+    # Entra ID trusts the cluster's issuer for the app's federated credential
+    azure.entra.federate(AZURE_CLIENT, NS, KSA)
+    azure.vault.grant_reader("my-kv", AZURE_CLIENT)  # Key Vault denies by default
+    return azure
+
+
+def azure_class() -> dict[str, str]:
+    """examples/azure/secretproviderclass.yaml (secret, key, certificate as its
+    backing secret and as the leaf, a version history), in the fake's tenant."""
+    params = example("azure/secretproviderclass.yaml")
+    assert params["clientID"] == AZURE_CLIENT and params["keyvaultName"] == "my-kv"
+    return {**params, "tenantID": TENANT}
+
+
+def azure_tokens() -> dict[str, str]:
+    return {AZURE_AUD: ISSUER.pod_token(AZURE_AUD, NS, KSA)}
+
+
+def test_azure_official_class_with_workload_identity_and_rotation(
+    tmp_path: Path, kube: FakeKube, azure: FakeAzure
+) -> None:
+    vault = azure.vault
+    v_db = vault.add_secret("my-kv", "db-password", "hunter2")
+    key = new_key("p256")
+    v_key = vault.add_key("my-kv", "signing-key", jwk(key))
+    ch = chain("rsa")
+    v_cert = vault.add_certificate(
+        "my-kv",
+        "web-tls",
+        ch.leaf.public_bytes(Encoding.DER),
+        secret_value=ch.pfx_value([ch.root, ch.inter]),
+    )
+    tok = [vault.add_secret("my-kv", "api-token", f"token-{i}") for i in range(3)]
+    params = azure_class()
+    tokens = azure_tokens()
+    target = tmp_path / "target"
+    with running_server(
+        tmp_path,
+        providers="keyferry,azure",
+        backends={"azure": azure.settings(retry_backoff_factor=0.01)},
+        kubernetes=kube.settings(),
+        cache_ttl_seconds=0,
+    ) as srv:
+        sock = srv.socket("azure")
+        first = mount(sock, params, target, pod=DEFAULT_POD, tokens=tokens)
+        assert first.ok, first.error
+        before = volume(target)
+        assert before.files == {
+            "db-password": (b"hunter2", 0o644),
+            "keys/signing.pem": (public_pem(key), 0o644),
+            "tls/web.pem": (ch.key_pem() + ch.ordered_pem(), 0o600),
+            "tls/web.crt": (ch.pem(ch.leaf), 0o644),
+            "api-token/0": (b"token-2", 0o644),
+            "api-token/1": (b"token-1", 0o644),
+        }
+        assert sorted(p.name for p in target.iterdir()) == sorted(
+            ["..data", before.data_dir, "db-password", "keys", "tls", "api-token"]
+        )
+        assert first.object_versions == {
+            "secret/db-password": v_db,
+            "key/signing-key": v_key,
+            "secret/web-tls": v_cert,
+            "cert/web-tls": v_cert,
+            "secret/api-token/0": tok[2],
+            "secret/api-token/1": tok[1],
+        }
+        assert azure.entra.token_requests >= 1
+        # the PKCS#12 -> PEM conversion is byte-stable, so a poll does not swap ..data
+        again = mount(
+            sock,
+            params,
+            target,
+            pod=DEFAULT_POD,
+            tokens=tokens,
+            old_versions=first.object_versions,
+        )
+        assert_unchanged(target, before, again)
+        assert again.object_versions == first.object_versions
+
+        v_db2 = vault.add_secret("my-kv", "db-password", "hunter3")
+        tok3 = vault.add_secret("my-kv", "api-token", "token-3")
+        second = mount(
+            sock,
+            params,
+            target,
+            pod=DEFAULT_POD,
+            tokens=tokens,
+            old_versions=first.object_versions,
+        )
+        assert second.ok, second.error
+        after = volume(target)
+        assert_swapped(target, before, after)
+        assert after.files == {
+            **before.files,
+            "db-password": (b"hunter3", 0o644),
+            "api-token/0": (b"token-3", 0o644),
+            "api-token/1": (b"token-2", 0o644),
+        }
+        assert second.object_versions == {
+            **first.object_versions,
+            "secret/db-password": v_db2,
+            "secret/api-token/0": tok3,
+            "secret/api-token/1": tok[2],
+        }
+
+
+def test_azure_missing_object_fails_the_mount(
+    tmp_path: Path, kube: FakeKube, azure: FakeAzure
+) -> None:
+    azure.vault.add_secret("my-kv", "db-password", "hunter2")
+    target = tmp_path / "target"
+    with running_server(
+        tmp_path,
+        providers="keyferry,azure",
+        backends={"azure": azure.settings(retry_backoff_factor=0.01)},
+        kubernetes=kube.settings(),
+        cache_ttl_seconds=0,
+    ) as srv:
+        got = mount(
+            srv.socket("azure"), azure_class(), target, pod=DEFAULT_POD, tokens=azure_tokens()
+        )
+    assert not got.ok and got.error_code == "GRPCProviderError"
+    assert got.code == "NotFound", got.grpc_error
+    assert "key 'signing-key' in vault 'my-kv'" in got.message
+    assert "hunter2" not in got.grpc_error
+    assert got.object_versions == {} and list(target.iterdir()) == []
