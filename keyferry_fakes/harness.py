@@ -72,6 +72,16 @@ def driver_request(
     )
 
 
+class Clock:
+    """A monotonic clock that moves only when a test moves it (``clock.now += 1``)."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @dataclass
 class Server:
     emb: EmbeddedProvider
@@ -123,6 +133,20 @@ class Server:
                 request, timeout=timeout
             )
             return reply
+
+    def breaker_clock(self) -> Clock:
+        """Put the server's fail-fast breakers on a :class:`Clock` the test moves."""
+        assert self.emb.provider is not None
+        clock = Clock()
+        self.emb.provider.services.breakers.clock = clock
+        return clock
+
+    def metric(self, sample: str) -> float | None:
+        """The value of one sample, e.g. ``keyferry_mounts_total{dialect="native",...}``."""
+        for line in self.metrics_text().splitlines():
+            if line.startswith(sample + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return None
 
     def metrics_text(self) -> str:
         assert self.emb.provider is not None

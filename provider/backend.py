@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from . import registry
+from .breaker import Breakers
 from .cache import TTLCache
 from .config import Config
+from .errors import Code, KeyferryError
 from .kube import KubeClient
 from .model import Deadline, Fetched, Mount
 from .observe import Metrics
@@ -32,6 +35,7 @@ from .observe import Metrics
 T = TypeVar("T")
 
 FetchResult = Fetched | Exception
+_OUTAGE = (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED)
 
 
 @dataclass
@@ -43,9 +47,34 @@ class Services:
     executor: ThreadPoolExecutor
     kube: KubeClient
     values: TTLCache[Fetched]
-    """Fetched values, keyed by (backend, principal, ref): identity-scoped."""
+    """Fetched values, keyed by (backend, principal, ref): identity-scoped. Its stale
+    window (``stale_if_error_seconds``) serves :meth:`last_known_good`."""
     hmac_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     """The server's key for content-derived versions (``hmac_key_file``)."""
+    breakers: Breakers = field(init=False)
+    """Fail fast while an endpoint is down: every cloud's call gate goes through it."""
+
+    def __post_init__(self) -> None:
+        c = self.config
+        self.breakers = Breakers(
+            threshold=c.fail_fast_threshold,
+            open_seconds=c.fail_fast_seconds,
+            max_open_seconds=c.fail_fast_max_seconds,
+            metrics=self.metrics,
+        )
+
+    def last_known_good(self, key: Hashable, error: object) -> Fetched | None:
+        """stale-if-error: the value last put in :attr:`values` under ``key`` (which names
+        the principal), marked with its age, when ``error`` says the backend is unavailable
+        (UNAVAILABLE, DEADLINE_EXCEEDED; never a denial or a missing object) and the value
+        is within ``stale_if_error_seconds``; else ``None``."""
+        if not isinstance(error, KeyferryError) or error.code not in _OUTAGE:
+            return None
+        found = self.values.stale(key)
+        if found is None:
+            return None
+        value, age = found
+        return dataclasses.replace(value, stale_seconds=age)
 
     def keyed_digest(self, *parts: bytes) -> str:
         """Hex HMAC-SHA256 of ``parts``: a version that reveals nothing of the content."""

@@ -3,6 +3,10 @@
 Callers build keys that include everything that makes two requests differ,
 *including the authenticated principal*, so a value fetched for one identity
 is never served to another. Concurrent loads of one key share one call.
+
+With ``stale_seconds`` an entry outlives its freshness: :meth:`TTLCache.get` no longer
+returns it, but :meth:`TTLCache.stale` does until it is ``stale_seconds`` old (the
+server's ``stale_if_error_seconds``: last-known-good while a backend is down).
 """
 
 from __future__ import annotations
@@ -20,14 +24,20 @@ T = TypeVar("T")
 class _Entry(Generic[T]):
     value: T
     expires: float
+    """Fresh until then."""
+    stored: float
+    keep: float
+    """Dropped then: the later of ``expires`` and the end of the stale window."""
 
 
 class TTLCache(Generic[T]):
-    """Values expire after ``ttl`` seconds (or a per-entry expiry)."""
+    """Values expire after ``ttl`` seconds (or a per-entry expiry); with ``stale_seconds``
+    they stay available to :meth:`stale` until that old."""
 
-    def __init__(self, ttl: float, *, max_entries: int = 10_000) -> None:
+    def __init__(self, ttl: float, *, max_entries: int = 10_000, stale_seconds: float = 0) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
+        self.stale_seconds = stale_seconds
         self._entries: dict[Hashable, _Entry[T]] = {}
         self._inflight: dict[Hashable, asyncio.Task[T]] = {}
         self.hits = 0
@@ -41,18 +51,35 @@ class TTLCache(Generic[T]):
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if entry.expires <= time.monotonic():
-            del self._entries[key]
+        now = time.monotonic()
+        if entry.expires <= now:
+            if entry.keep <= now:
+                del self._entries[key]
             return None
         return entry.value
 
+    def stale(self, key: Hashable) -> tuple[T, float] | None:
+        """``(value, age in seconds)`` of the last value put under ``key``, fresh or not,
+        if it is at most ``stale_seconds`` old (never with ``stale_seconds`` 0)."""
+        entry = self._entries.get(key)
+        if entry is None or self.stale_seconds <= 0:
+            return None
+        age = time.monotonic() - entry.stored
+        if age > self.stale_seconds:
+            return None
+        return entry.value, age
+
     def put(self, key: Hashable, value: T, *, ttl: float | None = None) -> None:
+        """Keep ``value`` fresh for ``ttl`` (default: the cache's); with a stale window it
+        is kept for :meth:`stale` even when ``ttl`` is 0."""
         ttl = self.ttl if ttl is None else ttl
-        if ttl <= 0:
+        now = time.monotonic()
+        keep = max(now + ttl, now + self.stale_seconds)
+        if keep <= now:
             return
         if len(self._entries) >= self.max_entries:
             self._evict()
-        self._entries[key] = _Entry(value, time.monotonic() + ttl)
+        self._entries[key] = _Entry(value, now + ttl, now, keep)
 
     def invalidate(self, key: Hashable) -> None:
         self._entries.pop(key, None)
@@ -62,7 +89,7 @@ class TTLCache(Generic[T]):
 
     def _evict(self) -> None:
         now = time.monotonic()
-        for k in [k for k, e in self._entries.items() if e.expires <= now]:
+        for k in [k for k, e in self._entries.items() if e.keep <= now]:
             del self._entries[k]
         while len(self._entries) >= self.max_entries:
             del self._entries[next(iter(self._entries))]

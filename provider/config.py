@@ -57,6 +57,21 @@ class Config:
     max_concurrent_fetches: int = 16
     cache_ttl_seconds: float = 30.0
     """How long a fetched value is reused for the same identity (0 = coalescing only)."""
+    stale_if_error_seconds: float = 0.0
+    """Last-known-good, off at 0: while a backend is unavailable (UNAVAILABLE or
+    DEADLINE_EXCEEDED, never a denial or a missing object), a Mount may be served the value
+    last fetched for the same principal, object and version selector, if it is no older
+    than this; kept in memory only, logged and counted as stale. A revoked grant keeps
+    working for that long (docs/operations.md)."""
+    fail_fast_threshold: int = 3
+    """Backend calls in a row that must fail at the transport (refused, reset, timed out,
+    5xx) before keyferry fails further calls to that endpoint at once with UNAVAILABLE;
+    0 turns fail-fast off."""
+    fail_fast_seconds: float = 1.0
+    """How long an endpoint that went down fails fast before one Mount probes it; doubles
+    after each failed probe."""
+    fail_fast_max_seconds: float = 30.0
+    """The longest fail-fast interval."""
     local_root: Path | None = None
     """Root directory of the ``local`` backend; unset disables it."""
     hmac_key_file: Path | None = None
@@ -79,6 +94,10 @@ _SCALARS: dict[str, type] = {
     "max_response_bytes": int,
     "max_concurrent_fetches": int,
     "cache_ttl_seconds": float,
+    "stale_if_error_seconds": float,
+    "fail_fast_threshold": int,
+    "fail_fast_seconds": float,
+    "fail_fast_max_seconds": float,
     "local_root": Path,
     "hmac_key_file": Path,
     "log_level": str,
@@ -210,6 +229,15 @@ def load(
         config = _apply(config, {k: v for k, v in overrides.items() if v is not None}, "flags")
     if config.max_response_bytes <= 0 or config.max_concurrent_fetches <= 0:
         raise ConfigError("config: max_response_bytes and max_concurrent_fetches must be > 0")
+    for name in (
+        "cache_ttl_seconds",
+        "stale_if_error_seconds",
+        "fail_fast_threshold",
+        "fail_fast_seconds",
+        "fail_fast_max_seconds",
+    ):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"config {name}: must not be negative")
     if not 0 <= config.socket_mode <= 0o777:
         raise ConfigError("config socket_mode: must be a file mode such as 0600 or 0660")
     return config

@@ -1,7 +1,9 @@
 """The HTTP listener beside the sockets: ``/healthz`` (the process is alive),
-``/readyz`` (200, or 503 listing each problem the server reports) and ``/metrics``
-(Prometheus). Plain WSGI on a thread per request, so a slow scrape never holds up
-a probe, and nothing here touches the event loop that serves Mounts."""
+``/readyz`` (200, or 503 listing each problem the server reports; ``/readyz?verbose``
+adds informational detail, such as backend endpoints failing fast, that never changes
+the status) and ``/metrics`` (Prometheus). Plain WSGI on a thread per request, so a
+slow scrape never holds up a probe, and nothing here touches the event loop that serves
+Mounts."""
 
 from __future__ import annotations
 
@@ -37,9 +39,15 @@ class _Threaded(WSGIServer):
 
 
 class ProbeServer:
-    def __init__(self, metrics: CollectorRegistry, readiness: Callable[[], list[str]]) -> None:
+    def __init__(
+        self,
+        metrics: CollectorRegistry,
+        readiness: Callable[[], list[str]],
+        detail: Callable[[], list[str]] | None = None,
+    ) -> None:
         self._metrics = make_wsgi_app(metrics)
         self._readiness = readiness
+        self._detail = detail
         self._httpd: WSGIServer | None = None
         self.port: int | None = None
 
@@ -52,7 +60,10 @@ class ProbeServer:
         elif path == "/readyz":
             problems = self._readiness()
             status = "200 OK" if not problems else "503 Service Unavailable"
-            body = ("ok\n" if not problems else "\n".join(problems) + "\n").encode()
+            lines = problems or ["ok"]
+            if "verbose" in environ.get("QUERY_STRING", "").split("&") and self._detail:
+                lines = [*lines, *self._detail()]
+            body = ("\n".join(lines) + "\n").encode()
         else:
             status, body = "404 Not Found", b"not found\n"
         start_response(status, [("Content-Type", "text/plain; charset=utf-8")])

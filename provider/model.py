@@ -108,6 +108,9 @@ class Fetched:
     content_type: str = ""
     served_by: str = ""
     """Where the bytes came from (e.g. the AWS region), for the audit log."""
+    stale_seconds: float | None = None
+    """The age of a last-known-good value served because the backend was unavailable
+    (``stale_if_error_seconds``); ``None`` for a value fetched now or fresh in the cache."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,8 @@ class Result:
     versions: tuple[ObjectVersion, ...]
     skipped: tuple[str, ...] = ()
     """Labels of optional objects that were not found."""
+    stale: tuple[tuple[str, float], ...] = ()
+    """(label, age in seconds) of objects served last-known-good values."""
 
 
 class Deadline:

@@ -151,6 +151,25 @@ class Metrics:
             registry=r,
         )
 
+        self.endpoint_fail_fast = Counter(
+            "keyferry_endpoint_fail_fast",
+            "Backend calls refused at once because their endpoint is down",
+            ["backend", "endpoint"],
+            registry=r,
+        )
+        self.endpoint_transitions = Counter(
+            "keyferry_endpoint_transitions",
+            "Backend endpoints entering a state (open, half_open, closed)",
+            ["backend", "endpoint", "state"],
+            registry=r,
+        )
+        self.stale_served = Counter(
+            "keyferry_stale_values_served",
+            "Last-known-good values served while the backend was unavailable",
+            ["backend"],
+            registry=r,
+        )
+
     def backend_call(self, backend: str, operation: str, outcome: str, seconds: float) -> None:
         self.backend_requests.labels(backend, operation, outcome).inc()
         self.backend_latency.labels(backend, operation).observe(seconds)

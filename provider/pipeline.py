@@ -82,6 +82,7 @@ class Pipeline:
         versions: dict[str, tuple[str, str]] = {}
         errors: list[KeyferryError] = []
         skipped: list[str] = []
+        stale: list[tuple[ObjectSpec, float]] = []
         # One hop off the event loop for all objects: extraction runs user expressions
         # over documents and must not stall other mounts.
         rendered = await asyncio.get_running_loop().run_in_executor(
@@ -105,6 +106,8 @@ class Pipeline:
                 errors.append(_as_object_error(spec, output))
                 continue
             out_files.extend(output or ())
+            if result.stale_seconds is not None:
+                stale.append((spec, result.stale_seconds))
             version = result.version or self._content_version(spec, result)
             for object_id in spec.ids:
                 previous = versions.get(object_id)
@@ -127,10 +130,17 @@ class Pipeline:
                 "every object is optional and none was found; the driver needs at least one "
                 "object (make one object required or create one of them): " + ", ".join(skipped)
             )
+        for spec, age in stale:
+            self.metrics.stale_served.labels(spec.backend).inc()
+            log.warning(
+                "backend unavailable: served the last-known-good value",
+                extra={"object": spec.label, "backend": spec.backend, "age_seconds": round(age)},
+            )
         return Result(
             files=tuple(out_files),
             versions=tuple(ObjectVersion(i, v) for i, (v, _) in sorted(versions.items())),
             skipped=tuple(skipped),
+            stale=tuple((spec.label, age) for spec, age in stale),
         )
 
     def _content_version(self, spec: ObjectSpec, fetched: Fetched) -> str:

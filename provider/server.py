@@ -119,7 +119,9 @@ class Provider:
             metrics=self.metrics,
             executor=self.executor,
             kube=KubeClient(config.kubernetes),
-            values=TTLCache[Fetched](config.cache_ttl_seconds),
+            values=TTLCache[Fetched](
+                config.cache_ttl_seconds, stale_seconds=config.stale_if_error_seconds
+            ),
             hmac_key=load_hmac_key(config.hmac_key_file),
         )
         self.registry = Registry(self.services)
@@ -166,6 +168,10 @@ class Provider:
             record["objects"] = [{"id": v.id, "version": v.version} for v in result.versions]
             if result.skipped:
                 record["skipped_optional"] = list(result.skipped)
+            if result.stale:
+                record["stale"] = [
+                    {"object": o, "age_seconds": round(a, 1)} for o, a in result.stale
+                ]
             record["files"] = len(result.files)
             record["outcome"] = "ok"
             return None, "", response
@@ -215,7 +221,9 @@ class Provider:
             self.sockets[name] = path
             log.info("listening", extra={"provider": name, "dialect": dialect, "socket": str(path)})
         if self.config.http_address:
-            self._http = ProbeServer(self.metrics.registry, self.readiness_problems)
+            self._http = ProbeServer(
+                self.metrics.registry, self.readiness_problems, self.services.breakers.detail
+            )
             self._http.start(self.config.http_address)
             self.http_port = self._http.port
         self._preload()

@@ -1,16 +1,34 @@
-"""provider.cache.TTLCache: coalescing, expiry, failures and identity isolation."""
+"""provider.cache.TTLCache: coalescing, expiry, failures, identity isolation and the stale
+window behind Services.last_known_good (stale_if_error_seconds)."""
 
 from __future__ import annotations
 
 import asyncio
 import types
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from provider import cache as cache_module
+from provider.backend import Services
 from provider.cache import TTLCache
+from provider.config import Config
+from provider.errors import (
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    KeyferryError,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from provider.kube import KubeClient
+from provider.model import Fetched
+from provider.observe import Metrics
 
 
 class Clock:
@@ -288,3 +306,108 @@ def test_concurrent_loads_of_different_keys_are_not_coalesced() -> None:
         assert c.coalesced == 0
 
     run(scenario)
+
+
+# --- the stale window (stale_if_error_seconds) ----------------------------------------------
+
+
+def test_stale_window_keeps_an_expired_value_for_stale_only(clock: Clock) -> None:
+    cache: TTLCache[str] = TTLCache(10, stale_seconds=60)
+    cache.put(("p", "k"), "v")
+    clock.now += 30
+    assert cache.get(("p", "k")) is None  # no longer fresh
+    assert cache.stale(("p", "k")) == ("v", 30)
+    clock.now += 30
+    assert cache.stale(("p", "k")) == ("v", 60)
+    clock.now += 0.1
+    assert cache.stale(("p", "k")) is None
+
+
+def test_stale_window_keeps_values_even_when_nothing_is_cached_fresh(clock: Clock) -> None:
+    cache: TTLCache[str] = TTLCache(0, stale_seconds=60)
+    cache.put("k", "v")
+    assert cache.get("k") is None
+    assert cache.stale("k") == ("v", 0)
+
+
+def test_without_a_stale_window_nothing_is_kept_or_served_stale(clock: Clock) -> None:
+    cache: TTLCache[str] = TTLCache(10)
+    cache.put("k", "v")
+    assert cache.stale("k") is None  # even while fresh: stale serving is off
+    nothing: TTLCache[str] = TTLCache(0)
+    nothing.put("k", "v")
+    assert len(nothing) == 0
+
+
+def test_stale_age_counts_from_the_last_fetch(clock: Clock) -> None:
+    cache: TTLCache[str] = TTLCache(5, stale_seconds=60)
+    cache.put("k", "old")
+    clock.now += 50
+    cache.put("k", "new")
+    clock.now += 20
+    assert cache.stale("k") == ("new", 20)
+
+
+def test_stale_entries_are_evicted_once_past_the_window(clock: Clock) -> None:
+    cache: TTLCache[str] = TTLCache(1, max_entries=2, stale_seconds=10)
+    cache.put("a", "1")
+    clock.now += 11
+    cache.put("b", "2")
+    cache.put("c", "3")  # full: "a" is past its window and goes first
+    assert cache.stale("a") is None
+    assert cache.stale("b") == ("2", 0) and cache.stale("c") == ("3", 0)
+
+
+def services(stale_seconds: float) -> Services:
+    config = Config(stale_if_error_seconds=stale_seconds)
+    return Services(
+        config=config,
+        metrics=Metrics(),
+        executor=ThreadPoolExecutor(1),
+        kube=KubeClient(config.kubernetes),
+        values=TTLCache[Fetched](0, stale_seconds=stale_seconds),
+    )
+
+
+@pytest.mark.parametrize("error", [Unavailable("503"), DeadlineExceeded("no answer")])
+def test_last_known_good_is_served_for_an_outage_within_its_age(
+    clock: Clock, error: KeyferryError
+) -> None:
+    svc = services(60)
+    svc.values.put(("aws", "principal-1", "ref"), Fetched(b"v", version="1"))
+    clock.now += 60
+    got = svc.last_known_good(("aws", "principal-1", "ref"), error)
+    assert got == Fetched(b"v", version="1", stale_seconds=60)
+    clock.now += 0.5
+    assert svc.last_known_good(("aws", "principal-1", "ref"), error) is None  # too old
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        PermissionDenied("revoked"),
+        NotFound("deleted"),
+        Unauthenticated("x"),
+        InvalidArgument("x"),
+        ResourceExhausted("too big"),
+        Internal("x"),
+        ValueError("not a keyferry error"),
+        None,
+    ],
+)
+def test_last_known_good_is_never_served_for_an_answer(clock: Clock, error: object) -> None:
+    svc = services(60)
+    svc.values.put("key", Fetched(b"v"))
+    assert svc.last_known_good("key", error) is None
+
+
+def test_last_known_good_is_keyed_by_principal(clock: Clock) -> None:
+    svc = services(60)
+    svc.values.put(("gcp", "principal-1", "ref"), Fetched(b"v"))
+    assert svc.last_known_good(("gcp", "principal-2", "ref"), Unavailable("x")) is None
+
+
+def test_last_known_good_is_off_by_default(clock: Clock) -> None:
+    svc = services(0)
+    svc.values.put("key", Fetched(b"v"))
+    assert svc.last_known_good("key", Unavailable("x")) is None

@@ -245,6 +245,11 @@ def test_bad_types_are_config_errors(tmp_path: Path, text: str) -> None:
         "socket_mode: -1\n",
         "max_response_bytes: 0\n",
         "max_concurrent_fetches: -3\n",
+        "stale_if_error_seconds: -1\n",
+        "fail_fast_threshold: -1\n",
+        "fail_fast_seconds: -0.5\n",
+        "fail_fast_max_seconds: -30\n",
+        "cache_ttl_seconds: -1\n",
     ],
 )
 def test_out_of_range_values_are_config_errors(tmp_path: Path, text: str) -> None:
@@ -265,6 +270,21 @@ def test_invalid_yaml_file_is_a_config_error(tmp_path: Path) -> None:
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file"):
         config.load(tmp_path / "absent.yaml", env={})
+
+
+def test_fail_fast_is_on_and_last_known_good_off_by_default() -> None:
+    cfg = config.load(env={})
+    assert cfg.stale_if_error_seconds == 0
+    assert cfg.fail_fast_threshold == 3
+    assert 0 < cfg.fail_fast_seconds <= cfg.fail_fast_max_seconds
+
+
+def test_outage_settings_come_from_file_and_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "stale_if_error_seconds: 300\nfail_fast_threshold: 0\n")
+    cfg = config.load(path, env={"KEYFERRY_FAIL_FAST_MAX_SECONDS": "120"})
+    assert cfg.stale_if_error_seconds == 300.0
+    assert cfg.fail_fast_threshold == 0
+    assert cfg.fail_fast_max_seconds == 120.0
 
 
 # --- nested sections -----------------------------------------------------------------------

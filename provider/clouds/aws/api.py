@@ -13,8 +13,13 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ...backend import Services
+from ...breaker import Endpoint, Verdict
 from ...errors import DeadlineExceeded, KeyferryError
 from ...model import Deadline, Fetched
 from .credentials import Identity, IdentityPool
@@ -146,8 +151,35 @@ class Api:
         if deadline.remaining() <= 0:
             raise TimeoutError
         self.calls[operation] = self.calls.get(operation, 0) + 1
-        async with self._semaphore:
+        breaker = self.services.breakers.guard(_endpoint(fn), deadline, verdict)
+        async with breaker, self._semaphore:
             return await asyncio.wait_for(
                 self.services.timed(NAME, operation, fn, *args, **kwargs),
                 timeout=max(0.05, deadline.remaining()),
             )
+
+
+def _endpoint(fn: Callable[..., Any]) -> Endpoint | None:
+    """The endpoint a client method calls (``None`` for credential refreshes: the
+    identity endpoints fail their own way). Its label has the region as ``{region}``."""
+    meta = getattr(getattr(fn, "__self__", None), "meta", None)
+    if meta is None:
+        return None
+    host = urlsplit(meta.endpoint_url).netloc
+    region, service = meta.region_name, meta.service_model.endpoint_prefix
+    if region and region in host:
+        return Endpoint(NAME, host, host.replace(region, "{region}"))
+    return Endpoint(NAME, f"{host} ({service} in {region})", host)
+
+
+def verdict(exc: BaseException) -> Verdict:
+    """What a failed botocore call says about its endpoint (:mod:`provider.breaker`)."""
+    if isinstance(exc, ClientError):
+        code = str((exc.response.get("Error") or {}).get("Code", ""))
+        status = int((exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
+        if code in THROTTLING_CODES or status == 429:
+            return Verdict.NEUTRAL
+        return Verdict.DOWN if status >= 500 else Verdict.UP
+    if isinstance(exc, HTTPClientError | BotoConnectionError | TimeoutError):
+        return Verdict.DOWN
+    return Verdict.NEUTRAL

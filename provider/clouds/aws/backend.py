@@ -155,6 +155,10 @@ class AwsBackend:
         for job in jobs:
             fetched = outcome.results.get(job.index)
             if fetched is None:
+                key = (NAME, principal, job.ref, job.region)
+                stale = self.services.last_known_good(key, out.get(job.index))
+                if stale is not None:
+                    out[job.index] = stale
                 continue
             out[job.index] = fetched
             ttl = (

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ...backend import FetchResult, Services
+from ...breaker import Endpoint
 from ...cache import TTLCache
 from ...errors import (
     Absent,
@@ -31,7 +32,7 @@ from ...errors import (
 from ...model import Deadline, Fetched, Mount
 from . import certs
 from .clients import Clients
-from .errors import translate
+from .errors import translate, verdict
 from .identity import Identities, Identity, quiet_sdk_logs, who
 from .ref import AzureRef
 from .settings import AzureSettings, Cloud, parse_settings
@@ -88,12 +89,16 @@ class AzureBackend:
             if isinstance(identity, KeyferryError):
                 results[i] = identity
                 return
+            url = cloud.url_for(ref.vault)
+            key = (NAME, identity.key, url, ref)  # last-known-good (stale_if_error_seconds)
             try:
                 async with self._limit:
-                    results[i] = await asyncio.wait_for(
-                        self._fetch_one(ref, cloud.url_for(ref.vault), identity, deadline),
+                    fetched = await asyncio.wait_for(
+                        self._fetch_one(ref, url, identity, deadline),
                         timeout=max(0.01, deadline.remaining()),
                     )
+                results[i] = fetched
+                self.services.values.put(key, fetched, ttl=0)
             except TimeoutError:
                 results[i] = DeadlineExceeded(
                     f"{ref.describe()}: no answer from Key Vault within the mount budget "
@@ -101,6 +106,7 @@ class AzureBackend:
                 )
             except KeyferryError as exc:
                 results[i] = exc
+            results[i] = self.services.last_known_good(key, results[i]) or results[i]
 
         await asyncio.gather(*(one(i, ref, cloud) for i, ref, cloud in plans))
         return [r if r is not None else Internal("no result") for r in results]
@@ -118,7 +124,13 @@ class AzureBackend:
     # -- fetching --
 
     async def _call(
-        self, op: str, ref: AzureRef, identity: Identity, deadline: Deadline, fn: Callable[..., T]
+        self,
+        op: str,
+        ref: AzureRef,
+        url: str,
+        identity: Identity,
+        deadline: Deadline,
+        fn: Callable[..., T],
     ) -> T:
         budget = deadline.remaining() - _MARGIN
         if budget <= 0:
@@ -128,8 +140,12 @@ class AzureBackend:
             "read_timeout": budget,
             "connection_timeout": min(budget, 10.0),
         }
+        # The vault's host is tenant input; the metric label is the cloud's URL template.
+        label = self.settings.cloud_for(ref).url_for("{vault}").split("://", 1)[-1]
+        endpoint = Endpoint(NAME, url.split("://", 1)[-1], label)
         try:
-            return await self.services.timed(NAME, op, fn, **options)
+            async with self.services.breakers.guard(endpoint, deadline, verdict):
+                return await self.services.timed(NAME, op, fn, **options)
         except Exception as exc:
             raise translate(exc, ref, identity) from None
 
@@ -140,7 +156,7 @@ class AzureBackend:
         name = ref.name
 
         async def call(op: str, fn: Callable[..., Any]) -> Any:
-            return await self._call(op, ref, identity, deadline, fn)
+            return await self._call(op, ref, url, identity, deadline, fn)
 
         def get_certificate(**options: Any) -> Any:
             if version:
@@ -205,7 +221,7 @@ class AzureBackend:
             return tuple(v for _, v in found)
 
         async def load() -> tuple[str, ...]:
-            return await self._call("list_versions", ref, identity, deadline, listing)
+            return await self._call("list_versions", ref, url, identity, deadline, listing)
 
         versions = await self._versions.get_or_load((NAME, identity.key, url, ref.kind, name), load)
         if ref.version:

@@ -22,6 +22,7 @@ from azure.core.exceptions import (
 )
 from azure.identity import CredentialUnavailableError
 
+from ...breaker import Verdict
 from ...errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -114,6 +115,18 @@ def _from_vault(exc: HttpResponseError, ref: AzureRef) -> bool:
     request = getattr(response, "request", None)
     url = str(getattr(request, "url", "") or "")
     return f"/{ref.kind}s/" in url or "/certificates/" in url
+
+
+def verdict(exc: BaseException) -> Verdict:
+    """What a failed SDK call says about its vault (:mod:`provider.breaker`)."""
+    if isinstance(exc, ServiceRequestError | ServiceResponseError | TimeoutError):
+        return Verdict.DOWN
+    if isinstance(exc, HttpResponseError) and not isinstance(exc, ClientAuthenticationError):
+        status = exc.status_code or 0
+        if status == 429:
+            return Verdict.NEUTRAL
+        return Verdict.DOWN if status >= 500 else Verdict.UP
+    return Verdict.NEUTRAL
 
 
 def translate(exc: Exception, ref: AzureRef, identity: Identity) -> KeyferryError:

@@ -99,7 +99,8 @@ class GcpBackend:
             budget = min(self.settings.timeout_seconds, deadline.remaining() - _DEADLINE_RESERVE)
             if budget <= 0:
                 raise DeadlineExceeded(f"no time left in the mount's deadline to fetch {ref.name}")
-            async with self._semaphore:
+            endpoint = self.clients.breaker_endpoint(ref)
+            async with self.services.breakers.guard(endpoint, deadline), self._semaphore:
                 self.api_calls += 1
                 response = await self.services.timed(
                     NAME,
@@ -120,7 +121,13 @@ class GcpBackend:
             return Fetched(content=response.content, version=version, served_by=response.endpoint)
 
         key = (NAME, identity.principal, ref.service, ref.name)
-        return await self.services.values.get_or_load(key, load)
+        try:
+            return await self.services.values.get_or_load(key, load)
+        except KeyferryError as exc:
+            stale = self.services.last_known_good(key, exc)
+            if stale is None:
+                raise
+            return stale
 
     def _on_retry(self, exc: Exception) -> None:
         self.retries += 1

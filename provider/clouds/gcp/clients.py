@@ -28,6 +28,7 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
     SecretManagerServiceGrpcTransport,
 )
 
+from ...breaker import Endpoint
 from ...errors import Internal
 from .errors import translate
 from .ref import GcpRef, SecretVersionRef
@@ -77,6 +78,13 @@ class Clients:
         if not ref.location:
             return default
         return overrides.get(ref.location) or regional.replace("{location}", ref.location)
+
+    def breaker_endpoint(self, ref: GcpRef) -> Endpoint:
+        """The endpoint for :mod:`provider.breaker`: labelled with the location as
+        ``{location}`` (the rest comes from settings)."""
+        endpoint = self.endpoint(ref)
+        label = endpoint.replace(ref.location, "{location}") if ref.location else endpoint
+        return Endpoint("gcp", endpoint, label)
 
     def _channel(self, endpoint: str) -> grpc.Channel:
         if self.settings.insecure:
