@@ -62,9 +62,12 @@ def go_float32(value: float) -> str:
     to a float in a string field."""
     if math.isnan(value):
         return ".nan"
-    if math.isinf(value):
-        return ".inf" if value > 0 else "-.inf"
-    f32 = struct.unpack("f", struct.pack("f", value))[0]
+    try:
+        f32 = struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:  # beyond float32: Go's float32(v) is an infinity
+        f32 = math.copysign(math.inf, value)
+    if math.isinf(f32):
+        return ".inf" if f32 > 0 else "-.inf"
     shown = f"{f32:.8e}"
     for precision in range(9):
         shown = f"{f32:.{precision}e}"

@@ -158,6 +158,15 @@ def test_numbers_in_string_fields_become_decimal_text() -> None:
     assert ref.target == AwsTarget("12", version_id="3")
 
 
+@pytest.mark.parametrize("number", ["3.4028235677973366e+38", "1.0e+39", "-1.0e+39", ".inf"])
+def test_floats_beyond_float32_are_infinite_text_not_a_crash(number: str) -> None:
+    # Found by tests/core/test_fuzz.py: a float just past float32's range crashed the
+    # conversion ASCP applies (Go's float32(v) is an infinity there).
+    err = error(f"- objectName: x\n  objectType: secretsmanager\n  filePermission: {number}\n")
+    assert err.code is Code.INVALID_ARGUMENT
+    assert "inf" in err.message
+
+
 def test_arn_without_object_type_takes_the_service_from_the_arn() -> None:
     plan = parse(
         "- objectName: arn:aws:ssm:us-east-1:123456789012:parameter/app/db\n", region="us-east-1"
