@@ -27,7 +27,7 @@ from . import registry
 from .breaker import Breakers
 from .cache import TTLCache
 from .config import Config
-from .errors import Code, KeyferryError
+from .errors import Code, ConfigError, FailedPrecondition, KeyferryError
 from .kube import KubeClient
 from .model import Deadline, Fetched, Mount
 from .observe import Metrics
@@ -150,7 +150,13 @@ class Registry:
             if backend is None:
                 module = registry.import_part(name, "backend")
                 settings: dict[str, Any] = dict(self.services.config.backends.get(name, {}))
-                backend = module.create(settings, self.services)
+                try:
+                    backend = module.create(settings, self.services)
+                except ConfigError as exc:  # read on first use: a setup problem, not a bug
+                    raise FailedPrecondition(
+                        f"backend {name} cannot start: {exc}; fix backends.{name} in the "
+                        "keyferry server configuration"
+                    ) from None
                 self._backends[name] = backend
             return backend
 

@@ -337,6 +337,23 @@ def test_local_backend_disabled_without_a_root(tmp_path: Path) -> None:
     assert "local_root" in (err.value.details() or "")
 
 
+def test_invalid_backend_settings_are_failed_precondition_naming_the_section(
+    tmp_path: Path,
+) -> None:
+    # Backend sections are read when a Mount first needs them (found by test_fuzz.py:
+    # this was INTERNAL "unexpected ConfigError").
+    bad = {"gcp": {"secret_manager_regional_endpoint": "127.0.0.1:9"}}
+    params = {"secrets": "- {resourceName: projects/p/secrets/s/versions/1, path: s}"}
+    with running_server(tmp_path, providers="gcp", backends=bad) as s:
+        for _ in range(2):  # and it stays so: the failed creation is not kept
+            with pytest.raises(grpc.RpcError) as err:
+                s.mount("gcp", params)
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            details = err.value.details() or ""
+            assert "secret_manager_regional_endpoint" in details
+            assert "fix backends.gcp in the keyferry server configuration" in details
+
+
 def test_slow_backend_hits_the_mount_deadline(tmp_path: Path, root: Path) -> None:
     fifo = root / "slow"
     os.mkfifo(fifo)  # opening it for reading blocks until a writer appears
