@@ -14,6 +14,7 @@ backlog large enough for a burst of concurrent clients.
 
 from __future__ import annotations
 
+import http.client
 import selectors
 import socket
 import socketserver
@@ -99,3 +100,25 @@ class HTTPServing(Serving):
         shown = f"[{host}]" if ":" in host else host
         self.url = f"{'https' if tls is not None else 'http'}://{shown}:{self.port}"
         super().__init__(server, name=name)
+
+
+def relay(
+    handler: BaseHTTPRequestHandler, host: str, port: int | None, body: bytes, *, keep_host: bool
+) -> tuple[int, bytes]:
+    """Send ``handler``'s request on to ``host:port`` and its answer back; returns the
+    status and body. ``keep_host``: forward the client's Host header (a SigV4 signature
+    covers it)."""
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    headers = {k: v for k, v in handler.headers.items() if keep_host or k.lower() != "host"}
+    conn.request(handler.command, handler.path, body=body, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    handler.send_response(resp.status)
+    for key, value in resp.getheaders():
+        if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+            handler.send_header(key, value)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+    conn.close()
+    return resp.status, data

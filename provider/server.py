@@ -33,7 +33,7 @@ from ._proto.v1alpha1 import service_pb2_grpc as pb_grpc
 from .backend import Registry, Services
 from .cache import TTLCache
 from .config import PROVIDER_NAME_RE, Config
-from .errors import Code, ConfigError, Internal, KeyferryError, clip
+from .errors import Code, ConfigError, Internal, KeyferryError, Unavailable, clip
 from .http import ProbeServer
 from .kube import KubeClient
 from .model import Deadline, Fetched, Mount
@@ -133,6 +133,9 @@ class Provider:
         self.http_port: int | None = None
         self._stopping = asyncio.Event()
         self._inflight = 0
+        self._idle = asyncio.Event()
+        """Set whenever no Mount is in flight (what a drain waits for)."""
+        self._idle.set()
 
     # -- Mount ---------------------------------------------------------------
 
@@ -152,9 +155,15 @@ class Provider:
         deadline = Deadline(budget)
         self.metrics.inflight.inc()
         self._inflight += 1
+        self._idle.clear()
         mount: Mount | None = None
         record: dict[str, Any] = {"provider": name, "dialect": dialect}
         try:
+            if self._stopping.is_set():
+                raise Unavailable(
+                    "keyferry is shutting down and takes no new Mounts; the driver retries "
+                    "(on the keyferry that replaces this one)"
+                )
             REDACTOR.start()
             if isinstance(request, bytes):
                 request = protocol.parse(request)
@@ -188,6 +197,8 @@ class Provider:
         finally:
             seconds = time.monotonic() - start
             self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
             self.metrics.inflight.dec()
             self.metrics.mounts.labels(dialect, record.get("outcome", "error")).inc()
             self.metrics.mount_duration.labels(dialect).observe(seconds)
@@ -272,12 +283,21 @@ class Provider:
         return problems
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting, let in-flight Mounts finish within the grace period, clean up."""
+        """Refuse new Mounts, let in-flight ones finish within the grace period, clean up.
+
+        New Mounts are answered UNAVAILABLE (the driver retries) by :meth:`handle_mount`
+        while the servers still accept: once grpc's own stop runs, it answers CANCELLED."""
         self._stopping.set()
-        grace = self.config.grace_seconds if grace is None else grace
+        loop = asyncio.get_running_loop()
+        until = loop.time() + (self.config.grace_seconds if grace is None else grace)
         for health in self.health.values():
             await health.enter_graceful_shutdown()
-        await asyncio.gather(*(s.stop(grace) for s in self.servers.values()))
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=max(0.0, until - loop.time()))
+        except TimeoutError:
+            log.warning("grace period over; cancelling the Mounts still in flight")
+        remaining = max(0.0, until - loop.time())
+        await asyncio.gather(*(s.stop(remaining) for s in self.servers.values()))
         for path in self.sockets.values():
             path.unlink(missing_ok=True)
         if self._http is not None:

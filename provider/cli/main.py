@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
 import tempfile
 import uuid
@@ -65,7 +67,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     setup_logging(cfg.log_level)
     asyncio.run(Provider(cfg).serve_forever())
-    return 0
+    # A backend call still stuck when the grace period ended holds a worker thread that
+    # interpreter exit would wait for (as long as the SDK's read timeout). The server has
+    # stopped and removed its sockets: leave now, with exit code 0.
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(0)
 
 
 def cmd_version(args: argparse.Namespace) -> int:

@@ -10,16 +10,26 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from keyferry_fakes.aws_faults import AwsFaults, seed_clients
+from keyferry_fakes.aws_stack import ROLE
+from keyferry_fakes.gate import Gate
 from keyferry_fakes.harness import Server, driver_request, running_server
+from keyferry_fakes.kube import FakeKube
+from keyferry_fakes.oidc import ISSUER
 from provider import __version__
 from provider._proto.v1alpha1 import service_pb2 as pb
+from provider._proto.v1alpha1 import service_pb2_grpc as pb_grpc
 from provider.cli.embedded import EmbeddedProvider
 from provider.config import load
 from provider.errors import ConfigError
@@ -448,47 +458,145 @@ def test_stale_socket_is_replaced_but_a_live_one_is_refused(tmp_path: Path, root
         assert s.mount("keyferry", GOOD).files
 
 
-def test_sigterm_drains_removes_sockets_and_exits_zero(tmp_path: Path, root: Path) -> None:
-    sockets = tmp_path / "sockets"
-    with subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "provider",
-            "serve",
-            "--socket-dir",
-            str(sockets),
-            "--http-address",
-            "",
-            "--local-root",
-            str(root),
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        try:
-            path = sockets / "keyferry.sock"
-            for _ in range(200):
-                if path.exists():
-                    break
-                time.sleep(0.05)
-            with grpc.insecure_channel(f"unix:{path}") as ch:
-                from provider._proto.v1alpha1 import service_pb2_grpc as pb_grpc
+@dataclass
+class Process:
+    """A real ``keyferry serve`` and the JSON lines it logged so far."""
 
-                stub = pb_grpc.CSIDriverProviderStub(ch)
-                request = driver_request(GOOD)
-                assert stub.Mount(request, timeout=30).files[0].contents == b"hello"
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=30) == 0
-            assert not path.exists()
-            assert proc.stderr is not None
-            lines = [
-                json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")
-            ]
-            assert any(entry["msg"] == "stopped" for entry in lines)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    proc: subprocess.Popen[str]
+    sockets: Path
+    lines: list[dict[str, Any]] = field(default_factory=list)
+
+    def read_until(self, msg: str) -> dict[str, Any]:
+        assert self.proc.stderr is not None
+        while True:
+            line = self.proc.stderr.readline()
+            assert line, f"keyferry ended before logging {msg!r}"
+            if line.startswith("{"):
+                self.lines.append(json.loads(line))
+                if self.lines[-1].get("msg") == msg:
+                    return self.lines[-1]
+
+    def mount(self, name: str) -> Callable[..., Any]:
+        channel = grpc.insecure_channel(f"unix:{self.sockets / name}.sock")
+        return pb_grpc.CSIDriverProviderStub(channel).Mount  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def gated(
+    tmp_path: Path, root: Path, aws_proxy: AwsFaults, kube: FakeKube
+) -> Iterator[tuple[Gate, Callable[..., Process], Callable[[str], pb.MountRequest]]]:
+    """A gate holding AWS's GetSecretValue; ``start(**config)`` runs ``keyferry serve``
+    (native and aws sockets, AWS behind the gate); ``request(value)`` is an aws-socket
+    MountRequest for a new secret holding ``value``."""
+    aws_proxy.trust(ROLE, "team-a", "web")
+    kube.add_service_account("team-a", "web", {"eks.amazonaws.com/role-arn": ROLE})
+    sm, _ = seed_clients("us-east-1")
+    token = ISSUER.pod_token("sts.amazonaws.com", "team-a", "web", pod="web-0")
+    gate = Gate(aws_proxy.url, hold="GetSecretValue")
+    started: list[Process] = []
+
+    def request(value: str) -> pb.MountRequest:
+        name = f"drain-{uuid.uuid4().hex[:8]}"  # distinct: identical Mounts share one call
+        sm.create_secret(Name=name, SecretString=value)
+        params = {"objects": f"- objectName: {name}\n  objectType: secretsmanager\n"}
+        return driver_request(params, tokens={"sts.amazonaws.com": token})
+
+    def start(**config: Any) -> Process:
+        settings = {
+            "socket_dir": str(tmp_path / "sockets"),
+            "providers": "keyferry,aws",
+            "http_address": "",
+            "local_root": str(root),
+            "cache_ttl_seconds": 0,
+            "kubernetes": kube.settings(),
+            "backends": {
+                "aws": {"endpoint_url": gate.url, "region": "us-east-1", "read_timeout_seconds": 90}
+            },
+            **config,
+        }
+        path = tmp_path / "keyferry.yaml"
+        path.write_text(json.dumps(settings))  # YAML is a superset of JSON
+        command = [sys.executable, "-m", "provider", "serve", "--config", str(path)]
+        process = Process(
+            subprocess.Popen(command, stderr=subprocess.PIPE, text=True), tmp_path / "sockets"
+        )
+        started.append(process)
+        for _ in ("keyferry", "aws"):
+            process.read_until("listening")
+        return process
+
+    try:
+        yield gate, start, request
+    finally:
+        gate.close()
+        for process in started:
+            if process.proc.poll() is None:
+                process.proc.kill()
+            process.proc.wait()
+            if process.proc.stderr is not None:
+                process.proc.stderr.close()
+
+
+def test_sigterm_under_load_finishes_in_flight_mounts_refuses_new_ones_and_exits_zero(
+    gated: tuple[Gate, Callable[..., Process], Callable[[str], pb.MountRequest]],
+) -> None:
+    """SIGTERM while Mounts wait inside their backend call: new Mounts are refused with
+    UNAVAILABLE (the driver retries those), the ones in flight finish with their files
+    within the grace period, the sockets go and the exit code is 0."""
+    gate, start, request = gated
+    server = start(grace_seconds=60)  # the test opens the gate well before that
+    mount_aws, mount_local = server.mount("aws"), server.mount("keyferry")
+    assert mount_local(driver_request(GOOD), timeout=30).files[0].contents == b"hello"
+    values = [f"drained {i}" for i in range(3)]
+    with ThreadPoolExecutor(len(values)) as pool:
+        running = [pool.submit(mount_aws, request(v), timeout=90) for v in values]
+        gate.wait_held(len(values))  # every one of them waits inside its AWS call
+
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.read_until("signal received; draining")["in_flight"] == len(values)
+        refused = rpc_error_of(mount_local, driver_request(GOOD))
+        assert refused.code() == grpc.StatusCode.UNAVAILABLE
+        assert "shutting down" in (refused.details() or "")
+        assert all(not f.done() for f in running)
+
+        gate.open()  # the backend answers: the Mounts in flight finish
+        assert [f.result().files[0].contents.decode() for f in running] == values
+    assert server.proc.wait(timeout=60) == 0
+    assert not list(server.sockets.iterdir())
+    server.read_until("stopped")
+    audit = [e["audit"] for e in server.lines if e.get("msg") == "mount"]
+    assert [a["outcome"] for a in audit].count("ok") == 1 + len(values)
+    assert {a.get("code") for a in audit if a["outcome"] == "error"} == {"UNAVAILABLE"}
+
+
+def test_a_mount_stuck_past_the_grace_period_is_cut_off_and_keyferry_still_exits_zero(
+    gated: tuple[Gate, Callable[..., Process], Callable[[str], pb.MountRequest]],
+) -> None:
+    gate, start, request = gated
+    server = start(grace_seconds=0.5)
+    with ThreadPoolExecutor(1) as pool:
+        stuck = pool.submit(server.mount("aws"), request("never"), timeout=90)
+        gate.wait_held(1)
+        server.proc.send_signal(signal.SIGTERM)
+        # the gate stays shut: the backend call never returns
+        with pytest.raises(grpc.RpcError) as cut:
+            stuck.result()
+        assert cut.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+    assert server.proc.wait(timeout=30) == 0  # without waiting for the stuck call
+    assert not list(server.sockets.iterdir())
+    server.read_until("stopped")
+
+
+def rpc_error_of(call: Callable[..., Any], request: pb.MountRequest) -> grpc.RpcError:
+    """The error a new call gets once the server refuses them. Until the signal got that
+    far one may still be served, so ask until one is refused (bounded)."""
+    for _ in range(400):
+        try:
+            call(request, timeout=10)
+        except grpc.RpcError as err:
+            return err
+        time.sleep(0.02)
+    pytest.fail("new calls were still served while draining")
 
 
 # -- hostile parameters and documents, log integrity ----------------------------------
