@@ -1,5 +1,6 @@
 """Docs that must not drift from the code: the troubleshooting index quotes messages
-keyferry really emits, and the README links every page."""
+keyferry really emits, the README links every page, and every test a page links to (the
+threat model's evidence) exists."""
 
 from __future__ import annotations
 
@@ -62,3 +63,17 @@ def test_doc_links_point_at_files_that_exist() -> None:
     for page in DOCS.glob("*.md"):
         for link in re.findall(r"\]\((?!https?:)([^)#]+)", page.read_text()):
             assert (page.parent / link).resolve().exists(), f"{page.name}: {link}"
+
+
+def test_every_test_a_page_links_to_exists() -> None:
+    linked = 0
+    for page in DOCS.glob("*.md"):
+        for name, link in re.findall(
+            r"\[`(test_\w+)`\]\((\.\./tests/[^)#]+\.py)\)", page.read_text()
+        ):
+            path = (page.parent / link).resolve()
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+            assert name in defined, f"{page.name} links {name}, which {link} does not define"
+            linked += 1
+    assert linked >= 50  # docs/security.md alone names more

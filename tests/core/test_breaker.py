@@ -205,6 +205,22 @@ def test_guard_judges_the_outcome_of_the_call(breakers: Breakers) -> None:
     assert breakers.state(VAULT_A) is State.OPEN
 
 
+def test_fail_fast_message_never_quotes_another_mounts_error(breakers: Breakers) -> None:
+    """The call that opened an endpoint may have been another tenant's: its message (a
+    secret's name, say) is not repeated to whoever is refused next."""
+
+    async def scenario() -> None:
+        for _ in range(3):
+            with pytest.raises(Unavailable):
+                async with breakers.guard(VAULT_A, "tenant-a"):
+                    raise Unavailable("secret 'tenant-a-payroll' in vault kv-a: HTTP 503")
+
+    asyncio.run(scenario())
+    message = refused(breakers, VAULT_A, "tenant-b")
+    assert "(last: UNAVAILABLE)" in message
+    assert "payroll" not in message and "tenant-a" not in message
+
+
 def test_guard_counts_a_cancelled_call_as_nothing(breakers: Breakers) -> None:
     async def scenario() -> None:
         fail(breakers, VAULT_A, 2)
