@@ -43,7 +43,7 @@ from provider.clouds.gcp import dialect as gcp
 from provider.errors import Code, KeyferryError, clip
 from provider.server import MAX_MESSAGE_CHARS
 
-IN_PROCESS, PER_EXAMPLE = 400, 5
+IN_PROCESS, PER_EXAMPLE = 250, 8
 """In process, per dialect (four of them): Hypothesis examples, requests each."""
 SOCKET_BATCHES, BATCH = 80, 25
 """Over the socket: Hypothesis examples, requests each (sent at once)."""
@@ -203,7 +203,7 @@ def yaml_text(rng: random.Random, value: Any) -> str:
 
 
 def listing(rng: random.Random, *shapes: Shape) -> str:
-    return yaml_text(rng, [rng.choice(shapes).make(rng) for _ in range(rng.randrange(1, 5))])
+    return yaml_text(rng, [rng.choice(shapes).make(rng) for _ in range(rng.randrange(1, 4))])
 
 
 # -- each dialect's parameters -----------------------------------------------------------
