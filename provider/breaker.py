@@ -23,12 +23,9 @@ import enum
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from .errors import Code, KeyferryError, Unavailable
 from .observe import Metrics, get_logger
@@ -118,7 +115,7 @@ class Breakers:
         """(backend, label) of every endpoint that ever failed: their gauge stays, at 0."""
         self._lock = threading.Lock()  # /metrics and /readyz read from their own threads
         if metrics is not None:
-            metrics.registry.register(_StateCollector(self))
+            metrics.endpoint_states = self.states
 
     # -- the gate --------------------------------------------------------------------
 
@@ -214,9 +211,15 @@ class Breakers:
         with self._lock:
             return [(c.endpoint, c.state, c.failures) for c in self._circuits.values()]
 
-    def labels(self) -> set[tuple[str, str]]:
+    def states(self) -> dict[tuple[str, str], int]:
+        """The worst state (an int) under each (backend, label) that ever failed; the
+        labels stay, at 0, once their endpoints are up again."""
         with self._lock:
-            return set(self._labels)
+            worst = dict.fromkeys(self._labels, 0)
+            for c in self._circuits.values():
+                key = (c.endpoint.backend, c.endpoint.label)
+                worst[key] = max(worst[key], int(c.state))
+            return worst
 
     def detail(self) -> list[str]:
         """Lines for ``/readyz?verbose``: endpoints that are not closed, by label."""
@@ -272,25 +275,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, KeyferryError):
         return exc.code.value
     return f"{type(exc).__name__}" + (f" HTTP {status}" if isinstance(status, int) else "")
-
-
-class _StateCollector(Collector):
-    """``keyferry_endpoint_state{backend, endpoint}``: the worst state among the endpoints
-    under each label (0 closed, 1 half open, 2 open), computed when scraped."""
-
-    def __init__(self, breakers: Breakers) -> None:
-        self.breakers = breakers
-
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
-            "keyferry_endpoint_state",
-            "Backend endpoint state: 0 closed, 1 half open (probing), 2 open (failing fast)",
-            labels=["backend", "endpoint"],
-        )
-        worst = dict.fromkeys(self.breakers.labels(), 0)
-        for endpoint, state, _ in self.breakers.snapshot():
-            key = (endpoint.backend, endpoint.label)
-            worst[key] = max(worst.get(key, 0), int(state))
-        for (backend, label), value in sorted(worst.items()):
-            family.add_metric([backend, label], value)
-        yield family

@@ -13,10 +13,12 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 LOGGER_NAME = "keyferry"
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
@@ -163,6 +165,10 @@ class Metrics:
             ["backend", "endpoint", "state"],
             registry=r,
         )
+        self.endpoint_states: Callable[[], Mapping[tuple[str, str], int]] = dict
+        """(backend, endpoint label) -> state, read when scraped (:mod:`provider.breaker`
+        sets it)."""
+        r.register(_EndpointStates(self))
         self.stale_served = Counter(
             "keyferry_stale_values_served",
             "Last-known-good values served while the backend was unavailable",
@@ -173,3 +179,20 @@ class Metrics:
     def backend_call(self, backend: str, operation: str, outcome: str, seconds: float) -> None:
         self.backend_requests.labels(backend, operation, outcome).inc()
         self.backend_latency.labels(backend, operation).observe(seconds)
+
+
+class _EndpointStates(Collector):
+    """``keyferry_endpoint_state{backend, endpoint}``, computed when scraped."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "keyferry_endpoint_state",
+            "Backend endpoint state: 0 closed, 1 half open (probing), 2 open (failing fast)",
+            labels=["backend", "endpoint"],
+        )
+        for (backend, label), value in sorted(self.metrics.endpoint_states().items()):
+            family.add_metric([backend, label], value)
+        yield family
