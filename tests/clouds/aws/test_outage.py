@@ -112,6 +112,26 @@ def test_an_endpoint_in_outage_fails_fast_other_regions_work_and_a_probe_closes_
     assert any('"endpoint up again"' in line for line in srv.logs)
 
 
+def test_an_open_primary_region_fails_over_at_once(
+    start: Callable[..., tuple[Server, Clock]], proxy: AwsFaults
+) -> None:
+    srv, _ = start()
+    east, _ = secret("us-east-1", "primary")
+    west, _ = secret("us-east-2", "failover")
+    params = {
+        "region": "us-east-1",
+        "failoverRegion": "us-east-2",
+        "objects": f"- objectName: {east}\n  objectType: secretsmanager\n"
+        f"  objectAlias: db\n  failoverObject: {{objectName: {west}}}\n",
+    }
+    proxy.fail("GetSecretValue", "InternalServiceError", 500, region="us-east-1")
+    for _ in range(4):
+        resp = srv.mount("aws", params, tokens=irsa())
+        assert resp.files[0].contents == b"failover"
+    assert proxy.count("GetSecretValue", "us-east-1") == 3  # then open: not asked again
+    assert proxy.count("GetSecretValue", "us-east-2") == 4
+
+
 def test_access_denied_and_throttling_do_not_open_the_endpoint(
     start: Callable[..., tuple[Server, Clock]], proxy: AwsFaults
 ) -> None:
