@@ -29,6 +29,7 @@ from ...errors import (
     NotFound,
 )
 from ...model import Deadline, Fetched, Mount
+from ..budget import begin
 from . import certs
 from .clients import Clients
 from .errors import translate
@@ -58,7 +59,7 @@ class AzureBackend:
     def __init__(self, settings: AzureSettings, services: Services) -> None:
         self.settings = settings
         self.services = services
-        self._clients = Clients(settings, self._on_status)
+        self._clients = Clients(settings)
         self._identities = Identities(settings, services.kube, on_forget=self._clients.drop)
         ttl = services.config.cache_ttl_seconds
         self._raw: TTLCache[_Raw] = TTLCache(ttl)
@@ -92,7 +93,7 @@ class AzureBackend:
                 async with self._limit:
                     results[i] = await asyncio.wait_for(
                         self._fetch_one(ref, cloud.url_for(ref.vault), identity, deadline),
-                        timeout=max(0.01, deadline.remaining()),
+                        timeout=max(0.01, deadline.remaining() - _MARGIN / 2),
                     )
             except TimeoutError:
                 results[i] = DeadlineExceeded(
@@ -109,12 +110,6 @@ class AzureBackend:
         self._clients.close()
         self._identities.close()
 
-    def _on_status(self, status: int) -> None:
-        if status == 429:
-            self.services.metrics.backend_requests.labels(NAME, "http", "throttled").inc()
-        elif status >= 500:
-            self.services.metrics.backend_requests.labels(NAME, "http", "server_error").inc()
-
     # -- fetching --
 
     async def _call(
@@ -128,10 +123,18 @@ class AzureBackend:
             "read_timeout": budget,
             "connection_timeout": min(budget, 10.0),
         }
+        call = begin(
+            NAME,
+            op,
+            deadline,
+            max_attempts=self.settings.retry_total + 1,
+            metrics=self.services.metrics,
+            reserve=_MARGIN,
+        )
         try:
             return await self.services.timed(NAME, op, fn, **options)
         except Exception as exc:
-            raise translate(exc, ref, identity) from None
+            raise translate(exc, ref, identity, call) from None
 
     async def _get(
         self, ref: AzureRef, url: str, identity: Identity, version: str, deadline: Deadline
