@@ -11,7 +11,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 LOCK_TARGET := --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	--custom-compile-command "make lock"
 
-.PHONY: demo test lint typecheck unit proto bench lock checkov kubectl docs clean
+.PHONY: demo test test-load lint typecheck unit proto bench lock checkov kubectl docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ typecheck: $(STAMP)
 
 unit: $(STAMP) $(CHECKOV_STAMP) kubectl
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q
+
+# The slower runs `make test` leaves out (pytest marker `load`).
+test-load: $(STAMP)
+	$(PY) -m pytest -q -m load
 
 proto: $(STAMP)
 	$(PY) -m provider._proto.generate
