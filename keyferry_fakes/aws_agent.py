@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from keyferry_fakes.aws_faults import ACCOUNT, AwsFaults, Issued
+from keyferry_fakes.faults import Faults
 from keyferry_fakes.oidc import ISSUER, TokenRejected, service_account_of
 from keyferry_fakes.serving import HTTPServing
 
@@ -40,6 +41,8 @@ class PodIdentityAgent:
         self.proxy = proxy
         self.status = status
         """Anything but 200: answer every valid request with this status (injection)."""
+        self.faults = Faults()
+        """Counted faults before the token is looked at: throttling, 5xx, resets, slow."""
         self.associations: dict[tuple[str, str], str] = {}
         self.seen: list[str] = []
         self.issued: list[Issued] = []
@@ -55,15 +58,21 @@ class PodIdentityAgent:
                 if self.path != "/v1/credentials":
                     self._send(404, "Not Found")
                     return
+                if agent.faults.apply(
+                    self, self.path, lambda f: self._send(f.status, f.text, f.headers)
+                ):
+                    return
                 status, body = agent._answer(auth)
                 self._send(status, body)
 
-            def _send(self, code: int, body: str) -> None:
+            def _send(self, code: int, body: str, headers: dict[str, str] | None = None) -> None:
                 data = body.encode()
                 self.send_response(code)
                 ctype = "application/json" if code == 200 else "text/plain; charset=utf-8"
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -114,6 +123,7 @@ class PodIdentityAgent:
         )
 
     def close(self) -> None:
+        self.faults.clear()
         self._serving.stop()
 
 

@@ -52,6 +52,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape as xml_escape
 
+from keyferry_fakes.faults import Fault, Faults
 from keyferry_fakes.oidc import ISSUER, TokenRejected, service_account_of
 from keyferry_fakes.serving import HTTPServing, Serving
 
@@ -70,6 +71,15 @@ _moto_url = ""
 _lock = threading.Lock()
 
 ACCOUNT = "123456789012"
+_DEFAULT_CODES = {
+    400: "ThrottlingException",
+    429: "TooManyRequestsException",
+    500: "InternalServiceError",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
+    504: "GatewayTimeout",
+}
+"""The error code an injected status answers with when none is given."""
 
 
 def moto_url() -> str:
@@ -223,6 +233,9 @@ class AwsFaults:
     issued: dict[str, Issued] = field(default_factory=dict)
     """access key id -> the credentials the fake identity issued."""
     refusals: list[Refusal] = field(default_factory=list)
+    faults: Faults = field(default_factory=Faults)
+    """Throttling, 5xx, resets and slow answers by operation (``where``), applied to
+    requests that pass the identity checks and match no :class:`Rule`."""
 
     def __post_init__(self) -> None:
         proxy = self
@@ -255,6 +268,14 @@ class AwsFaults:
                 if rule is not None:
                     self._error(rule, rec)
                     return
+
+                def answer(fault: Fault) -> None:
+                    code = fault.code or _DEFAULT_CODES.get(fault.status, "InternalFailure")
+                    self._error(Rule(rec.operation, fault.status, code), rec, fault.headers)
+
+                ctype = "text/xml" if rec.service == "sts" else "application/x-amz-json-1.1"
+                if proxy.faults.apply(self, rec.operation, answer, ctype):
+                    return
                 conn = http.client.HTTPConnection(host, port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 conn.request(self.command, self.path, body=body, headers=headers)
@@ -271,7 +292,9 @@ class AwsFaults:
                 self.wfile.write(data)
                 conn.close()
 
-            def _error(self, rule: Rule, rec: Recorded) -> None:
+            def _error(
+                self, rule: Rule, rec: Recorded, headers: dict[str, str] | None = None
+            ) -> None:
                 if rec.service == "sts" or not self.headers.get("X-Amz-Target"):
                     message = xml_escape(rule.message)
                     data = (
@@ -287,6 +310,8 @@ class AwsFaults:
                 self.send_response(rule.status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("x-amzn-ErrorType", rule.code)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -522,7 +547,9 @@ class AwsFaults:
         return rule
 
     def clear(self) -> None:
-        """Forget rules, requests and refusals (trust policies and issued credentials stay)."""
+        """Forget rules, faults, requests and refusals (trust policies and issued credentials
+        stay)."""
+        self.faults.clear()
         with self._mutex:
             self.rules.clear()
             self.requests.clear()
@@ -539,6 +566,7 @@ class AwsFaults:
             self.delay.clear()
             self.trusts.clear()
             self.issued.clear()
+        self.faults.clear()
 
     def count(self, operation: str | None = None, region: str | None = None) -> int:
         with self._mutex:

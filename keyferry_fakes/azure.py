@@ -46,6 +46,7 @@ from typing import Any
 
 import trustme
 
+from keyferry_fakes.faults import Fault, Faults
 from keyferry_fakes.oidc import ISSUER, TokenRejected
 from keyferry_fakes.serving import HTTPServing
 
@@ -186,6 +187,8 @@ class FakeEntra(_TLSServer):
 
     def __init__(self, ca: trustme.CA, *, tenant: str = TENANT, expires_in: int = 3600) -> None:
         self.lock = threading.Lock()
+        self.faults = Faults()
+        """Faults for token requests, matched against ``<tenant>/oauth2/v2.0/token``."""
         self._constructed = (tenant, expires_in)
         self.reset()
         super().__init__(ca)
@@ -193,6 +196,7 @@ class FakeEntra(_TLSServer):
     def reset(self) -> None:
         """Back to a new Entra: no applications, issued tokens or counts (same URL)."""
         tenant, expires_in = self._constructed
+        self.faults.clear()
         with self.lock:
             self.tenants = {tenant}
             self.expires_in = expires_in
@@ -289,6 +293,8 @@ class FakeEntra(_TLSServer):
         form = dict(urllib.parse.parse_qsl(h.rfile.read(length).decode()))
         with self.lock:
             self.token_requests += 1
+        if self.faults.apply(h, path, lambda fault: self._fault(h, fault)):
+            return
         try:
             issued = self._token(parts[0], form)
         except EntraError as exc:
@@ -441,6 +447,19 @@ class FakeEntra(_TLSServer):
             f"'{app.client_id}'.",
         )
 
+    def _fault(self, h: BaseHTTPRequestHandler, fault: Fault) -> None:
+        """An injected throttling or server error, worded as Entra words them."""
+        if fault.status == 429:
+            err = EntraError(429, "temporarily_unavailable", 50196, "Too many requests.")
+        else:
+            err = EntraError(fault.status, "server_error", 50000, "injected server error")
+        body = {
+            "error": err.error,
+            "error_description": f"AADSTS{err.code}: {err.text}",
+            "error_codes": [err.code],
+        }
+        self.send_json(h, err.status, body, fault.headers)
+
     def _error(self, h: BaseHTTPRequestHandler, err: EntraError) -> None:
         with self.lock:
             self.errors[err.code] += 1
@@ -513,14 +532,6 @@ class Version:
     created: int = 0
 
 
-@dataclass
-class Fault:
-    status: int
-    times: int
-    retry_after: str = ""
-    path: str = ""
-
-
 _RBAC_ACTIONS = {
     ("secrets", "get"): "Microsoft.KeyVault/vaults/secrets/getSecret/action",
     ("secrets", "list"): "Microsoft.KeyVault/vaults/secrets/readMetadata/action",
@@ -543,6 +554,8 @@ class FakeKeyVault(_TLSServer):
     def __init__(self, ca: trustme.CA, entra: FakeEntra, *, rbac: bool = True) -> None:
         self.entra = entra
         self.lock = threading.Lock()
+        self.faults = Faults()
+        """Faults for authenticated requests, matched against the URL path."""
         self._rbac = rbac
         self.reset()
         super().__init__(ca)
@@ -550,14 +563,16 @@ class FakeKeyVault(_TLSServer):
     def reset(self) -> None:
         """Back to a new vault service: no vaults' content, tenants, grants, faults or
         counts, the constructor's ``rbac`` (same URL)."""
+        self.faults.clear()
         with self.lock:
             self.objects: dict[tuple[str, str, str], list[Version]] = {}
             self.tenants: dict[str, str] = {}
             self.access: dict[str, dict[str, set[tuple[str, str]]]] = {}
             self.resource = VAULT_RESOURCE
-            self.faults: list[Fault] = []
             self.latency = 0.0
             self.requests: Counter[str] = Counter()
+            self.with_token: Counter[str] = Counter()
+            """Requests that carried a bearer token, by path (what a client retries)."""
             self.refused: Counter[int] = Counter()
             """401/403 answers, by status."""
             self.page_size = 2
@@ -680,7 +695,9 @@ class FakeKeyVault(_TLSServer):
                 v.body["attributes"]["enabled"] = enabled
 
     def inject(self, status: int, times: int = 1, *, retry_after: str = "", path: str = "") -> None:
-        self.faults.append(Fault(status, times, retry_after, path))
+        """Answer ``times`` authenticated requests whose path contains ``path`` with
+        ``status`` (see :attr:`faults` for resets and slow answers)."""
+        self.faults.status(status, times=times, retry_after=retry_after, where=path)
 
     # -- HTTP --
 
@@ -696,15 +713,16 @@ class FakeKeyVault(_TLSServer):
         if not auth.startswith("Bearer "):
             self._unauthorized(h, vault, "AKV10000: Request is missing a Bearer or PoP token.")
             return
-        for fault in self.faults:
-            if fault.times > 0 and fault.path in split.path:
-                fault.times -= 1
-                headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-                code = "Throttled" if fault.status == 429 else "InternalServerError"
-                self.send_json(
-                    h, fault.status, {"error": {"code": code, "message": "injected"}}, headers
-                )
-                return
+        with self.lock:
+            self.with_token[split.path] += 1
+
+        def answer(fault: Fault) -> None:
+            code = fault.code or ("Throttled" if fault.status == 429 else "InternalServerError")
+            body = {"error": {"code": code, "message": fault.text}}
+            self.send_json(h, fault.status, body, fault.headers)
+
+        if self.faults.apply(h, split.path, answer):
+            return
         issued = self.entra.principal(auth[len("Bearer ") :].strip())
         if issued is None:
             self._unauthorized(

@@ -54,9 +54,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from google.cloud import parametermanager_v1, secretmanager_v1
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
+from keyferry_fakes.faults import Fault, Faults
 from keyferry_fakes.oidc import ISSUER, TokenRejected, service_account_of
 from keyferry_fakes.serving import HTTPServing
+from keyferry_fakes.tcp_faults import ResetProxy
 
 PROJECT_NUMBERS = {"my-project": "1449000001", "other-project": "1449000002"}
 JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
@@ -142,6 +147,19 @@ def _header(token: str) -> dict[str, Any] | None:
     except (IndexError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, asked: str) -> None:
+    """End the call with ``code``; with ``asked``, a ``google.rpc.RetryInfo`` detail asking
+    the client to wait that many seconds (what Google sends with some RESOURCE_EXHAUSTED)."""
+    if not asked:
+        context.abort(code, message)
+    seconds = float(asked)
+    delay = duration_pb2.Duration(seconds=int(seconds), nanos=int((seconds % 1) * 1e9))
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    context.abort_with_status(rpc_status.to_status(status))
 
 
 def _iam_error(code: int, status: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -294,7 +312,11 @@ class FakeGoogle:
 
 
 class _GrpcFake:
-    """Common gRPC plumbing: server, fault and latency injection, call log."""
+    """Common gRPC plumbing: server, fault and latency injection, call log.
+
+    Clients reach the server through a :class:`~keyferry_fakes.tcp_faults.ResetProxy`
+    (``endpoint``), so a fault can also reset the connection in the middle of a
+    response."""
 
     service = ""
 
@@ -302,29 +324,47 @@ class _GrpcFake:
         self.google = google
         self.location = location
         self._lock = threading.Lock()
+        self.faults = Faults()
+        """Faults in call order (``where``: part of the resource name, empty for all)."""
         self.reset()
         self._executor = futures.ThreadPoolExecutor(max_workers=16)
         self._server = grpc.server(self._executor)
         self._server.add_generic_rpc_handlers((self._handler(),))
         self.port = self._server.add_insecure_port("127.0.0.1:0")
-        self.endpoint = f"127.0.0.1:{self.port}"
         self._server.start()
+        self.proxy = ResetProxy(self.port)
+        self.endpoint = self.proxy.endpoint
 
     def reset(self) -> None:
         """Forget calls, injected faults and latency (subclasses: and the content)."""
+        self.faults.clear()
         with self._lock:
             self.calls: list[str] = []
-            self.faults: list[tuple[grpc.StatusCode, str]] = []
             self.delay = 0.0
+        if hasattr(self, "proxy"):
+            self.proxy.disarm()
 
     def _handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         raise NotImplementedError
 
-    def fail(self, code: grpc.StatusCode, times: int = 1, message: str = "injected") -> None:
-        with self._lock:
-            self.faults.extend([(code, message)] * times)
+    def fail(
+        self,
+        code: grpc.StatusCode,
+        times: int | None = 1,
+        message: str = "injected",
+        *,
+        retry_delay: float | None = None,
+        where: str = "",
+    ) -> None:
+        """Answer ``times`` calls (``None``: every call, an outage) with ``code``, with a
+        ``google.rpc.RetryInfo`` asking to wait ``retry_delay`` seconds if given."""
+        asked = "" if retry_delay is None else repr(retry_delay)
+        self.faults.add(
+            Fault("status", times, code=code.name, retry_after=asked, where=where, text=message)
+        )
 
     def stop(self) -> None:
+        self.proxy.close()
         self._server.stop(0).wait()  # no grace: abort whatever is still in flight
         self._executor.shutdown(wait=False)
 
@@ -334,10 +374,13 @@ class _GrpcFake:
         self.google.counts[self.service] += 1
         if self.delay:
             time.sleep(self.delay)
-        with self._lock:
-            fault = self.faults.pop(0) if self.faults else None
-        if fault is not None:
-            context.abort(fault[0], fault[1])
+        fault = self.faults.take(name)
+        if fault is not None and fault.kind == "status":
+            _abort(context, grpc.StatusCode[fault.code], fault.text, fault.retry_after)
+        elif fault is not None and fault.kind == "slow":
+            self.faults.hold(fault)
+        elif fault is not None:  # reset: the proxy cuts this call's answer
+            self.proxy.arm()
         auth = str(dict(context.invocation_metadata()).get("authorization", ""))
         if not auth:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, MISSING_CREDENTIALS)
@@ -586,6 +629,9 @@ class FakeIdentity:
 
     def __init__(self, google: FakeGoogle) -> None:
         self.google = google
+        self.faults = Faults()
+        """Counted faults by endpoint (``where``: ``sts``, ``iam`` or ``oauth2``): throttling,
+        5xx, resets and slow answers, before the request is looked at."""
         self.reset()
         fake = self
 
@@ -632,6 +678,11 @@ class FakeIdentity:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length).decode()
                 path = self.path.split("?", 1)[0]
+                endpoint = {"/v1/token": "sts", "/token": "oauth2"}.get(path, "iam")
+                fake.requests[endpoint] += 1
+                if fake.faults.apply(self, endpoint, self._fault):
+                    return
+                reply: dict[str, Any] | str
                 if path == "/v1/token":
                     code, reply = fake._sts(dict(urllib.parse.parse_qsl(body)))
                 elif path == "/token":
@@ -654,6 +705,19 @@ class FakeIdentity:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _fault(self, fault: Fault) -> None:
+                """An injected error as Google's token endpoints word it."""
+                name = "RESOURCE_EXHAUSTED" if fault.status == 429 else "UNAVAILABLE"
+                body = {"error": {"code": fault.status, "message": fault.text, "status": name}}
+                data = json.dumps(body).encode()
+                self.send_response(fault.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in fault.headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
         self._serving = HTTPServing(Handler, name="fake-google-identity")
         self.url = self._serving.url
         self.sts_url = f"{self.url}/v1/token"
@@ -663,6 +727,9 @@ class FakeIdentity:
 
     def reset(self) -> None:
         """Forget requests, injected failures, metadata and keys (the server stays)."""
+        self.faults.clear()
+        self.requests: Counter[str] = Counter()
+        """Every POST by endpoint (``sts``, ``iam``, ``oauth2``), faults included."""
         self.sts_requests: list[dict[str, str]] = []
         self.iam_requests: list[dict[str, Any]] = []
         self.fail_sts_with: tuple[int, dict[str, Any] | str] | None = None

@@ -19,6 +19,7 @@ import selectors
 import socket
 import socketserver
 import ssl
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -74,6 +75,13 @@ class Serving:
 class LoopbackHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # the default 5 drops SYNs when many clients connect at once
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that went away (it gave up on a slow answer, or a fault reset the
+        connection) is not the fake's error; anything else is reported as usual."""
+        if isinstance(sys.exc_info()[1], ConnectionError | ssl.SSLError | OSError):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 class LoopbackHTTPServer6(LoopbackHTTPServer):

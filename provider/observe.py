@@ -133,6 +133,13 @@ class Metrics:
             ["backend", "operation", "outcome"],
             registry=r,
         )
+        self.backend_attempts = Counter(
+            "keyferry_backend_attempts",
+            "Attempts on the wire (a request and its retries) by backend, operation and "
+            "outcome: ok, throttled, server_error, network_error, timeout, rejected",
+            ["backend", "operation", "outcome"],
+            registry=r,
+        )
         self.backend_latency = Histogram(
             "keyferry_backend_request_duration_seconds",
             "Backend API request latency",

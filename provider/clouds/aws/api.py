@@ -2,9 +2,9 @@
 
 :class:`Api` runs a blocking botocore call on the shared thread pool, at most
 ``max_concurrency`` at a time, bounded by the mount's deadline, timed and counted;
-the clients it hands out report botocore's own retries (throttling, 5xx, network
-errors) as metrics. The per-service readers (:mod:`.secretsmanager`, :mod:`.ssm`)
-work on :class:`Job` s (one ref in one region) and fill an :class:`Outcome`.
+botocore's own retries run inside that deadline (:mod:`.retries`), each attempt counted.
+The per-service readers (:mod:`.secretsmanager`, :mod:`.ssm`) work on :class:`Job` s
+(one ref in one region) and fill an :class:`Outcome`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ...backend import Services
 from ...breaker import Endpoint, Verdict
 from ...errors import DeadlineExceeded, KeyferryError
 from ...model import Deadline, Fetched
+from .. import budget
 from .credentials import Identity, IdentityPool
 from .errors import THROTTLING_CODES, Failure, classify
 from .ref import AwsRef, AwsTarget
@@ -88,32 +89,7 @@ class Api:
         client = identity.clients.get((service, region))
         if client is not None:
             return client
-        return await self.services.run_blocking(
-            self.pool.client, identity, service, region, self._retry_hook(service)
-        )
-
-    def _retry_hook(self, operation_prefix: str) -> Callable[..., None]:
-        metrics = self.services.metrics
-
-        def hook(
-            response: Any = None, caught_exception: Any = None, operation: Any = None, **_: Any
-        ) -> None:
-            op = getattr(operation, "name", "") or operation_prefix
-            if response is not None:
-                parsed = response[1] if isinstance(response, tuple) and len(response) > 1 else {}
-                code = str((parsed or {}).get("Error", {}).get("Code", ""))
-                status = (
-                    getattr(response[0], "status_code", 0) if isinstance(response, tuple) else 0
-                )
-                if code in THROTTLING_CODES or status == 429:
-                    metrics.backend_requests.labels(NAME, op, "throttled").inc()
-                elif status >= 500:
-                    metrics.backend_requests.labels(NAME, op, "server_error").inc()
-            elif caught_exception is not None:
-                metrics.backend_requests.labels(NAME, op, "network_error").inc()
-            return None
-
-        return hook
+        return await self.services.run_blocking(self.pool.client, identity, service, region)
 
     async def call(
         self,
@@ -128,7 +104,8 @@ class Api:
         **kwargs: Any,
     ) -> T:
         """Like :meth:`raw`, but failures come back as classified :class:`KeyferryError`
-        (with ``hints[code]`` instead of ``hint`` for the AWS error codes it names)."""
+        (with ``hints[code]`` instead of ``hint`` for the AWS error codes it names; the
+        attempts made stay attached, see :func:`..budget.attached`)."""
         if deadline.remaining() <= 0:
             raise DeadlineExceeded(f"{what or operation}: the mount's time budget is spent")
         try:
@@ -152,11 +129,23 @@ class Api:
             raise TimeoutError
         self.calls[operation] = self.calls.get(operation, 0) + 1
         breaker = self.services.breakers.guard(_endpoint(fn), deadline, verdict)
-        async with breaker, self._semaphore:
-            return await asyncio.wait_for(
-                self.services.timed(NAME, operation, fn, *args, **kwargs),
-                timeout=max(0.05, deadline.remaining()),
-            )
+        call = budget.begin(
+            NAME,
+            operation,
+            deadline,
+            max_attempts=self.settings.max_attempts,
+            metrics=self.services.metrics,
+            reserve=budget.RESERVE,
+        )
+        try:
+            async with breaker, self._semaphore:
+                return await asyncio.wait_for(
+                    self.services.timed(NAME, operation, fn, *args, **kwargs),
+                    timeout=max(0.05, call.remaining()),
+                )
+        except Exception as exc:
+            budget.attach(exc, call)
+            raise
 
 
 def _endpoint(fn: Callable[..., Any]) -> Endpoint | None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import botocore.session
+import urllib3.exceptions
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import (
@@ -36,10 +37,19 @@ from botocore.credentials import (
     ContainerProvider,
     DeferredRefreshableCredentials,
 )
-from botocore.exceptions import MetadataRetrievalError
+from botocore.exceptions import (
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    HTTPClientError,
+    MetadataRetrievalError,
+    ReadTimeoutError,
+)
 from botocore.httpsession import URLLib3Session
+from botocore.retries.standard import ExponentialBackoff, RetryContext
 from botocore.utils import RETRYABLE_HTTP_ERRORS, ContainerMetadataFetcher
 
+from .. import budget
+from . import retries
 from .ref import AddressType
 from .settings import AwsSettings
 
@@ -84,61 +94,120 @@ class _Session(botocore.session.Session):  # type: ignore[misc]
 class _AgentHTTPError(MetadataRetrievalError):  # type: ignore[misc]
     """The Pod Identity agent answered with an HTTP error (no address fallback)."""
 
-    def __init__(self, status: int, text: str) -> None:
+    def __init__(self, status: int, text: str, asked: float | None = None) -> None:
         super().__init__(error_msg=f"the Pod Identity agent answered HTTP {status}: {text[:200]}")
         self.status = status
+        self.asked = asked
 
 
 class AgentFetcher(ContainerMetadataFetcher):  # type: ignore[misc]
-    """Fetch container credentials from the Pod Identity agent, trying each address
-    in order on connection failures (IPv4 first, then IPv6 for ``auto``)."""
+    """Fetch container credentials from the Pod Identity agent.
 
-    def __init__(self, urls: list[str], timeout: float) -> None:
-        super().__init__(session=URLLib3Session(timeout=timeout))
+    botocore's own loop (``_retrieve_credentials``) makes the attempts; each attempt tries
+    every address in order on connection failures (IPv4 first, then IPv6 for ``auto``).
+    Between attempts botocore sleeps through :meth:`_pause`, which is where the Mount's
+    budget comes in: botocore's jittered backoff or the agent's ``Retry-After``, whichever
+    is longer, only if it fits the budget; no retry of an answer retrying cannot change
+    (a 4xx other than 429)."""
+
+    OPERATION = "GetCredentials"
+
+    def __init__(
+        self, urls: list[str], timeout: float, max_attempts: int = 3, max_backoff: float = 20.0
+    ) -> None:
+        super().__init__(session=URLLib3Session(timeout=timeout), sleep=self._pause)
         self.urls = urls
         self.timeout = timeout
+        self.RETRY_ATTEMPTS = max(1, max_attempts)
+        self._max_backoff = max_backoff
         self.tried: list[str] = []
         self.last_status = 0
+        self._attempts = 0
+        self._failure: MetadataRetrievalError | None = None
+        self._backoff = ExponentialBackoff()
 
     def _validate_allowed_url(self, full_url: str) -> None:
         """Agent URLs come from server configuration only; any host is allowed."""
 
-    def _get_response(self, full_url: str, headers: Any, timeout: float) -> Any:
-        try:
-            request = AWSRequest(method="GET", url=full_url, headers=headers)
-            response = self._session.send(request.prepare())
-        except _RETRYABLE_HTTP as exc:
-            raise MetadataRetrievalError(
-                error_msg=f"cannot reach the Pod Identity agent at {full_url} "
-                f"({type(exc).__name__})"
-            ) from None
-        text = response.content.decode("utf-8", "replace")
-        if response.status_code != 200:
-            self.last_status = response.status_code
-            raise _AgentHTTPError(response.status_code, text)
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise MetadataRetrievalError(
-                error_msg="the Pod Identity agent returned a body that is not JSON"
-            ) from None
-
     def retrieve_full_uri(self, full_url: str, headers: Any = None) -> Any:
-        last: MetadataRetrievalError | None = None
         self.tried = []
         self.last_status = 0
+        self._attempts = 0
+        return self._retrieve_credentials(self.urls[0], headers)
+
+    def _get_response(self, full_url: str, headers: Any, timeout: float) -> Any:
+        """One attempt: the next address only when one cannot be connected to (an answer
+        that breaks off is this attempt's failure, whatever the address)."""
+        self._attempts += 1
+        call = budget.current()
+        outcome: budget.Outcome = "network_error"
         for url in self.urls:
             self.tried.append(url)
             try:
-                return self._get_response(
-                    url, {"Accept": "application/json", **(headers or {})}, self.timeout
+                request = AWSRequest(method="GET", url=url, headers=headers)
+                response = self._session.send(request.prepare())
+                text = response.content.decode("utf-8", "replace")
+            except (EndpointConnectionError, ConnectTimeoutError) as exc:
+                outcome = "timeout" if isinstance(exc, ConnectTimeoutError) else "network_error"
+                self._failure = MetadataRetrievalError(
+                    error_msg=f"cannot reach the Pod Identity agent at {url} ({type(exc).__name__})"
                 )
-            except _AgentHTTPError:
-                raise
-            except MetadataRetrievalError as exc:
-                last = exc
-        assert last is not None
-        raise last
+                continue
+            except (*_RETRYABLE_HTTP, HTTPClientError, urllib3.exceptions.HTTPError) as exc:
+                outcome = "timeout" if isinstance(exc, ReadTimeoutError) else "network_error"
+                self._failure = MetadataRetrievalError(
+                    error_msg=f"the Pod Identity agent at {url} broke off its answer "
+                    f"({type(exc).__name__})"
+                )
+                break
+            status = response.status_code
+            if status == 200:
+                if call is not None:
+                    call.attempt("ok", self.OPERATION)
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    raise MetadataRetrievalError(
+                        error_msg="the Pod Identity agent returned a body that is not JSON"
+                    ) from None
+            self.last_status = status
+            asked = budget.retry_after(response.headers.get("Retry-After"))
+            self._failure = _AgentHTTPError(status, text, asked)
+            outcome = "throttled" if status == 429 else "server_error"
+            if status != 429 and status < 500:
+                outcome = "rejected"
+            break
+        if call is not None:
+            call.attempt(outcome, self.OPERATION)
+        assert self._failure is not None
+        raise self._failure
+
+    def _pause(self, _: float) -> None:
+        """botocore's sleep between attempts (it asks for a fixed second): retry only a
+        transient failure, only while attempts and the Mount's budget last."""
+        failure = self._failure
+        assert failure is not None
+        status = getattr(failure, "status", 0)
+        if status and status != 429 and status < 500:
+            raise failure  # a refusal: retrying gives the same answer
+        call = budget.current()
+        if self._attempts >= self.RETRY_ATTEMPTS:
+            if call is not None and call.operation == self.OPERATION:
+                call.stop("attempts")
+            raise failure
+        context = RetryContext(attempt_number=self._attempts)
+        backoff = min(float(self._backoff.delay_amount(context)), self._max_backoff)
+        asked = getattr(failure, "asked", None)
+        if call is None:
+            wait: float | None = max(backoff, asked or 0.0)
+        elif call.operation == self.OPERATION:
+            wait = call.wait(backoff, asked)
+        else:  # a refresh inside another call: its budget, not its attempts
+            wait = max(backoff, asked or 0.0)
+            wait = wait if wait < call.remaining() else None
+        if wait is None:
+            raise failure
+        time.sleep(wait)
 
 
 @dataclass
@@ -219,25 +288,23 @@ class IdentityPool:
         if config is not None:
             cfg = cfg.merge(config)
         with self._create_lock:  # botocore sessions are not thread-safe for create_client
-            return session.create_client(
+            client = session.create_client(
                 service,
                 region_name=region,
                 endpoint_url=self.settings.endpoint(service, region),
                 verify=self.settings.ca_bundle or None,
                 config=cfg,
             )
+        retries.install(client, self.settings.max_attempts, self.settings.max_backoff_seconds)
+        return client
 
-    def client(
-        self, identity: Identity, service: str, region: str, hook: Callable[..., Any] | None
-    ) -> Any:
+    def client(self, identity: Identity, service: str, region: str) -> Any:
         """The identity's client for (service, region), created once (blocking)."""
         key = (service, region)
         with identity.lock:
             client = identity.clients.get(key)
             if client is None:
                 client = self._create(identity.session, service, region)
-                if hook is not None:
-                    client.meta.events.register("needs-retry", hook)
                 identity.clients[key] = client
             return client
 
@@ -293,7 +360,9 @@ class IdentityPool:
             "auto": [s.pod_identity_ipv4_url, s.pod_identity_ipv6_url],
         }[address_type]
         environ = {ContainerProvider.ENV_VAR_FULL: urls[0]}
-        fetcher = AgentFetcher(urls, s.pod_identity_timeout_seconds)
+        fetcher = AgentFetcher(
+            urls, s.pod_identity_timeout_seconds, s.max_attempts, s.max_backoff_seconds
+        )
         identity = Identity(principal=principal, session=None, credentials=None, environ=environ)
         identity.fetcher = fetcher
         return key, identity

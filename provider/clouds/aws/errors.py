@@ -33,6 +33,7 @@ from ...errors import (
     Unavailable,
     clip,
 )
+from .. import budget
 
 THROTTLING_CODES = frozenset(
     {
@@ -127,7 +128,19 @@ def from_code(code: str, status: int, message: str, what: str, hint: str = "") -
 
 
 def classify(exc: BaseException, what: str, hint: str = "") -> Failure:
-    """Turn an exception raised by a botocore call into a :class:`Failure`."""
+    """Turn an exception raised by a botocore call into a :class:`Failure`, saying how
+    many attempts the call made and, when the Mount's budget ended its retries, as
+    DEADLINE_EXCEEDED (no failover then: there is no time left for it)."""
+    failure = _classify(exc, what, hint)
+    call = budget.attached(exc)
+    if call is None or budget.attached(failure.error) is call:
+        return failure
+    error = call.outcome(failure.error)
+    budget.attach(error, call)
+    return Failure(error, failure.transient and call.stopped != "budget", failure.code)
+
+
+def _classify(exc: BaseException, what: str, hint: str) -> Failure:
     if isinstance(exc, KeyferryError):
         return Failure(exc, exc.code is Code.UNAVAILABLE)
     if isinstance(exc, ClientError):

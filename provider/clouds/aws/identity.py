@@ -24,10 +24,10 @@ from ...errors import (
     KeyferryError,
     NotFound,
     PermissionDenied,
-    Unavailable,
 )
 from ...model import Deadline, Mount, Token
 from ...observe import get_logger
+from .. import budget
 from .api import Api
 from .credentials import Identity, IdentityPool, Principal
 from .ref import (
@@ -195,7 +195,7 @@ class Identities:
     ) -> KeyferryError:
         fetcher = identity.fetcher
         status = getattr(fetcher, "last_status", 0)
-        tried = ", ".join(getattr(fetcher, "tried", []) or [])
+        tried = ", ".join(dict.fromkeys(getattr(fetcher, "tried", []) or []))
         if status in (400, 401, 403):
             return PermissionDenied(
                 f"EKS Pod Identity: the agent refused the pod's token for {ns}/{sa} "
@@ -208,15 +208,26 @@ class Identities:
                 f"EKS Pod Identity: no Pod Identity association for service account {ns}/{sa} "
                 "(agent answered 404); create one with aws eks create-pod-identity-association"
             )
+        if exc.code not in (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED):
+            return exc
+        call = budget.attached(exc)
+        why = f"; {call.why()}" if call is not None else ""
         if status:
-            return Unavailable(f"EKS Pod Identity: the agent answered HTTP {status}; retry later")
-        if exc.code is Code.UNAVAILABLE:
-            return Unavailable(
-                f"EKS Pod Identity: cannot reach the Pod Identity agent for {ns}/{sa} "
-                f"(tried {tried or 'nothing'}); is the eks-pod-identity-agent add-on running "
-                "on this node?"
+            problem = f"the agent answered HTTP {status} for {ns}/{sa} ({why[2:] or '1 attempt'})"
+            fix = "kubelet will retry the mount"
+        elif exc.code is Code.DEADLINE_EXCEEDED:
+            problem = (
+                f"no credentials from the Pod Identity agent for {ns}/{sa} within the mount's "
+                f"budget (tried {tried or 'nothing'}{why})"
             )
-        return exc
+            fix = "the agent is slow or overloaded; kubelet will retry the mount"
+        else:
+            problem = (
+                f"cannot reach the Pod Identity agent for {ns}/{sa} (tried {tried or 'nothing'}"
+                f"{why})"
+            )
+            fix = "is the eks-pod-identity-agent add-on running on this node?"
+        return type(exc)(f"EKS Pod Identity: {problem}; {fix}", code=exc.code)
 
     async def _role_arn(self, ns: str, sa: str, deadline: Deadline) -> str | None:
         """The role in the ServiceAccount's IRSA annotation; ``None`` without one."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from ...backend import Services
 from ...cache import TTLCache
+from ...errors import Code
 from ...model import Fetched
 from ...observe import get_logger
 from .api import NAME, Api, Job, Reading
@@ -25,6 +26,8 @@ from .ref import DEFAULT_STAGE, is_arn
 from .settings import AwsSettings
 
 SM_BATCH = 20
+_GAVE_UP = (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED)
+"""A batch that failed this way is not read again one by one: the retries are spent."""
 _log = get_logger("aws")
 
 
@@ -94,8 +97,10 @@ class SecretsManager:
                     break
         except Exception as exc:
             failure = classify(exc, f"Secrets Manager BatchGetSecretValue in {region}")
-            if failure.transient or failure.code == "Timeout":
-                outcome.fail(jobs, failure)
+            if failure.transient or failure.error.code in _GAVE_UP:
+                for job in jobs:  # each message names its own secret
+                    what = f"Secrets Manager {job.target.describe('secretsmanager')} in {region}"
+                    outcome.failures[job.index] = classify(exc, f"{what} (BatchGetSecretValue)")
                 return []
             if failure.code in ("AccessDeniedException", "AccessDenied"):
                 self._batch_denied.put((identity.principal, region), True)

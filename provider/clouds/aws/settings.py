@@ -19,7 +19,8 @@ backends:
       ipv6_url: http://[fd00:ec2::23]/v1/credentials
       timeout_seconds: 5
     retry_mode: standard              # or adaptive
-    max_attempts: 3
+    max_attempts: 3                   # per call, within the mount's budget
+    max_backoff_seconds: 20
     allow_node_identity: false        # never use the node's / provider's own role unless true
 ```
 """
@@ -57,6 +58,10 @@ class AwsSettings:
     pod_identity_timeout_seconds: float = 5.0
     retry_mode: str = "standard"
     max_attempts: int = 3
+    """Attempts per API call, retries included; the Mount's budget may end them sooner."""
+    max_backoff_seconds: float = 20.0
+    """Longest wait between attempts (botocore's jittered backoff is truncated here); a
+    ``Retry-After`` the service sends is honoured even if longer, within the budget."""
     connect_timeout_seconds: float = 3.0
     read_timeout_seconds: float = 10.0
     batch_get_secret_value: bool = True

@@ -17,6 +17,7 @@ from .errors import Failure, classify, from_code
 from .ref import is_arn, parse_arn
 
 SSM_BATCH = 10
+_DENIED = ("AccessDeniedException", "AccessDenied")
 
 
 class ParameterStore:
@@ -61,13 +62,14 @@ class ParameterStore:
                 WithDecryption=True,
             )
         except Exception as exc:
-            what = f"SSM GetParameters in {region} ({len(selectors)} parameters)"
-            failure = classify(exc, what)
-            if not failure.transient and failure.code in ("AccessDeniedException", "AccessDenied"):
-                needs = "ssm:GetParameters (and kms:Decrypt for SecureString)"
-                failure = classify(exc, what, reading.identity.principal.needs(needs))
+            needs = "ssm:GetParameters (and kms:Decrypt for SecureString)"
             for selector in selectors:
-                outcome.fail(by_selector[selector], failure)
+                for job in by_selector[selector]:  # each message names its own parameter
+                    what = f"SSM {job.target.describe('ssm')} in {region} (GetParameters)"
+                    failure = classify(exc, what)
+                    if not failure.transient and failure.code in _DENIED:
+                        failure = classify(exc, what, reading.identity.principal.needs(needs))
+                    outcome.failures[job.index] = failure
             return
         for param in page.get("Parameters", []) or []:
             found = batch.get(_key(str(param.get("Name", ""))))

@@ -30,6 +30,7 @@ from ...errors import (
     NotFound,
 )
 from ...model import Deadline, Fetched, Mount
+from ..budget import begin
 from . import certs
 from .clients import Clients
 from .errors import translate, verdict
@@ -59,7 +60,7 @@ class AzureBackend:
     def __init__(self, settings: AzureSettings, services: Services) -> None:
         self.settings = settings
         self.services = services
-        self._clients = Clients(settings, self._on_status)
+        self._clients = Clients(settings)
         self._identities = Identities(settings, services.kube, on_forget=self._clients.drop)
         ttl = services.config.cache_ttl_seconds
         self._raw: TTLCache[_Raw] = TTLCache(ttl)
@@ -95,7 +96,7 @@ class AzureBackend:
                 async with self._limit:
                     fetched = await asyncio.wait_for(
                         self._fetch_one(ref, url, identity, deadline),
-                        timeout=max(0.01, deadline.remaining()),
+                        timeout=max(0.01, deadline.remaining() - _MARGIN / 2),
                     )
                 results[i] = fetched
                 self.services.values.put(key, fetched, ttl=0)
@@ -114,12 +115,6 @@ class AzureBackend:
     async def close(self) -> None:
         self._clients.close()
         self._identities.close()
-
-    def _on_status(self, status: int) -> None:
-        if status == 429:
-            self.services.metrics.backend_requests.labels(NAME, "http", "throttled").inc()
-        elif status >= 500:
-            self.services.metrics.backend_requests.labels(NAME, "http", "server_error").inc()
 
     # -- fetching --
 
@@ -143,11 +138,19 @@ class AzureBackend:
         # The vault's host is tenant input; the metric label is the cloud's URL template.
         label = self.settings.cloud_for(ref).url_for("{vault}").split("://", 1)[-1]
         endpoint = Endpoint(NAME, url.split("://", 1)[-1], label)
+        call = begin(
+            NAME,
+            op,
+            deadline,
+            max_attempts=self.settings.retry_total + 1,
+            metrics=self.services.metrics,
+            reserve=_MARGIN,
+        )
         try:
             async with self.services.breakers.guard(endpoint, deadline, verdict):
                 return await self.services.timed(NAME, op, fn, **options)
         except Exception as exc:
-            raise translate(exc, ref, identity) from None
+            raise translate(exc, ref, identity, call) from None
 
     async def _get(
         self, ref: AzureRef, url: str, identity: Identity, version: str, deadline: Deadline

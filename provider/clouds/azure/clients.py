@@ -1,69 +1,28 @@
 """Key Vault clients, kept per (object kind, vault URL, identity), least recently used
-dropped first; and the retry policy they share.
-
-Retries go through azure-core's policy (Retry-After honoured) inside the mount's
-budget; every 429 and 5xx answer is reported to ``on_status`` (the backend counts
-them in ``keyferry_backend_requests{operation="http"}``).
-"""
+dropped first. Their retries go through azure-core's policy held to the Mount's budget
+(:mod:`.retries`)."""
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Any
 
-from azure.core.pipeline import PipelineResponse
-from azure.core.pipeline.policies import RetryPolicy
 from azure.keyvault.certificates import CertificateClient
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.secrets import SecretClient
 
 from .identity import Identity
 from .ref import ObjectKind
+from .retries import BudgetRetryPolicy
 from .settings import AzureSettings
-
-
-class BudgetRetryPolicy(RetryPolicy):  # type: ignore[type-arg]
-    """azure-core's retry policy (Retry-After honoured) that never sleeps past the
-    caller's budget (the ``timeout`` option) and counts throttling in metrics."""
-
-    def __init__(self, on_status: Callable[[int], None], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._on_status = on_status
-
-    def configure_retries(self, options: dict[str, Any]) -> dict[str, Any]:
-        settings = super().configure_retries(options)
-        settings["keyferry_deadline"] = time.monotonic() + float(settings["timeout"])
-        return settings
-
-    def is_retry(self, settings: dict[str, Any], response: PipelineResponse[Any, Any]) -> bool:
-        self._on_status(response.http_response.status_code)
-        return bool(super().is_retry(settings, response))
-
-    def increment(
-        self,
-        settings: dict[str, Any],
-        response: Any = None,
-        error: Exception | None = None,
-    ) -> bool:
-        retry = bool(super().increment(settings, response=response, error=error))
-        if not retry:
-            return False
-        wait: float | None = None
-        if isinstance(response, PipelineResponse):
-            wait = self.get_retry_after(response)
-        if wait is None:
-            wait = self.get_backoff_time(settings)
-        return bool(time.monotonic() + wait < settings["keyferry_deadline"])
 
 
 class Clients:
     """Key Vault clients by (kind, vault URL, identity key), at most ``max_clients``."""
 
-    def __init__(self, settings: AzureSettings, on_status: Callable[[int], None]) -> None:
+    def __init__(self, settings: AzureSettings) -> None:
         self.settings = settings
-        self._on_status = on_status
         self._clients: OrderedDict[tuple[ObjectKind, str, Hashable], Any] = OrderedDict()
 
     def get(self, kind: ObjectKind, url: str, identity: Identity) -> Any:
@@ -76,7 +35,6 @@ class Clients:
         kwargs: dict[str, Any] = {
             "verify_challenge_resource": self.settings.verify_challenge_resource,
             "retry_policy": BudgetRetryPolicy(
-                self._on_status,
                 retry_total=self.settings.retry_total,
                 retry_backoff_factor=self.settings.retry_backoff_factor,
                 retry_backoff_max=self.settings.retry_backoff_max,

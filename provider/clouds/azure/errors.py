@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
+    IncompleteReadError,
     ResourceNotFoundError,
     ServiceRequestError,
     ServiceRequestTimeoutError,
@@ -35,7 +36,8 @@ from ...errors import (
     Unavailable,
 )
 from ...jwt import unverified_claims
-from .identity import Identity
+from ..budget import Call
+from .identity import Identity, TokenUnavailable
 from .ref import AzureRef
 
 _AADSTS = re.compile(r"(AADSTS\d+)[:\s]+([^\r\n]*)")
@@ -129,9 +131,19 @@ def verdict(exc: BaseException) -> Verdict:
     return Verdict.NEUTRAL
 
 
-def translate(exc: Exception, ref: AzureRef, identity: Identity) -> KeyferryError:
-    """One SDK failure as a KeyferryError naming the object, the cause and the fix."""
+def translate(
+    exc: Exception, ref: AzureRef, identity: Identity, call: Call | None = None
+) -> KeyferryError:
+    """One SDK failure as a KeyferryError naming the object, the cause and the fix (and,
+    for a passing one, the attempts ``call`` made: :meth:`..budget.Call.outcome`)."""
+    error = _translate(exc, ref, identity)
+    return call.outcome(error) if call is not None else error
+
+
+def _translate(exc: Exception, ref: AzureRef, identity: Identity) -> KeyferryError:
     what = ref.describe()
+    if isinstance(exc, TokenUnavailable):
+        return type(exc.error)(f"{what}: {exc.error.message}", code=exc.error.code)
     if isinstance(exc, KeyferryError):
         return exc
     if isinstance(exc, CredentialUnavailableError):
@@ -143,6 +155,11 @@ def translate(exc: Exception, ref: AzureRef, identity: Identity) -> KeyferryErro
         )
     if isinstance(exc, ServiceRequestTimeoutError | ServiceResponseTimeoutError):
         return DeadlineExceeded(f"{what}: Key Vault did not answer within the mount budget")
+    if isinstance(exc, IncompleteReadError):
+        return Unavailable(
+            f"{what}: the connection to Key Vault broke in the middle of its answer; kubelet "
+            "will retry the mount"
+        )
     if isinstance(exc, ServiceRequestError | ServiceResponseError):
         return Unavailable(
             f"{what}: cannot reach Key Vault ({type(exc).__name__}); check the vault name, DNS "

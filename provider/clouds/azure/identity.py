@@ -16,15 +16,23 @@ reused until azure-identity refreshes them shortly before expiry (5 minutes).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from azure.core.credentials import AccessToken
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from azure.identity import (
     ClientAssertionCredential,
     ClientSecretCredential,
@@ -37,10 +45,12 @@ from ...errors import (
     KeyferryError,
     PermissionDenied,
     Unauthenticated,
+    Unavailable,
 )
 from ...jwt import unverified_claims
 from ...kube import KubeClient
 from ...model import Mount
+from .. import budget
 from .ref import (
     ANNOTATION_CLIENT_ID,
     ANNOTATION_TENANT_ID,
@@ -51,26 +61,78 @@ from .ref import (
     check_tenant_id,
     require_workload_token,
 )
+from .retries import BudgetRetryPolicy
 from .settings import AzureSettings, Cloud
 
 SP_DESCRIBE = "the service principal from nodePublishSecretRef"
+TOKEN_OPERATION = "token"
+"""The metric label of Entra ID token requests."""
 """How messages name a service principal: its client id is nodePublishSecretRef data."""
+
+
+class TokenUnavailable(Exception):
+    """Entra ID could not issue a token for a passing reason (throttling, a 5xx, no
+    answer), after its own retries. Not an ``AzureError``, so Key Vault's retry policy
+    does not retry it again: one layer retries."""
+
+    def __init__(self, error: KeyferryError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 class _PinnedCredential:
     """The credential Key Vault clients use: keeps the class's tenant (as upstream
-    does; the vault's challenge may name another) and passes the scope through."""
+    does; the vault's challenge may name another) and passes the scope through. Token
+    requests count as their own operation (``token``) within the Mount's budget."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, authority: str = "", max_attempts: int = 3) -> None:
         self.inner = inner
+        self.authority = authority
+        self.max_attempts = max_attempts
         # One exchange at a time per identity: concurrent first requests of one mount
         # (or of several pods) then share the token instead of each fetching one.
         self._lock = threading.Lock()
+        self._failed: tuple[float, TokenUnavailable] | None = None
 
     def get_token(self, *scopes: str, claims: str | None = None, **_: Any) -> AccessToken:
-        with self._lock:
-            token: AccessToken = self.inner.get_token(*scopes, claims=claims)
-        return token
+        call = budget.current()
+        nested = call.child(TOKEN_OPERATION, self.max_attempts) if call is not None else None
+        entered = budget.enter(nested) if nested is not None else None
+        asked = time.monotonic()
+        try:
+            with self._lock:
+                failed = self._failed
+                if failed is not None and failed[0] >= asked:
+                    # Entra failed for the caller this one waited behind: the same answer,
+                    # not another round of attempts.
+                    raise failed[1]
+                try:
+                    token: AccessToken = self.inner.get_token(*scopes, claims=claims)
+                except (ServiceRequestError, ServiceResponseError, HttpResponseError) as exc:
+                    unavailable = self._unavailable(exc, nested)
+                    if unavailable is None:
+                        raise  # Entra's verdict on the identity, with its AADSTS code
+                    self._failed = (time.monotonic(), unavailable)
+                    raise unavailable from None
+            return token
+        finally:
+            if entered is not None:
+                budget.leave(entered)
+
+    def _unavailable(self, exc: Exception, call: budget.Call | None) -> TokenUnavailable | None:
+        """A passing failure (429, 5xx, no answer) as :class:`TokenUnavailable`; ``None``
+        for Entra's refusal of the identity."""
+        status = exc.status_code if isinstance(exc, HttpResponseError) else None
+        if isinstance(exc, ClientAuthenticationError) and (
+            status is None or (status != 429 and status < 500)
+        ):
+            return None
+        answer = f"HTTP {status}" if status else f"no answer: {type(exc).__name__}"
+        error: KeyferryError = Unavailable(
+            f"Entra ID at {self.authority or 'the authority host'} could not issue a token "
+            f"({answer}); kubelet will retry the mount"
+        )
+        return TokenUnavailable(call.outcome(error) if call is not None else error)
 
     def close(self) -> None:
         close = getattr(self.inner, "close", None)
@@ -270,13 +332,23 @@ class Identities:
     def _credential_kwargs(self, cloud: Cloud) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "authority": cloud.authority_host,
-            "retry_total": min(self.settings.retry_total, 2),
+            "retry_total": self._token_retries,
+            "retry_backoff_factor": self.settings.retry_backoff_factor,
+            "retry_backoff_max": self.settings.retry_backoff_max,
+            "retry_policy_class": functools.partial(BudgetRetryPolicy, TOKEN_OPERATION),
             "connection_timeout": self.settings.token_timeout_seconds,
             "read_timeout": self.settings.token_timeout_seconds,
         }
         if self.settings.ca_bundle:
             kwargs["connection_verify"] = self.settings.ca_bundle
         return kwargs
+
+    @property
+    def _token_retries(self) -> int:
+        return min(self.settings.retry_total, 2)
+
+    def _pinned(self, inner: Any, cloud: Cloud) -> _PinnedCredential:
+        return _PinnedCredential(inner, cloud.authority_host, self._token_retries + 1)
 
     def _workload(self, mount: Mount, cloud: Cloud, tenant: str, client_id: str) -> Identity:
         require_workload_token(mount, "clientID")
@@ -310,7 +382,7 @@ class Identities:
                 mode="workload",
                 tenant_id=tenant,
                 client_id=client_id,
-                credential=_PinnedCredential(inner),
+                credential=self._pinned(inner, cloud),
                 assertion=assertion,
             )
 
@@ -346,7 +418,7 @@ class Identities:
                 mode="service_principal",
                 tenant_id=tenant,
                 client_id=client_id,
-                credential=_PinnedCredential(inner),
+                credential=self._pinned(inner, cloud),
             )
 
         return self._remember(key, build, SP_DESCRIBE)

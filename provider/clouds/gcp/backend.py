@@ -18,6 +18,7 @@ from ...backend import FetchResult, Services
 from ...errors import DeadlineExceeded, Internal, KeyferryError
 from ...model import Deadline, Fetched, Mount
 from ...observe import get_logger
+from ..budget import RESERVE, begin
 from . import settings as settings_module
 from .clients import Clients
 from .identity import Identities, Identity
@@ -27,8 +28,6 @@ from .settings import GcpSettings
 log = get_logger("gcp")
 
 NAME = "gcp"
-_DEADLINE_RESERVE = 0.5
-"""Seconds kept back from the Mount's deadline for rendering and the reply."""
 
 
 class GcpBackend:
@@ -96,8 +95,16 @@ class GcpBackend:
         identity, token = auth
 
         async def load() -> Fetched:
-            budget = min(self.settings.timeout_seconds, deadline.remaining() - _DEADLINE_RESERVE)
-            if budget <= 0:
+            call = begin(
+                NAME,
+                ref.operation,
+                deadline,
+                max_attempts=self.settings.max_attempts,
+                metrics=self.services.metrics,
+                reserve=RESERVE,
+                limit=self.settings.timeout_seconds,
+            )
+            if call.remaining() <= 0:
                 raise DeadlineExceeded(f"no time left in the mount's deadline to fetch {ref.name}")
             endpoint = self.clients.breaker_endpoint(ref)
             async with self.services.breakers.guard(endpoint, deadline), self._semaphore:
@@ -108,7 +115,7 @@ class GcpBackend:
                     self.clients.fetch,
                     ref,
                     token,
-                    budget,
+                    call,
                     self._on_retry,
                     identity.member,
                 )

@@ -5,8 +5,9 @@ A channel carries no identity: each call sends the caller's access token as
 ``authorization`` metadata, so one channel per endpoint serves all pods. The
 Python client never derives a regional endpoint from a ``locations/*`` name,
 so each location is routed explicitly (docs/compatibility.md §5). Calls are blocking and
-run on the shared worker pool; retries (UNAVAILABLE, RESOURCE_EXHAUSTED) and
-deadlines come from google-api-core with a budget inside the Mount's deadline.
+run on the shared worker pool; retries (UNAVAILABLE, RESOURCE_EXHAUSTED) come from
+google-api-core, held to the Mount's budget (:mod:`.retrying`), and each attempt's
+deadline is what is left of it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any
 import google_crc32c
 import grpc
 from google.api_core import exceptions as core_exceptions
-from google.api_core import retry as core_retry
 from google.cloud import parametermanager_v1, secretmanager_v1
 from google.cloud.parametermanager_v1.services.parameter_manager.transports import (
     ParameterManagerGrpcTransport,
@@ -30,6 +30,8 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 
 from ...breaker import Endpoint
 from ...errors import Internal
+from ..budget import Call
+from . import retrying
 from .errors import translate
 from .ref import GcpRef, SecretVersionRef
 from .settings import GcpSettings
@@ -41,7 +43,6 @@ _CHANNEL_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.primary_user_agent", USER_AGENT),
 ]
-RETRYABLE = (core_exceptions.ServiceUnavailable, core_exceptions.TooManyRequests)
 
 
 @dataclass(frozen=True)
@@ -126,26 +127,22 @@ class Clients:
         self,
         ref: GcpRef,
         token: str,
-        budget: float,
+        call: Call,
         on_retry: Callable[[Exception], None] | None = None,
         member: str = "",
     ) -> Response:
-        """One AccessSecretVersion / RenderParameterVersion, retried within ``budget``."""
+        """One AccessSecretVersion / RenderParameterVersion, retried within ``call``'s
+        budget (:mod:`.retrying`)."""
         client, endpoint = self.client(ref)
-        attempt = min(self.settings.attempt_timeout_seconds, budget / 2)
-        retry = core_retry.Retry(
-            predicate=core_retry.if_exception_type(*RETRYABLE),
-            initial=self.settings.retry_initial_seconds,
-            maximum=self.settings.retry_max_seconds,
-            multiplier=2.0,
-            timeout=max(budget - attempt, 0.0),
-            on_error=on_retry,
-        )
         metadata = [("authorization", f"Bearer {token}")]
-        try:
+
+        def timeout() -> float:
+            return max(0.01, min(self.settings.attempt_timeout_seconds, call.remaining()))
+
+        def access() -> Response:
             if isinstance(ref, SecretVersionRef):
                 sm = client.access_secret_version(
-                    request={"name": ref.name}, retry=retry, timeout=attempt, metadata=metadata
+                    request={"name": ref.name}, retry=None, timeout=timeout(), metadata=metadata
                 )
                 payload = sm.payload
                 data = bytes(payload.data)
@@ -156,16 +153,22 @@ class Clients:
                     )
                 return Response(data, str(sm.name), endpoint)
             pm = client.render_parameter_version(
-                request={"name": ref.name}, retry=retry, timeout=attempt, metadata=metadata
+                request={"name": ref.name}, retry=None, timeout=timeout(), metadata=metadata
             )
             return Response(bytes(pm.rendered_payload), str(pm.parameter_version), endpoint)
-        except core_exceptions.RetryError as exc:
-            cause = exc.cause
-            raise translate(
-                cause if cause is not None else exc, ref, endpoint, True, member
-            ) from None
+
+        try:
+            return retrying.run(
+                access,
+                call,
+                initial=self.settings.retry_initial_seconds,
+                maximum=self.settings.retry_max_seconds,
+                outcome_of=retrying.rpc_outcome,
+                asked_of=retrying.rpc_asked,
+                on_retry=on_retry,
+            )
         except core_exceptions.GoogleAPIError as exc:
-            raise translate(exc, ref, endpoint, False, member) from None
+            raise translate(exc, ref, endpoint, call, member) from None
 
 
 __all__ = ["Clients", "Response"]

@@ -26,10 +26,10 @@ from ...errors import (
     KeyferryError,
     NotFound,
     PermissionDenied,
-    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
+from ..budget import Call
 from .ref import GSA_ANNOTATION, KEY_JSON, GcpRef
 from .settings import GcpSettings
 
@@ -197,14 +197,19 @@ def _server_text(exc: BaseException) -> str:
 
 
 def translate(
-    exc: BaseException, ref: GcpRef, endpoint: str, retried: bool, member: str = ""
+    exc: BaseException, ref: GcpRef, endpoint: str, call: Call | None = None, member: str = ""
 ) -> KeyferryError:
     """An API error as a keyferry error naming the resource and the fix (``member``: the
-    IAM member the pod's identity is, to name in a PERMISSION_DENIED)."""
+    IAM member the pod's identity is, to name in a PERMISSION_DENIED; ``call``: the
+    attempts made, for a transient failure, see :meth:`..budget.Call.outcome`)."""
+    error = _translate(exc, ref, endpoint, member)
+    return call.outcome(error) if call is not None else error
+
+
+def _translate(exc: BaseException, ref: GcpRef, endpoint: str, member: str) -> KeyferryError:
     what = ref.api
     name = ref.name
     server = _server_text(exc)
-    after = " after retrying within the time budget" if retried else ""
     if isinstance(exc, core_exceptions.NotFound):
         where = f" in location {ref.location}" if ref.location else ""
         return NotFound(
@@ -230,11 +235,12 @@ def translate(
     if isinstance(exc, core_exceptions.InvalidArgument):
         return InvalidArgument(f"{what} rejected the name {name}{server}")
     if isinstance(exc, core_exceptions.TooManyRequests):
-        return ResourceExhausted(
-            f"{what} quota exhausted for {name}{after}{server}; retry later or raise the quota"
+        return Unavailable(
+            f"{what} at {endpoint} is throttling requests for {name} (quota exhausted){server}; "
+            "kubelet will retry the mount (raise the quota if this lasts)"
         )
     if isinstance(exc, core_exceptions.ServiceUnavailable):
-        return Unavailable(f"{what} at {endpoint} is unavailable for {name}{after}{server}")
+        return Unavailable(f"{what} at {endpoint} is unavailable for {name}{server}")
     if isinstance(exc, core_exceptions.DeadlineExceeded | core_exceptions.RetryError):
         return DeadlineExceeded(
             f"{what} at {endpoint} did not answer for {name} within the time budget{server}"

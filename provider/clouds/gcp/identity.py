@@ -236,7 +236,7 @@ class Identities:
                     service_account=identity.service_account,
                     gsa=identity.gsa,
                     delegates=identity.delegates,
-                    budget=budget,
+                    deadline=deadline,
                 )
             if identity.mode == "provider-adc":
                 return await self.services.timed(

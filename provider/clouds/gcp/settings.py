@@ -65,6 +65,9 @@ class GcpSettings:
     attempt_timeout_seconds: float = 10.0
     retry_initial_seconds: float = 0.25
     retry_max_seconds: float = 4.0
+    max_attempts: int = 5
+    """Attempts per request (Secret Manager, Parameter Manager, STS, IAM Credentials),
+    retries included; the Mount's budget may end them sooner."""
     auth_timeout_seconds: float = 15.0
     token_refresh_margin_seconds: float = 300.0
     """Exchanged tokens are reused until this long before they expire."""

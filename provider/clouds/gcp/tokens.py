@@ -26,6 +26,7 @@ from google.auth.transport.requests import Request
 from google.oauth2 import service_account
 
 from ...errors import InvalidArgument, Unavailable
+from ..budget import Call, retry_after
 from .errors import key_json_error, provider_adc_error
 from .ref import KEY_JSON
 from .settings import GcpSettings
@@ -57,13 +58,17 @@ def expiry(value: datetime.datetime | None, default_seconds: float = 300.0) -> f
 class BoundedRequest:
     """A google-auth transport request whose timeout never exceeds the budget.
 
-    Remembers the HTTP status of its last answer: google-auth's STS and IAM errors
-    do not carry it, and it is what tells a rejection (4xx) from an outage (5xx)."""
+    Remembers the HTTP status of its last answer (google-auth's STS and IAM errors do
+    not carry it, and it is what tells a rejection (4xx) from an outage (5xx)), the
+    ``Retry-After`` it asked for, and whether a request without an answer timed out."""
 
-    def __init__(self, inner: Request, timeout: float) -> None:
+    def __init__(self, inner: Request, timeout: float, call: Call | None = None) -> None:
         self._inner = inner
         self._timeout = max(0.1, timeout)
+        self._call = call
         self.last_status: int | None = None
+        self.last_asked: float | None = None
+        self.timed_out = False
 
     def __call__(
         self,
@@ -75,12 +80,19 @@ class BoundedRequest:
         **kwargs: Any,
     ) -> Any:
         limit = self._timeout if timeout is None else min(timeout, self._timeout)
-        self.last_status = None
-        response = self._inner(
-            url, method=method, body=body, headers=headers, timeout=limit, **kwargs
-        )
+        if self._call is not None:
+            limit = max(0.01, min(limit, self._call.remaining()))
+        self.last_status, self.last_asked, self.timed_out = None, None, False
+        try:
+            response = self._inner(
+                url, method=method, body=body, headers=headers, timeout=limit, **kwargs
+            )
+        except google.auth.exceptions.TransportError as exc:
+            self.timed_out = isinstance(exc.__cause__, requests.exceptions.Timeout)
+            raise
         status = getattr(response, "status", None)
         self.last_status = status if isinstance(status, int) else None
+        self.last_asked = retry_after((getattr(response, "headers", None) or {}).get("Retry-After"))
         return response
 
 
@@ -96,8 +108,8 @@ class TokenClient:
     def close(self) -> None:
         self._session.close()
 
-    def request(self, budget: float) -> BoundedRequest:
-        return BoundedRequest(Request(self._session), budget)
+    def request(self, budget: float, call: Call | None = None) -> BoundedRequest:
+        return BoundedRequest(Request(self._session), budget, call)
 
     def metadata(self, request: BoundedRequest, path: str, **kwargs: Any) -> Any:
         """``path`` below ``computeMetadata/v1/`` on the configured metadata server."""

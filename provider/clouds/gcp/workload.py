@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,9 +24,11 @@ from google.oauth2 import credentials as oauth2_credentials
 from ...backend import Services
 from ...errors import FailedPrecondition, KeyferryError
 from ...model import Deadline
+from ..budget import RESERVE, Call, begin
+from . import retrying
 from .errors import iam_error, sts_error
 from .settings import GcpSettings
-from .tokens import SCOPE, AccessToken, TokenClient, expiry
+from .tokens import SCOPE, AccessToken, BoundedRequest, TokenClient, expiry
 
 JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 _POOL_ERROR_SECONDS = 30.0
@@ -177,46 +180,77 @@ class WorkloadIdentity:
         service_account: str,
         gsa: str,
         delegates: tuple[str, ...],
-        budget: float,
+        deadline: Deadline,
     ) -> AccessToken:
         """The pod's ``token`` exchanged at STS for ``audience``, then, with a ``gsa``,
-        for that Google service account's token (through ``delegates``)."""
+        for that Google service account's token (through ``delegates``). Each request is
+        retried within the Mount's budget and ``auth_timeout_seconds`` (:mod:`.retrying`)."""
         ns, ksa = namespace, service_account
+        s = self.settings
         source = _identity_pool.Credentials(
             audience=audience,
             subject_token_type=JWT_TYPE,
-            token_url=self.settings.sts_url,
+            token_url=s.sts_url,
             subject_token_supplier=_Supplier(token),
             scopes=[SCOPE],
         )
-        request = self.http.request(budget)
+        call = begin(
+            "gcp",
+            "sts_exchange",
+            deadline,
+            max_attempts=s.max_attempts,
+            metrics=self.services.metrics,
+            reserve=RESERVE,
+            limit=s.auth_timeout_seconds,
+        )
+        request = self.http.request(s.auth_timeout_seconds, call)
         self.exchanges += 1
         try:
-            await self.services.timed("gcp", "sts_exchange", source.refresh, request)
+            await self.services.timed(
+                "gcp", "sts_exchange", self._retrying, source.refresh, request, call
+            )
         except google.auth.exceptions.GoogleAuthError as exc:
-            raise sts_error(
-                exc, request.last_status, self.settings.sts_url, audience, ns, ksa
-            ) from None
+            error = sts_error(exc, request.last_status, s.sts_url, audience, ns, ksa)
+            raise call.outcome(error) from None
         if not gsa:
             return AccessToken(str(source.token), expiry(source.expiry))
         # Hand IAM the federated token already obtained: impersonated credentials copy and
         # re-scope a scoped source, which would exchange the pod's token a second time.
         federated = _oauth2_credentials.Credentials(token=source.token, expiry=source.expiry)
-        iam_url = self.settings.iam_credentials_url
+        iam_url = s.iam_credentials_url
         target = _impersonated.Credentials(
             source_credentials=federated,
             target_principal=gsa,
             target_scopes=[SCOPE],
             delegates=list(delegates) or None,
-            lifetime=self.settings.token_lifetime_seconds,
+            lifetime=s.token_lifetime_seconds,
             iam_endpoint_override=(
                 f"{iam_url.rstrip('/')}/v1/projects/-/serviceAccounts/{gsa}:generateAccessToken"
             ),
         )
         self.impersonations += 1
+        iam = call.child("generate_access_token", s.max_attempts)
+        request = self.http.request(s.auth_timeout_seconds, iam)
         try:
-            await self.services.timed("gcp", "generate_access_token", target.refresh, request)
+            await self.services.timed(
+                "gcp", "generate_access_token", self._retrying, target.refresh, request, iam
+            )
         except google.auth.exceptions.GoogleAuthError as exc:
             pool = self._pool.pool if self._pool else "<project>.svc.id.goog"
-            raise iam_error(exc, request.last_status, iam_url, gsa, ns, ksa, pool) from None
+            error = iam_error(exc, request.last_status, iam_url, gsa, ns, ksa, pool)
+            raise iam.outcome(error) from None
         return AccessToken(str(target.token), expiry(target.expiry))
+
+    def _retrying(
+        self, refresh: Callable[[BoundedRequest], None], request: BoundedRequest, call: Call
+    ) -> None:
+        """``refresh(request)``, retried as :mod:`.retrying` does, judged by the HTTP
+        status ``request`` saw."""
+        retrying.run(
+            lambda: refresh(request),
+            call,
+            initial=self.settings.retry_initial_seconds,
+            maximum=self.settings.retry_max_seconds,
+            outcome_of=lambda _: retrying.http_outcome(request.last_status, request.timed_out),
+            asked_of=lambda _: request.last_asked,
+        )

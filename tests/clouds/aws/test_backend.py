@@ -633,7 +633,8 @@ def test_throttling_is_absorbed_by_retries_and_counted(
     assert files(result)[name] == b"patience"
     assert proxy.count(region="us-west-2") == 0
     text = stack.metrics_text()
-    assert 'operation="GetSecretValue",outcome="throttled"} 1.0' in text
+    attempts = 'keyferry_backend_attempts_total{backend="aws",operation="GetSecretValue"'
+    assert f'{attempts},outcome="throttled"}} 1.0' in text
 
 
 def test_failover_failing_too_names_both_regions(make_stack: MakeStack, proxy: AwsFaults) -> None:

@@ -274,7 +274,9 @@ def test_throttling_visible_in_metrics(tmp_path: Path, proxy: AwsFaults, kube: F
         resp = srv.mount("aws", example("irsa.yaml"), tokens=irsa())
         assert files(resp) == {"MySecret": b"x"}
         text = srv.metrics_text()
-    assert 'backend="aws",operation="GetSecretValue",outcome="throttled"' in text
+    attempts = 'keyferry_backend_attempts_total{backend="aws",operation="GetSecretValue"'
+    assert f'{attempts},outcome="throttled"}} 1.0' in text
+    assert f'{attempts},outcome="ok"}} 1.0' in text
 
 
 def test_keyferry_mount_cli(

@@ -451,19 +451,24 @@ def test_disabled_version(env: Env) -> None:
     assert err.code is Code.FAILED_PRECONDITION and "disabled" in err.message
 
 
-def test_429_with_retry_after_is_retried_and_counted(env: Env) -> None:
+@pytest.mark.parametrize("retry_after", ["1", "soon"])  # one that cannot be read is none
+def test_429_with_retry_after_is_retried_and_counted(env: Env, retry_after: str) -> None:
     env.fake.vault.add_secret("kv1", "db", "x")
-    env.fake.vault.inject(429, 1, retry_after="1", path="/secrets/db")
+    env.fake.vault.inject(429, 1, retry_after=retry_after, path="/secrets/db")
     assert env.one(ref("db")).content == b"x"
-    throttled = env.metrics.backend_requests.labels("azure", "http", "throttled")._value.get()
-    assert throttled == 1
+    attempts = env.metrics.backend_attempts
+    assert attempts.labels("azure", "get_secret", "throttled")._value.get() == 1
+    assert attempts.labels("azure", "get_secret", "ok")._value.get() == 1
 
 
-def test_429_beyond_the_budget_fails_as_unavailable(env: Env) -> None:
+def test_429_asking_past_the_budget_is_not_retried(env: Env) -> None:
     env.fake.vault.add_secret("kv1", "db", "x")
     env.fake.vault.inject(429, 100, retry_after="600", path="/secrets/db")
     err = env.error(ref("db"), seconds=5)
-    assert err.code is Code.UNAVAILABLE and "throttled" in err.message
+    assert err.code is Code.DEADLINE_EXCEEDED, err.message
+    assert "throttled" in err.message and "retry after 600s" in err.message
+    assert "1 attempt;" in err.message
+    assert env.metrics.backend_attempts.labels("azure", "get_secret", "throttled")._value.get() == 1
 
 
 def test_5xx_is_retried(env: Env) -> None:

@@ -249,10 +249,9 @@ def test_throttling_is_visible_in_metrics(srv: Server, fake: FakeAzure) -> None:
     )
     assert files(resp) == {"db": (b"x", 0o644)}
     text = srv.metrics_text()
-    assert (
-        'keyferry_backend_requests_total{backend="azure",operation="http",outcome="throttled"} 1.0'
-        in text
-    )
+    attempts = 'keyferry_backend_attempts_total{backend="azure",operation="get_secret"'
+    assert f'{attempts},outcome="throttled"}} 1.0' in text
+    assert f'{attempts},outcome="ok"}} 1.0' in text
 
 
 def test_secret_material_never_reaches_logs(srv: Server, fake: FakeAzure) -> None:

@@ -294,9 +294,9 @@ def test_retries_stop_within_the_budget(stack: GoogleStack, kube: StubKube) -> N
     b = backend(stack, kube, timeout_seconds=0.6, attempt_timeout_seconds=0.2)
     results = run(b, make_mount(stack, entries("projects/my-project/secrets/db/versions/1")))
     err = fail(results[0])
-    assert err.code is Code.UNAVAILABLE
-    assert "after retrying" in err.message
-    assert 1 < len(sm.calls) < 10_000
+    assert err.code in (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED), err.message
+    assert "attempts" in err.message
+    assert 1 < len(sm.calls) <= 5  # max_attempts
 
 
 def test_slow_service_hits_the_mount_deadline(stack: GoogleStack, kube: StubKube) -> None:
