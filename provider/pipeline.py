@@ -37,6 +37,7 @@ from .model import (
     Result,
 )
 from .observe import Metrics, get_logger
+from .plans import PlanCache
 
 log = get_logger("pipeline")
 
@@ -74,9 +75,13 @@ class Pipeline:
     def __init__(self, registry: Registry, metrics: Metrics) -> None:
         self.registry = registry
         self.metrics = metrics
+        self.plans = PlanCache(make_plan)
+        self._plan_hits = metrics.cache_events.labels("plans", "hit")
+        self._plan_misses = metrics.cache_events.labels("plans", "miss")
 
     async def mount(self, mount: Mount, deadline: Deadline) -> Result:
-        plan = make_plan(mount)
+        plan, cached = self.plans.get(mount)
+        (self._plan_hits if cached else self._plan_misses).inc()
         fetched = await self._fetch_all(mount, plan, deadline)
         out_files: list[OutputFile] = []
         versions: dict[str, tuple[str, str]] = {}
