@@ -17,6 +17,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from keyferry_fakes.backends import gated_cloud
 from keyferry_fakes.harness import Server, driver_request, running_server
 from provider import __version__
 from provider._proto.v1alpha1 import service_pb2 as pb
@@ -338,18 +339,55 @@ def test_local_backend_disabled_without_a_root(tmp_path: Path) -> None:
 
 
 def test_slow_backend_hits_the_mount_deadline(tmp_path: Path, root: Path) -> None:
-    fifo = root / "slow"
-    os.mkfifo(fifo)  # opening it for reading blocks until a writer appears
-    try:
-        with running_server(tmp_path, local_root=root, mount_timeout_seconds=1) as s:
-            with pytest.raises(grpc.RpcError) as err:
-                s.mount("keyferry", objects("- {backend: local, name: slow}"))
-            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            assert "backend local" in (err.value.details() or "")
-            assert s.mount("keyferry", GOOD).files
-    finally:
-        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # release the blocked reader
-        os.close(fd)
+    with (
+        gated_cloud() as gate,
+        running_server(tmp_path, local_root=root, mount_timeout_seconds=1) as s,
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            s.mount("keyferry", objects("- {backend: gated, name: slow}"))
+        assert gate.entered == 1 and not gate.is_open
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "backend gated" in (err.value.details() or "")
+        assert s.mount("keyferry", GOOD).files
+
+
+def test_local_symlinks_inside_the_root_are_followed_and_those_leaving_it_refused(
+    tmp_path: Path, root: Path, serve: Callable[..., Server]
+) -> None:
+    # The layout of a mounted Kubernetes Secret: names -> ..data/<name>, ..data -> a dir.
+    (root / "..2026").mkdir()
+    (root / "..2026" / "token").write_text("in-root")
+    (root / "..data").symlink_to("..2026")
+    (root / "token").symlink_to("..data/token")
+    (root / "linked").symlink_to("db")  # a directory symlink that stays inside
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret").write_text("outside the root")
+    (root / "away").symlink_to(outside)  # a directory symlink that leaves
+    srv = serve(local_root=root)
+    got = srv.mount(
+        "keyferry",
+        objects(
+            "- {backend: local, name: token, path: t}",
+            "- {backend: local, name: linked/password, path: p}",
+        ),
+    )
+    assert {f.path: f.contents for f in got.files} == {"t": b"in-root", "p": CANARY_VALUE.encode()}
+    with pytest.raises(grpc.RpcError) as err:
+        srv.mount("keyferry", objects("- {backend: local, name: away/secret}"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "outside the local root" in (err.value.details() or "")
+
+
+def test_a_fifo_under_the_local_root_is_refused_without_waiting_for_a_writer(
+    srv: Server, root: Path
+) -> None:
+    os.mkfifo(root / "fifo")  # opening it for reading would block until a writer appears
+    with pytest.raises(grpc.RpcError) as err:
+        srv.mount("keyferry", objects("- {backend: local, name: fifo}"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'fifo' is not a regular file" in (err.value.details() or "")
+    assert srv.mount("keyferry", GOOD).files
 
 
 def test_secrets_never_reach_logs_or_errors(srv: Server) -> None:
