@@ -47,12 +47,22 @@ class Services:
     hmac_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     """The server's key for content-derived versions (``hmac_key_file``)."""
 
+    @functools.cached_property
+    def _mac(self) -> hmac.HMAC:
+        """The keyed state, copied for each digest instead of derived from the key again."""
+        return hmac.new(self.hmac_key, digestmod=hashlib.sha256)
+
     def keyed_digest(self, *parts: bytes) -> str:
         """Hex HMAC-SHA256 of ``parts``: a version that reveals nothing of the content."""
-        mac = hmac.new(self.hmac_key, digestmod=hashlib.sha256)
+        return self.keyed_state(*parts).hexdigest()
+
+    def keyed_state(self, *parts: bytes) -> hmac.HMAC:
+        """The HMAC after ``parts``: ``keyed_digest(a, b, c)`` is ``keyed_state(a, b)``
+        continued with :func:`digest_part` ``(c)``, so a fixed prefix is hashed once."""
+        mac = self._mac.copy()
         for part in parts:
-            mac.update(len(part).to_bytes(8, "big") + part)
-        return mac.hexdigest()
+            mac.update(digest_part(part))
+        return mac
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking SDK call on the shared bounded pool."""
@@ -78,6 +88,11 @@ class Services:
             return result
         finally:
             self.metrics.backend_call(backend, operation, outcome, time.monotonic() - start)
+
+
+def digest_part(part: bytes) -> bytes:
+    """One part as :meth:`Services.keyed_digest` hashes it: its length, then its bytes."""
+    return len(part).to_bytes(8, "big") + part
 
 
 RefT = TypeVar("RefT", contravariant=True)

@@ -9,12 +9,13 @@ ObjectVersion; on failure one error lists every failing object.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import secrets
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 
 from . import files, registry, render
-from .backend import Registry
+from .backend import Registry, digest_part
 from .errors import (
     Absent,
     Code,
@@ -76,6 +77,7 @@ class Pipeline:
         self.registry = registry
         self.metrics = metrics
         self.plans = PlanCache(make_plan)
+        self._version_prefixes: dict[tuple[str, Hashable], hmac.HMAC] = {}
         self._plan_hits = metrics.cache_events.labels("plans", "hit")
         self._plan_misses = metrics.cache_events.labels("plans", "miss")
 
@@ -87,11 +89,14 @@ class Pipeline:
         versions: dict[str, tuple[str, str]] = {}
         errors: list[KeyferryError] = []
         skipped: list[str] = []
-        # One hop off the event loop for all objects: extraction runs user expressions
-        # over documents and must not stall other mounts.
-        rendered = await asyncio.get_running_loop().run_in_executor(
-            None, _render_all, plan, fetched, mount.default_mode
-        )
+        if _cheap_to_render(plan, fetched):
+            rendered = _render_all(plan, fetched, mount.default_mode)
+        else:
+            # One hop off the event loop for all objects: parsing a large document or
+            # converting a certificate must not stall other mounts.
+            rendered = await asyncio.get_running_loop().run_in_executor(
+                None, _render_all, plan, fetched, mount.default_mode
+            )
         for spec, result, output in zip(plan.objects, fetched, rendered, strict=True):
             if spec.optional and isinstance(result, Absent):
                 continue
@@ -139,10 +144,18 @@ class Pipeline:
         )
 
     def _content_version(self, spec: ObjectSpec, fetched: Fetched) -> str:
-        digest = self.registry.services.keyed_digest(
-            spec.backend.encode(), repr(spec.ref).encode(), fetched.content
-        )
-        return "hmac-sha256:" + digest[:32]
+        key = (spec.backend, spec.ref)
+        prefix = self._version_prefixes.get(key)
+        if prefix is None:  # the (backend, ref) part of the HMAC, hashed once per ref
+            if len(self._version_prefixes) >= 4096:
+                self._version_prefixes.clear()
+            prefix = self.registry.services.keyed_state(
+                spec.backend.encode(), repr(spec.ref).encode()
+            )
+            self._version_prefixes[key] = prefix
+        mac = prefix.copy()
+        mac.update(digest_part(fetched.content))
+        return "hmac-sha256:" + mac.hexdigest()[:32]
 
     async def _fetch_all(
         self, mount: Mount, plan: Plan, deadline: Deadline
@@ -167,21 +180,43 @@ class Pipeline:
             for ref, item in zip(refs, got, strict=True):
                 results[(name, ref)] = item
 
-        tasks = [asyncio.ensure_future(run(n, r)) for n, r in by_backend.items()]
-        done, pending = await asyncio.wait(tasks, timeout=deadline.remaining())
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            # No task per backend when there is one: the timeout cancels this one.
+            async with asyncio.timeout(deadline.remaining()):
+                if len(by_backend) == 1:
+                    await run(*next(iter(by_backend.items())))
+                else:
+                    await asyncio.gather(*(run(n, r) for n, r in by_backend.items()))
+        except TimeoutError:
             slow = sorted(n for n, r in by_backend.items() if any((n, x) not in results for x in r))
             raise DeadlineExceeded(
                 f"fetching did not finish within {deadline.seconds:.0f}s "
                 f"(still waiting on backend {', '.join(slow)}); the backend is slow or "
                 "unreachable from this node"
-            )
-        for task in done:
-            task.result()
+            ) from None
         return [results[(spec.backend, spec.ref)] for spec in plan.objects]
+
+
+INLINE_RENDER_BYTES = 64 * 1024
+"""Up to this many fetched bytes, JSON extraction and decoding run on the event loop:
+tens of microseconds, where a thread hop costs more than the work. JMESPath expressions
+are bounded in size and fan-out when parsed (``render.compile_jmespath``)."""
+
+
+def _cheap_to_render(plan: Plan, fetched: Sequence[Fetched | Exception]) -> bool:
+    size = 0
+    for result in fetched:
+        if isinstance(result, Fetched):
+            size += len(result.content)
+    if size > INLINE_RENDER_BYTES:
+        return False
+    for spec in plan.objects:
+        for out in spec.outputs:
+            # YAML documents are parsed in pure Python and certificates converted with
+            # key derivation: both go to a thread whatever their size.
+            if out.transform is not None or (out.extract and out.extract.kind == "yaml_key"):
+                return False
+    return True
 
 
 def _render_all(

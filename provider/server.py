@@ -100,6 +100,9 @@ class Servicer(pb_grpc.CSIDriverProviderServicer):  # type: ignore[misc]
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
         )
+        # As the generated code does: registered methods are found in C++, without
+        # asking every generic handler in Python on each call.
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)  # type: ignore[attr-defined]
 
 
 class Provider:
@@ -183,8 +186,7 @@ class Provider:
             seconds = time.monotonic() - start
             self._inflight -= 1
             self.metrics.inflight.dec()
-            self.metrics.mounts.labels(dialect, record.get("outcome", "error")).inc()
-            self.metrics.mount_duration.labels(dialect).observe(seconds)
+            self.metrics.mount_done(dialect, record.get("outcome", "error"), seconds)
             record["duration_ms"] = round(seconds * 1000, 1)
             if mount is not None and mount.current_versions:
                 record["rotation"] = True
