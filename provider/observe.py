@@ -149,6 +149,12 @@ class Metrics:
         self._mount_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self._call_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self.inflight = Gauge("keyferry_mounts_in_flight", "Mounts in progress", registry=r)
+        self.mounts_rejected = Counter(
+            "keyferry_mounts_rejected",
+            "Mounts refused at once because max_concurrent_mounts were executing",
+            ["dialect"],
+            registry=r,
+        )
         self.backend_requests = Counter(
             "keyferry_backend_requests",
             "Backend API requests by backend, operation and outcome",

@@ -146,6 +146,8 @@ class Provider:
     ) -> tuple[Code | None, str, pb.MountResponse]:
         """Returns (error code or None, error message, response). ``request`` may be the
         wire bytes (as the server receives it)."""
+        if self._inflight >= self.config.max_concurrent_mounts:
+            return self._refuse(dialect)
         start = time.monotonic()
         budget = self.config.mount_timeout_seconds
         if time_remaining is not None:
@@ -191,6 +193,20 @@ class Provider:
             if mount is not None and mount.current_versions:
                 record["rotation"] = True
             audit(record)
+
+    def _refuse(self, dialect: str) -> tuple[Code, str, pb.MountResponse]:
+        """Admission control: past ``max_concurrent_mounts`` a Mount is refused before
+        anything is parsed or fetched, so the ones in flight keep their share of the CPU."""
+        self.metrics.mounts_rejected.labels(dialect).inc()
+        bound = self.config.max_concurrent_mounts
+        return (
+            Code.RESOURCE_EXHAUSTED,
+            f"keyferry is already executing {bound} Mounts, its bound (max_concurrent_mounts: "
+            f"{bound}); this Mount was refused before it started and is retried by kubelet. "
+            "Raise max_concurrent_mounts in the keyferry configuration if the node has the "
+            "CPU for more at once",
+            pb.MountResponse(),
+        )
 
     # -- lifecycle -------------------------------------------------------------
 

@@ -23,6 +23,7 @@ SAMPLES: dict[str, str] = {
     "mount_timeout_seconds": "33",
     "max_response_bytes": "1234",
     "max_concurrent_fetches": "3",
+    "max_concurrent_mounts": "9",
     "cache_ttl_seconds": "5",
     "local_root": "/srv/secrets",
     "hmac_key_file": "/etc/kf/hmac",

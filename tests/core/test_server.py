@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -377,6 +378,36 @@ def test_local_symlinks_inside_the_root_are_followed_and_those_leaving_it_refuse
         srv.mount("keyferry", objects("- {backend: local, name: away/secret}"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "outside the local root" in (err.value.details() or "")
+
+
+def test_a_mount_past_max_concurrent_mounts_is_refused_at_once_and_counted(
+    tmp_path: Path, root: Path
+) -> None:
+    held_params = objects("- {backend: gated, name: held}")
+    with (
+        gated_cloud() as gate,
+        running_server(tmp_path, local_root=root, max_concurrent_mounts=2) as s,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        held = [pool.submit(s.mount, "keyferry", held_params) for _ in range(2)]
+        gate.wait_entered(2)  # two Mounts executing: the bound
+        with pytest.raises(grpc.RpcError) as err:
+            s.mount("keyferry", objects("- {backend: gated, name: third}"))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_concurrent_mounts: 2" in (err.value.details() or "")
+        assert gate.entered == 2  # refused before it reached a backend
+        assert 'keyferry_mounts_rejected_total{dialect="native"} 1.0' in s.metrics_text()
+        gate.open()
+        assert all(len(f.result(timeout=30).files) == 1 for f in held)
+        assert s.mount("keyferry", GOOD).files  # below the bound again
+
+
+def test_a_mount_repeating_parameters_reuses_their_parsed_plan(srv: Server) -> None:
+    for pod in ("web-0", "web-1", "web-0"):
+        assert srv.mount("keyferry", GOOD, pod=("team-a", pod, f"uid-{pod}", "web")).files
+    metrics = srv.metrics_text()
+    assert 'keyferry_cache_events_total{cache="plans",result="miss"} 1.0' in metrics
+    assert 'keyferry_cache_events_total{cache="plans",result="hit"} 2.0' in metrics
 
 
 def test_a_fifo_under_the_local_root_is_refused_without_waiting_for_a_writer(
