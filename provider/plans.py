@@ -28,8 +28,9 @@ from typing import Any, cast
 
 from .model import Mount, Plan
 
-Read = tuple[str, object]
-"""(Mount attribute, key within it): ``_WHOLE`` for an attribute read as a whole."""
+Read = tuple[str, object, bool]
+"""(Mount attribute, key within it or ``_WHOLE``, whether only the key's presence was
+asked (``key in mount.tokens``) rather than its value)."""
 
 _WHOLE = "\x00whole"
 _ABSENT = "\x00absent"
@@ -52,19 +53,19 @@ class _RecordingMap(Mapping[str, Any]):
         self._reads = reads
 
     def __getitem__(self, key: str) -> Any:
-        self._reads.add((self._name, key))
+        self._reads.add((self._name, key, False))
         return self._data[key]
 
     def __contains__(self, key: object) -> bool:
-        self._reads.add((self._name, key))
+        self._reads.add((self._name, key, True))
         return key in self._data
 
     def __iter__(self) -> Iterator[str]:
-        self._reads.add((self._name, _WHOLE))
+        self._reads.add((self._name, _WHOLE, False))
         return iter(self._data)
 
     def __len__(self) -> int:
-        self._reads.add((self._name, _WHOLE))
+        self._reads.add((self._name, _WHOLE, False))
         return len(self._data)
 
 
@@ -81,7 +82,7 @@ class _RecordingMount:
             return value
         if isinstance(value, Mapping):
             return _RecordingMap(name, value, self.reads)
-        self.reads.add((name, _WHOLE))
+        self.reads.add((name, _WHOLE, False))
         return value
 
 
@@ -105,14 +106,16 @@ def _plain(value: Any) -> Any:
 def _answers(mount: Mount, reads: tuple[Read, ...]) -> bytes:
     """The digest of what ``mount`` answers to ``reads``."""
     out = []
-    for name, key in reads:
+    for name, key, presence in reads:
         value = getattr(mount, name)
         if key == _WHOLE:
             out.append(_plain(value))
-        elif key in value:
-            out.append((1, _plain(value[key])))
-        else:
+        elif key not in value:
             out.append(_ABSENT)
+        elif presence:
+            out.append(True)
+        else:
+            out.append((1, _plain(value[key])))
     return hashlib.sha256(repr(out).encode("utf-8", "surrogatepass")).digest()
 
 

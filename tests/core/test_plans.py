@@ -107,9 +107,13 @@ def test_a_plan_built_from_a_node_publish_secret_is_not_reused_with_another() ->
 
 def test_a_plan_that_needed_a_token_is_not_handed_to_a_pod_without_it() -> None:
     params = {**AZURE, "clientID": "33333333-3333-3333-3333-333333333333"}
-    cache = PlanCache(make_plan)
+    parse = Counting()
+    cache = PlanCache(parse)
     plan, _ = cache.get(mount(params, "azure", tokens={WORKLOAD_AUDIENCE: "tok-a"}))
     assert _azure_ref(plan).auth.mode == "workload"
+    # The dialect only asked whether the token is there: another pod's token shares it.
+    again, cached = cache.get(mount(params, "azure", pod="b", tokens={WORKLOAD_AUDIENCE: "b"}))
+    assert cached and again is plan and parse.calls == 1
     with pytest.raises(KeyferryError) as err:
         cache.get(mount(params, "azure", pod="no-token"))
     assert err.value.code is Code.FAILED_PRECONDITION
