@@ -21,6 +21,7 @@ import jmespath.exceptions
 import jmespath.functions
 import yaml
 
+from .dialect import TAG_FAILURES
 from .errors import InvalidArgument, clip
 from .model import Extraction, Fetched, ObjectSpec, OutputFile
 
@@ -232,7 +233,7 @@ def _parse_document(content: bytes, kind: str, where: str) -> Any:
     if kind == "yaml_key":
         try:
             return yaml.load(text, Loader=Yaml12Loader)  # a SafeLoader
-        except yaml.YAMLError:
+        except (yaml.YAMLError, *TAG_FAILURES):
             raise InvalidArgument(f"{where}: the value is not a valid YAML document") from None
     try:
         return json.loads(text)
