@@ -303,7 +303,9 @@ class _GrpcFake:
         self.location = location
         self._lock = threading.Lock()
         self.reset()
-        self._executor = futures.ThreadPoolExecutor(max_workers=16)
+        # Secret Manager answers far more calls at once than any Mount makes: 64 workers
+        # keep the fake from being what limits a 50-object Mount or the SDK floor.
+        self._executor = futures.ThreadPoolExecutor(max_workers=64)
         self._server = grpc.server(self._executor)
         self._server.add_generic_rpc_handlers((self._handler(),))
         self.port = self._server.add_insecure_port("127.0.0.1:0")
@@ -316,6 +318,8 @@ class _GrpcFake:
             self.calls: list[str] = []
             self.faults: list[tuple[grpc.StatusCode, str]] = []
             self.delay = 0.0
+            self._barrier: threading.Barrier | None = None
+            self._held = ""
 
     def _handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         raise NotImplementedError
@@ -323,6 +327,14 @@ class _GrpcFake:
     def fail(self, code: grpc.StatusCode, times: int = 1, message: str = "injected") -> None:
         with self._lock:
             self.faults.extend([(code, message)] * times)
+
+    def hold(self, count: int, prefix: str) -> None:
+        """From now on every call for a name starting with ``prefix`` waits until
+        ``count`` such calls wait, then they all go on: a Mount that does not put
+        ``count`` reads in flight at once fails (UNAVAILABLE after 30 s)."""
+        with self._lock:
+            self._barrier = threading.Barrier(count, timeout=30)
+            self._held = prefix
 
     def stop(self) -> None:
         self._server.stop(0).wait()  # no grace: abort whatever is still in flight
@@ -334,6 +346,12 @@ class _GrpcFake:
         self.google.counts[self.service] += 1
         if self.delay:
             time.sleep(self.delay)
+        barrier = self._barrier
+        if barrier is not None and name.startswith(self._held):
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "held: too few calls in flight")
         with self._lock:
             fault = self.faults.pop(0) if self.faults else None
         if fault is not None:

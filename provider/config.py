@@ -54,8 +54,11 @@ class Config:
     """Internal budget per Mount, well inside kubelet's ~2 minute NodePublish deadline."""
     max_response_bytes: int = 4 * 1024 * 1024
     """Encoded MountResponse budget; the driver's default receive limit is 4 MiB."""
-    max_concurrent_fetches: int = 16
-    """Blocking SDK calls in flight at once, across all mounts."""
+    max_concurrent_fetches: int = 64
+    """Blocking SDK calls in flight at once, across all Mounts: the size of the worker
+    pool (its threads start only when needed). Each cloud bounds its own calls below it
+    (``backends.aws.max_concurrency``; Google and Key Vault calls take the whole bound),
+    and a Mount puts all its objects in flight up to those bounds."""
     max_concurrent_mounts: int = 64
     """Mounts executing at once. One more is refused at once with RESOURCE_EXHAUSTED
     naming this bound (kubelet retries the volume mount with backoff) and counted in

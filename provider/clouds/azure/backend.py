@@ -58,7 +58,7 @@ class AzureBackend:
     def __init__(self, settings: AzureSettings, services: Services) -> None:
         self.settings = settings
         self.services = services
-        self._clients = Clients(settings, self._on_status)
+        self._clients = Clients(settings, self._on_status, services.config.max_concurrent_fetches)
         self._identities = Identities(settings, services.kube, on_forget=self._clients.drop)
         ttl = services.config.cache_ttl_seconds
         self._raw: TTLCache[_Raw] = TTLCache(ttl)
