@@ -3,9 +3,7 @@
 
 ``gated_cloud()`` adds ``backend: gated``, whose fetches wait at a :class:`Gate` until
 the test opens it: the server's behaviour while Mounts are in flight (deadlines,
-admission control, draining) is then shown with events, never with timing.
-``slow_cloud(seconds)`` adds ``backend: slow``, whose every object takes ``seconds`` on
-the shared blocking pool, as an SDK call would.
+admission control) is then shown with events, never with timing.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-import time
 import types
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -108,30 +105,3 @@ def gated_cloud() -> Iterator[Gate]:
             yield gate
     finally:
         gate.open()
-
-
-class SlowBackend:
-    name = "slow"
-
-    def __init__(self, services: Services, seconds: float) -> None:
-        self.services = services
-        self.seconds = seconds
-
-    async def fetch(
-        self, mount: Mount, refs: Sequence[Hashable], deadline: Deadline
-    ) -> list[FetchResult]:
-        async def one(ref: Hashable) -> Fetched:
-            await self.services.run_blocking(time.sleep, self.seconds)
-            return Fetched(content=repr(ref).encode(), version="1")
-
-        return list(await asyncio.gather(*(one(r) for r in refs)))
-
-    async def close(self) -> None:
-        return None
-
-
-@contextmanager
-def slow_cloud(seconds: float) -> Iterator[None]:
-    """``backend: slow``: each object takes ``seconds`` on the shared blocking pool."""
-    with registered_cloud("slow", lambda settings, services: SlowBackend(services, seconds)):
-        yield
