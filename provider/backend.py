@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import hashlib
 import hmac
 import secrets
 import time
@@ -47,22 +46,14 @@ class Services:
     hmac_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     """The server's key for content-derived versions (``hmac_key_file``)."""
 
-    @functools.cached_property
-    def _mac(self) -> hmac.HMAC:
-        """The keyed state, copied for each digest instead of derived from the key again."""
-        return hmac.new(self.hmac_key, digestmod=hashlib.sha256)
-
     def keyed_digest(self, *parts: bytes) -> str:
         """Hex HMAC-SHA256 of ``parts``: a version that reveals nothing of the content."""
-        return self.keyed_state(*parts).hexdigest()
+        return self.keyed_digest_of(b"".join(digest_part(part) for part in parts))
 
-    def keyed_state(self, *parts: bytes) -> hmac.HMAC:
-        """The HMAC after ``parts``: ``keyed_digest(a, b, c)`` is ``keyed_state(a, b)``
-        continued with :func:`digest_part` ``(c)``, so a fixed prefix is hashed once."""
-        mac = self._mac.copy()
-        for part in parts:
-            mac.update(digest_part(part))
-        return mac
+    def keyed_digest_of(self, encoded: bytes) -> str:
+        """``keyed_digest`` of parts already joined by :func:`digest_part` (a caller may
+        keep a fixed prefix of them joined once)."""
+        return hmac.digest(self.hmac_key, encoded, "sha256").hex()
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking SDK call on the shared bounded pool."""

@@ -71,9 +71,19 @@ DEFAULT_FIX = "give one of them a different path or alias"
 
 def check_file_set(files: Sequence[OutputFile], fix: str = DEFAULT_FIX) -> None:
     """Every path valid, no duplicates, no file that is also a directory."""
+    shape = tuple((f.path, f.mode) for f in files)
+    if shape in _valid_sets:  # the verdict depends on paths and modes alone
+        return
     errors = file_set_problems(files, fix)
     if errors:
         raise MountFailed(errors, summary="invalid output files")
+    if len(_valid_sets) >= 1024:
+        _valid_sets.clear()
+    _valid_sets.add(shape)
+
+
+_valid_sets: set[tuple[tuple[str, int], ...]] = set()
+"""(path, mode) sets that passed: every Mount of a class checks the same set again."""
 
 
 def file_set_problems(files: Sequence[OutputFile], fix: str = DEFAULT_FIX) -> list[InvalidArgument]:

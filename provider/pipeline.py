@@ -9,7 +9,6 @@ ObjectVersion; on failure one error lists every failing object.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import secrets
 from collections.abc import Hashable, Sequence
 from pathlib import Path
@@ -77,7 +76,7 @@ class Pipeline:
         self.registry = registry
         self.metrics = metrics
         self.plans = PlanCache(make_plan)
-        self._version_prefixes: dict[tuple[str, Hashable], hmac.HMAC] = {}
+        self._version_prefixes: dict[tuple[str, Hashable], bytes] = {}
         self._plan_hits = metrics.cache_events.labels("plans", "hit")
         self._plan_misses = metrics.cache_events.labels("plans", "miss")
 
@@ -146,25 +145,21 @@ class Pipeline:
     def _content_version(self, spec: ObjectSpec, fetched: Fetched) -> str:
         key = (spec.backend, spec.ref)
         prefix = self._version_prefixes.get(key)
-        if prefix is None:  # the (backend, ref) part of the HMAC, hashed once per ref
+        if prefix is None:  # the (backend, ref) parts of the HMAC, encoded once per ref
             if len(self._version_prefixes) >= 4096:
                 self._version_prefixes.clear()
-            prefix = self.registry.services.keyed_state(
-                spec.backend.encode(), repr(spec.ref).encode()
-            )
+            prefix = digest_part(spec.backend.encode()) + digest_part(repr(spec.ref).encode())
             self._version_prefixes[key] = prefix
-        mac = prefix.copy()
-        mac.update(digest_part(fetched.content))
-        return "hmac-sha256:" + mac.hexdigest()[:32]
+        digest = self.registry.services.keyed_digest_of(prefix + digest_part(fetched.content))
+        return "hmac-sha256:" + digest[:32]
 
     async def _fetch_all(
         self, mount: Mount, plan: Plan, deadline: Deadline
     ) -> list[Fetched | Exception]:
-        by_backend: dict[str, list[Hashable]] = {}
+        unique: dict[str, dict[Hashable, None]] = {}  # refs per backend, once, in order
         for spec in plan.objects:
-            refs = by_backend.setdefault(spec.backend, [])
-            if spec.ref not in refs:
-                refs.append(spec.ref)
+            unique.setdefault(spec.backend, {})[spec.ref] = None
+        by_backend = {name: list(refs) for name, refs in unique.items()}
         results: dict[tuple[str, Hashable], Fetched | Exception] = {}
 
         async def run(name: str, refs: Sequence[Hashable]) -> None:

@@ -134,6 +134,7 @@ class Provider:
         self.http_port: int | None = None
         self._stopping = asyncio.Event()
         self._inflight = 0
+        self.metrics.inflight.set_function(lambda: self._inflight)
 
     # -- Mount ---------------------------------------------------------------
 
@@ -153,7 +154,6 @@ class Provider:
         if time_remaining is not None:
             budget = max(0.1, min(budget, time_remaining - DEADLINE_MARGIN))
         deadline = Deadline(budget)
-        self.metrics.inflight.inc()
         self._inflight += 1
         mount: Mount | None = None
         record: dict[str, Any] = {"provider": name, "dialect": dialect}
@@ -187,7 +187,6 @@ class Provider:
         finally:
             seconds = time.monotonic() - start
             self._inflight -= 1
-            self.metrics.inflight.dec()
             self.metrics.mount_done(dialect, record.get("outcome", "error"), seconds)
             record["duration_ms"] = round(seconds * 1000, 1)
             if mount is not None and mount.current_versions:

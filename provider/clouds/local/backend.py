@@ -49,19 +49,20 @@ class LocalBackend:
         # can stall belongs to no production node.)
         start = time.monotonic()
         out: list[FetchResult] = []
+        plain_dirs: set[str] = set()  # directories this Mount found not to be symlinks
         for ref in refs:
             try:
-                out.append(self._read(ref))
+                out.append(self._read(ref, plain_dirs))
             except Exception as exc:
                 out.append(exc)
         outcome = "error" if any(isinstance(r, Exception) for r in out) else "ok"
         self.services.metrics.backend_call("local", "read", outcome, time.monotonic() - start)
         return out
 
-    def _read(self, ref: LocalRef) -> Fetched:
+    def _read(self, ref: LocalRef, plain_dirs: set[str]) -> Fetched:
         limit = self.services.config.max_response_bytes
         try:
-            fd = self._open(ref)
+            fd = self._open(ref, plain_dirs)
             try:
                 st = os.fstat(fd)
                 if stat.S_ISDIR(st.st_mode):
@@ -87,7 +88,7 @@ class LocalBackend:
             )
         return Fetched(content=data, version=None, served_by="local")
 
-    def _open(self, ref: LocalRef) -> int:
+    def _open(self, ref: LocalRef, plain_dirs: set[str]) -> int:
         """The file opened for reading; it must lie inside the root. Without a symlink
         below the root (the directories checked one at a time, the file opened with
         O_NOFOLLOW) the joined path is its real path; with one, ``realpath`` follows it
@@ -97,8 +98,11 @@ class LocalBackend:
         path = self._root_text
         for part in directories:
             path = f"{path}/{part}"
+            if path in plain_dirs:
+                continue
             if stat.S_ISLNK(os.lstat(path).st_mode):
                 return self._open_resolved(ref)
+            plain_dirs.add(path)
         try:
             return os.open(f"{path}/{name}", _OPEN_FLAGS | os.O_NOFOLLOW)
         except OSError as exc:
