@@ -89,10 +89,10 @@ class AzureBackend:
                 results[i] = identity
                 return
             try:
-                async with self._limit:
-                    results[i] = await asyncio.wait_for(
-                        self._fetch_one(ref, cloud.url_for(ref.vault), identity, deadline),
-                        timeout=max(0.01, deadline.remaining()),
+                # asyncio.timeout, unlike wait_for, runs the fetch in this task, not a new one
+                async with self._limit, asyncio.timeout(max(0.01, deadline.remaining())):
+                    results[i] = await self._fetch_one(
+                        ref, cloud.url_for(ref.vault), identity, deadline
                     )
             except TimeoutError:
                 results[i] = DeadlineExceeded(
