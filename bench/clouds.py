@@ -186,21 +186,21 @@ class Clouds:
         )
         return lambda i: str(client.get_secret(f"s{i}").value).encode()
 
-    def floor(self, cloud: str, k: int, *, parallel: bool, runs: int = 5) -> float:
-        """Median seconds to read ``k`` objects through the SDK: all in flight at once
-        (one thread each) or one after another."""
+    @contextmanager
+    def floor(self, cloud: str, k: int) -> Iterator[Callable[[bool], float]]:
+        """``timed(parallel)``: seconds to read ``k`` objects through the cloud's SDK, all
+        in flight at once (one thread each) or one after another."""
         read = self.reader(cloud)
-        read(0)  # credentials, connections
-        times = []
         with ThreadPoolExecutor(max(1, k)) as pool:
-            if parallel:  # warm as many connections as there will be calls
-                list(pool.map(read, range(k)))
-            for _ in range(runs):
+            list(pool.map(read, range(k)))  # credentials, as many connections as calls
+
+            def timed(parallel: bool) -> float:
                 start = time.perf_counter()
                 got = list(pool.map(read, range(k))) if parallel else [read(i) for i in range(k)]
-                times.append(time.perf_counter() - start)
                 assert len(got) == k
-        return sorted(times)[len(times) // 2]
+                return time.perf_counter() - start
+
+            yield timed
 
 
 @contextmanager

@@ -36,10 +36,10 @@ def main() -> int:
     sections: list[Section] = []
     with tempfile.TemporaryDirectory(prefix="kf-bench-") as tmp:
         work = Path(tmp)
-        sections.append(driver_cost.run(work / "driver", n=2000 // scale))
+        sections.append(driver_cost.run(work / "driver", n=4000 // scale))
         with clouds(objects=max(fanout.KS)) as c:
-            sections.append(cpu_cost.run(c, work / "cpu", mounts=1000 // scale))
-            sections.append(fanout.run(c, work / "fanout", runs=5 if scale == 1 else 3))
+            sections.append(cpu_cost.run(c, work / "cpu", mounts=2000 // scale))
+            sections.append(fanout.run(c, work / "fanout", runs=7 if scale == 1 else 3))
             sections.append(wave.run(c, work / "wave"))
             sections.append(footprint.run(c, work / "footprint"))
     took = time.perf_counter() - start
