@@ -11,9 +11,10 @@ the same answers to exactly those reads. So one pod never gets a plan built from
 another pod's secrets or tokens, and classes whose dialect reads nothing else share
 one plan across pods.
 
-Only successful plans are kept (an invalid class is parsed again and fails again);
-the answers to the recorded reads are held as SHA-256 digests, never as values; the cache is
-bounded in entries and in the parameter bytes it has seen.
+Only successful plans are kept (an invalid class is parsed again and fails again).
+The key holds the parameters themselves (they are not secret); the answers to the
+recorded reads are held as SHA-256 digests, never as values. The cache is bounded in
+entries and in the parameter characters behind them.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ MAX_ENTRIES = 1024
 MAX_VARIANTS = 8
 """Plans kept for one parameter set whose dialect read request data (e.g. per token)."""
 MAX_BYTES = 16 * 1024 * 1024
-"""Parameter bytes behind the kept plans: a plan is about as large as its parameters."""
+"""Parameter characters behind the kept plans: a plan is about as large as its
+parameters."""
 
 
 class _RecordingMap(Mapping[str, Any]):
