@@ -36,7 +36,7 @@ def render(sections: Sequence[Section]) -> str:
         "".join(
             h.ljust(w) if i == 0 else h.rjust(w)
             for i, (h, w) in enumerate(zip(header, widths, strict=True))
-        )
+        ).rstrip()
     ]
     for section in sections:
         lines.append(section.title)
