@@ -59,8 +59,10 @@ test-load: $(STAMP)
 proto: $(STAMP)
 	$(PY) -m provider._proto.generate
 
+# One table: the driver's client against keyferry, Go and trivial Python providers; CPU per
+# cache-hit Mount; K objects beside each cloud's floor; a rotation wave; start-up, memory.
 bench: $(STAMP)
-	$(PY) bench/mount_latency.py
+	$(PY) -m bench.run
 
 # Regenerate the hashed lock files (needs the network). The image installs
 # requirements/image.lock with pip --require-hashes --no-deps.

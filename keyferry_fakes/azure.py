@@ -102,6 +102,10 @@ class _TLSServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
+            def setup(self) -> None:
+                super().setup()
+                outer.connected()
+
             def do_GET(self) -> None:
                 outer.handle(self, "GET")
 
@@ -117,6 +121,9 @@ class _TLSServer:
 
     def handle(self, h: BaseHTTPRequestHandler, method: str) -> None:  # pragma: no cover
         raise NotImplementedError
+
+    def connected(self) -> None:
+        """A client opened a connection (TLS handshake done)."""
 
     @staticmethod
     def send_json(
@@ -577,6 +584,10 @@ class FakeKeyVault(_TLSServer):
             """401/403 answers, by status."""
             self.page_size = 2
             self.rbac = self._rbac
+            self.connections = 0
+            """TLS connections clients opened."""
+            self._barrier: threading.Barrier | None = None
+            self._held = ""
             self._clock = 1_700_000_000
 
     def vault_url_template(self) -> str:
@@ -699,6 +710,18 @@ class FakeKeyVault(_TLSServer):
         ``status`` (see :attr:`faults` for resets and slow answers)."""
         self.faults.status(status, times=times, retry_after=retry_after, where=path)
 
+    def hold(self, count: int, prefix: str) -> None:
+        """From now on every authorised read of an object whose name starts with
+        ``prefix`` waits until ``count`` such reads wait, then they all go on: a Mount
+        that does not put ``count`` reads in flight at once fails (500 after 30 s)."""
+        with self.lock:
+            self._barrier = threading.Barrier(count, timeout=30)
+            self._held = prefix
+
+    def connected(self) -> None:
+        with self.lock:
+            self.connections += 1
+
     # -- HTTP --
 
     def handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
@@ -772,6 +795,13 @@ class FakeKeyVault(_TLSServer):
         if not self.allowed(vault, issued.client_id, kind, op):
             self._forbidden(h, vault, issued, kind, name, op)
             return
+        barrier = self._barrier
+        if barrier is not None and name.startswith(self._held):
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                self.send_json(h, 500, {"error": {"code": "Held", "message": "too few"}})
+                return
         versions = self.objects.get((vault, kind, name))
         not_found = {
             "secrets": "SecretNotFound",

@@ -327,7 +327,9 @@ class _GrpcFake:
         self.faults = Faults()
         """Faults in call order (``where``: part of the resource name, empty for all)."""
         self.reset()
-        self._executor = futures.ThreadPoolExecutor(max_workers=16)
+        # Secret Manager answers far more calls at once than any Mount makes: 64 workers
+        # keep the fake from being what limits a 50-object Mount or the SDK floor.
+        self._executor = futures.ThreadPoolExecutor(max_workers=64)
         self._server = grpc.server(self._executor)
         self._server.add_generic_rpc_handlers((self._handler(),))
         self.port = self._server.add_insecure_port("127.0.0.1:0")
@@ -341,6 +343,8 @@ class _GrpcFake:
         with self._lock:
             self.calls: list[str] = []
             self.delay = 0.0
+            self._barrier: threading.Barrier | None = None
+            self._held = ""
         if hasattr(self, "proxy"):
             self.proxy.disarm()
 
@@ -363,6 +367,14 @@ class _GrpcFake:
             Fault("status", times, code=code.name, retry_after=asked, where=where, text=message)
         )
 
+    def hold(self, count: int, prefix: str) -> None:
+        """From now on every call for a name starting with ``prefix`` waits until
+        ``count`` such calls wait, then they all go on: a Mount that does not put
+        ``count`` reads in flight at once fails (UNAVAILABLE after 30 s)."""
+        with self._lock:
+            self._barrier = threading.Barrier(count, timeout=30)
+            self._held = prefix
+
     def stop(self) -> None:
         self.proxy.close()
         self._server.stop(0).wait()  # no grace: abort whatever is still in flight
@@ -374,6 +386,12 @@ class _GrpcFake:
         self.google.counts[self.service] += 1
         if self.delay:
             time.sleep(self.delay)
+        barrier = self._barrier
+        if barrier is not None and name.startswith(self._held):
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "held: too few calls in flight")
         fault = self.faults.take(name)
         if fault is not None and fault.kind == "status":
             _abort(context, grpc.StatusCode[fault.code], fault.text, fault.retry_after)

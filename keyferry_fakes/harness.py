@@ -29,6 +29,7 @@ from provider.model import Pod
 from provider.observe import setup_logging
 
 DEFAULT_POD = ("team-a", "web-0", "11111111-2222-3333-4444-555555555555", "web")
+EXPIRATION = "2030-01-01T00:00:00Z"
 
 
 class _Lines(io.TextIOBase):
@@ -59,7 +60,7 @@ def driver_request(
         Pod(*pod),
         volume_attributes=volume_attributes,
         tokens=tokens,
-        expiration="2030-01-01T00:00:00Z",
+        expiration=EXPIRATION,
     )
     return pb.MountRequest(
         attributes=encode_attributes(attrs),
@@ -80,6 +81,30 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def volume_context(
+    pod: tuple[str, str, str, str],
+    tokens: Mapping[str, str] | None = None,
+    *,
+    spc_name: str = "test-class",
+) -> dict[str, str]:
+    """The volume context kubelet and the driver hand over for a CSI inline volume
+    (``pod`` is (namespace, name, uid, service account) as in keyferry_fakes.harness)."""
+    namespace, name, uid, service_account = pod
+    ctx = {
+        "csi.storage.k8s.io/pod.name": name,
+        "csi.storage.k8s.io/pod.namespace": namespace,
+        "csi.storage.k8s.io/pod.uid": uid,
+        "csi.storage.k8s.io/serviceAccount.name": service_account,
+        "csi.storage.k8s.io/ephemeral": "true",
+        "secretProviderClass": spc_name,
+    }
+    if tokens is not None:
+        ctx["csi.storage.k8s.io/serviceAccount.tokens"] = json.dumps(
+            {aud: {"token": tok, "expirationTimestamp": EXPIRATION} for aud, tok in tokens.items()}
+        )
+    return ctx
 
 
 @dataclass

@@ -14,7 +14,6 @@ import asyncio
 import contextvars
 import dataclasses
 import functools
-import hashlib
 import hmac
 import secrets
 import time
@@ -78,10 +77,12 @@ class Services:
 
     def keyed_digest(self, *parts: bytes) -> str:
         """Hex HMAC-SHA256 of ``parts``: a version that reveals nothing of the content."""
-        mac = hmac.new(self.hmac_key, digestmod=hashlib.sha256)
-        for part in parts:
-            mac.update(len(part).to_bytes(8, "big") + part)
-        return mac.hexdigest()
+        return self.keyed_digest_of(b"".join(digest_part(part) for part in parts))
+
+    def keyed_digest_of(self, encoded: bytes) -> str:
+        """``keyed_digest`` of parts already joined by :func:`digest_part` (a caller may
+        keep a fixed prefix of them joined once)."""
+        return hmac.digest(self.hmac_key, encoded, "sha256").hex()
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking SDK call on the shared bounded pool."""
@@ -107,6 +108,11 @@ class Services:
             return result
         finally:
             self.metrics.backend_call(backend, operation, outcome, time.monotonic() - start)
+
+
+def digest_part(part: bytes) -> bytes:
+    """One part as :meth:`Services.keyed_digest` hashes it: its length, then its bytes."""
+    return len(part).to_bytes(8, "big") + part
 
 
 RefT = TypeVar("RefT", contravariant=True)

@@ -54,7 +54,16 @@ class Config:
     """Internal budget per Mount, well inside kubelet's ~2 minute NodePublish deadline."""
     max_response_bytes: int = 4 * 1024 * 1024
     """Encoded MountResponse budget; the driver's default receive limit is 4 MiB."""
-    max_concurrent_fetches: int = 16
+    max_concurrent_fetches: int = 64
+    """Blocking SDK calls in flight at once, across all Mounts: the size of the worker
+    pool (its threads start only when needed). Each cloud bounds its own calls below it
+    (``backends.aws.max_concurrency``; Google and Key Vault calls take the whole bound),
+    and a Mount puts all its objects in flight up to those bounds."""
+    max_concurrent_mounts: int = 64
+    """Mounts executing at once. One more is refused at once with RESOURCE_EXHAUSTED
+    naming this bound (kubelet retries the volume mount with backoff) and counted in
+    ``keyferry_mounts_rejected_total``, so a burst cannot slow every Mount in flight
+    past kubelet's deadline."""
     cache_ttl_seconds: float = 30.0
     """How long a fetched value is reused for the same identity (0 = coalescing only)."""
     stale_if_error_seconds: float = 0.0
@@ -93,6 +102,7 @@ _SCALARS: dict[str, type] = {
     "mount_timeout_seconds": float,
     "max_response_bytes": int,
     "max_concurrent_fetches": int,
+    "max_concurrent_mounts": int,
     "cache_ttl_seconds": float,
     "stale_if_error_seconds": float,
     "fail_fast_threshold": int,
@@ -227,8 +237,9 @@ def load(
     config = _apply(config, from_env, "environment")
     if overrides:
         config = _apply(config, {k: v for k, v in overrides.items() if v is not None}, "flags")
-    if config.max_response_bytes <= 0 or config.max_concurrent_fetches <= 0:
-        raise ConfigError("config: max_response_bytes and max_concurrent_fetches must be > 0")
+    for name in ("max_response_bytes", "max_concurrent_fetches", "max_concurrent_mounts"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"config {name}: must be > 0")
     for name in (
         "cache_ttl_seconds",
         "stale_if_error_seconds",

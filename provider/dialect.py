@@ -64,11 +64,70 @@ MAX_PARAMETER_BYTES = 256 * 1024
 MAX_YAML_DEPTH = 64
 
 
+_C_LOADERS: dict[type[Any], type[Any]] = {}
+
+
+def _fast(loader: type[Any], text: str) -> type[Any]:
+    """``loader`` with libyaml's parser (``CParser``, as ``yaml.CSafeLoader`` has it)
+    in place of PyYAML's pure-Python reader, scanner, parser and composer, about ten
+    times faster; construction and scalar resolution stay ``loader``'s own (Python), so
+    every rule of the dialect holds. Text libyaml cannot be handed (a lone surrogate,
+    which is not UTF-8) and builds of PyYAML without libyaml keep the Python parser,
+    which reports such text as YAML errors."""
+    if _CParser is None or not issubclass(loader, yaml.SafeLoader):
+        return loader
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return loader
+    fast = _C_LOADERS.get(loader)
+    if fast is None:
+        parser = _CParser
+
+        def init(self: Any, stream: str) -> None:  # as yaml.CSafeLoader.__init__
+            parser.__init__(self, stream)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+        def get_single_node(self: Any) -> Any:
+            node = parser.get_single_node(self)
+            _plain_style(node)
+            return node
+
+        fast = type(
+            f"C{loader.__name__}",
+            (parser, loader),
+            {"__init__": init, "get_single_node": get_single_node},
+        )
+        _C_LOADERS[loader] = fast
+    return fast
+
+
+def _plain_style(root: Any) -> None:
+    """libyaml marks a plain scalar with style ``""`` where PyYAML's parser leaves
+    ``None`` (constructors that tell ``null`` from ``"null"`` look at it): made the same."""
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.ScalarNode):
+            if node.style == "":
+                node.style = None
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.append(key)
+                stack.append(value)
+
+
+_CParser: type[Any] | None = getattr(yaml.cyaml, "CParser", None) if yaml.__with_libyaml__ else None
+
+
 def check_yaml_events(parameter: str, text: str, loader: type[Any]) -> None:
     """Refuse aliases (``*name``: an alias bomb expands exponentially wherever a value
     is turned into text) and absurd nesting, before anything is constructed."""
     depth = 0
-    for event in yaml.parse(text, Loader=loader):
+    for event in yaml.parse(text, Loader=_fast(loader, text)):
         if isinstance(event, yaml.AliasEvent):
             line = event.start_mark.line + 1 if event.start_mark else "?"
             raise InvalidArgument(
@@ -92,7 +151,7 @@ def load_yaml(parameter: str, text: str, *, loader: type[Any] = UniqueKeyLoader)
         )
     try:
         check_yaml_events(parameter, text, loader)
-        return yaml.load(text, Loader=loader)
+        return yaml.load(text, Loader=_fast(loader, text))
     except (RecursionError, ValueError, OverflowError):  # e.g. the integer-digits limit
         raise InvalidArgument(
             f"parameter '{parameter}' holds a value that cannot be read (a number with "
@@ -100,6 +159,17 @@ def load_yaml(parameter: str, text: str, *, loader: type[Any] = UniqueKeyLoader)
         ) from None
     except yaml.YAMLError as exc:
         raise yaml_error(parameter, exc) from None
+    except TAG_FAILURES:
+        raise InvalidArgument(
+            f"parameter '{parameter}' holds a value its explicit tag cannot take (such as "
+            "'!!bool 0b' or an '!!int' without digits); remove the tag or correct the value"
+        ) from None
+
+
+TAG_FAILURES = (KeyError, AttributeError, IndexError, TypeError)
+"""How PyYAML's constructors fail on a value an explicit tag forces on them
+(``!!bool 0b``: KeyError, ``!!timestamp _``: AttributeError, ``!!int ''``: IndexError,
+``!!map [1]``: TypeError)."""
 
 
 def yaml_error(parameter: str, exc: yaml.YAMLError) -> InvalidArgument:

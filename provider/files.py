@@ -8,6 +8,8 @@ file/directory clash. Every error names the object the file came from.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from .errors import InvalidArgument, MountFailed, ResourceExhausted
@@ -15,6 +17,7 @@ from .model import OutputFile
 
 MAX_PATH = 4096
 MAX_ELEMENT = 255
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def check_path(path: str, where: str) -> None:
@@ -28,11 +31,17 @@ def path_problem(path: str) -> str:
     """Why ``path`` would be rejected, or ``""`` when it is acceptable."""
     if not isinstance(path, str) or path == "":
         return "is empty; give a relative file name"
+    if len(path) <= 512:  # the usual file name, asked again on every Mount
+        return _cached_path_problem(path)
+    return _path_problem(path)
+
+
+def _path_problem(path: str) -> str:
     if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH:
         return f"is longer than {MAX_PATH} bytes"
     if "\x00" in path:
         return "contains a NUL byte"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+    if _CONTROL.search(path):
         return "contains a control character"
     try:
         path.encode("utf-8")
@@ -54,14 +63,27 @@ def path_problem(path: str) -> str:
     return ""
 
 
+_cached_path_problem = functools.lru_cache(maxsize=4096)(_path_problem)
+
+
 DEFAULT_FIX = "give one of them a different path or alias"
 
 
 def check_file_set(files: Sequence[OutputFile], fix: str = DEFAULT_FIX) -> None:
     """Every path valid, no duplicates, no file that is also a directory."""
+    shape = tuple((f.path, f.mode) for f in files)
+    if shape in _valid_sets:  # the verdict depends on paths and modes alone
+        return
     errors = file_set_problems(files, fix)
     if errors:
         raise MountFailed(errors, summary="invalid output files")
+    if len(_valid_sets) >= 1024:
+        _valid_sets.clear()
+    _valid_sets.add(shape)
+
+
+_valid_sets: set[tuple[tuple[str, int], ...]] = set()
+"""(path, mode) sets that passed: every Mount of a class checks the same set again."""
 
 
 def file_set_problems(files: Sequence[OutputFile], fix: str = DEFAULT_FIX) -> list[InvalidArgument]:

@@ -9,8 +9,10 @@ Metric labels are low-cardinality: dialect, backend, operation, outcome.
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -21,6 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 LOGGER_NAME = "keyferry"
+_JSON_ESCAPES = re.compile(r'([\\"]|[^\ -~])')
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
 
 
@@ -49,7 +52,8 @@ class Redactor:
             text = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
             if self.MIN_LENGTH <= len(text) <= self.MAX_LENGTH:
                 current.append(text)
-                escaped = json.dumps(text)[1:-1]  # log lines are JSON-encoded
+                # log lines are JSON-encoded (json's own test for what it escapes)
+                escaped = json.dumps(text)[1:-1] if _JSON_ESCAPES.search(text) else text
                 if escaped != text:
                     current.append(escaped)
         self._values.set(tuple(current))
@@ -67,8 +71,7 @@ REDACTOR = Redactor()
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": _second(int(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -81,6 +84,11 @@ class JsonFormatter(logging.Formatter):
         return REDACTOR.scrub(json.dumps(entry, default=str, sort_keys=False))
 
 
+@functools.lru_cache(maxsize=4)
+def _second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
 def setup_logging(level: str = "info", stream: Any = None) -> None:
     logger = logging.getLogger(LOGGER_NAME)
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -88,6 +96,8 @@ def setup_logging(level: str = "info", stream: Any = None) -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(level.upper())
     logger.propagate = False
+    # No line shows the process or thread: do not look them up for every record.
+    logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
     # Third-party loggers (SDKs) go through the same JSON formatter and redaction,
     # warnings and above only: their debug output can quote request details.
     root = logging.getLogger()
@@ -99,9 +109,20 @@ def get_logger(name: str = "") -> logging.Logger:
     return logging.getLogger(f"{LOGGER_NAME}.{name}" if name else LOGGER_NAME)
 
 
+_AUDIT = logging.getLogger(f"{LOGGER_NAME}.audit")
+
+
 def audit(record: Mapping[str, Any]) -> None:
-    """One line per Mount: who, which class, which objects and versions, outcome."""
-    get_logger("audit").info("mount", extra={"audit": dict(record)})
+    """One line per Mount: who, which class, which objects and versions, outcome.
+
+    The record is built directly (``Logger.info`` would also walk the stack to find the
+    caller's file and line, which an audit line does not show)."""
+    if _AUDIT.isEnabledFor(logging.INFO):
+        _AUDIT.handle(
+            _AUDIT.makeRecord(
+                _AUDIT.name, logging.INFO, "", 0, "mount", (), None, extra={"audit": record}
+            )
+        )
 
 
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -126,7 +147,16 @@ class Metrics:
             buckets=_DURATION_BUCKETS,
             registry=r,
         )
+        # labels() takes a lock and builds a key on every call: children are kept
+        self._mount_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._call_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self.inflight = Gauge("keyferry_mounts_in_flight", "Mounts in progress", registry=r)
+        self.mounts_rejected = Counter(
+            "keyferry_mounts_rejected",
+            "Mounts refused at once because max_concurrent_mounts were executing",
+            ["dialect"],
+            registry=r,
+        )
         self.backend_requests = Counter(
             "keyferry_backend_requests",
             "Backend API requests by backend, operation and outcome",
@@ -183,9 +213,25 @@ class Metrics:
             registry=r,
         )
 
+    def mount_done(self, dialect: str, outcome: str, seconds: float) -> None:
+        children = self._mount_children.get((dialect, outcome))
+        if children is None:
+            children = self.mounts.labels(dialect, outcome), self.mount_duration.labels(dialect)
+            self._mount_children[(dialect, outcome)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
     def backend_call(self, backend: str, operation: str, outcome: str, seconds: float) -> None:
-        self.backend_requests.labels(backend, operation, outcome).inc()
-        self.backend_latency.labels(backend, operation).observe(seconds)
+        key = (backend, operation, outcome)
+        children = self._call_children.get(key)
+        if children is None:
+            children = (
+                self.backend_requests.labels(backend, operation, outcome),
+                self.backend_latency.labels(backend, operation),
+            )
+            self._call_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class _EndpointStates(Collector):

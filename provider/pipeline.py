@@ -14,7 +14,7 @@ from collections.abc import Hashable, Sequence
 from pathlib import Path
 
 from . import files, registry, render
-from .backend import Registry
+from .backend import Registry, digest_part
 from .errors import (
     Absent,
     Code,
@@ -37,6 +37,7 @@ from .model import (
     Result,
 )
 from .observe import Metrics, get_logger
+from .plans import PlanCache
 
 log = get_logger("pipeline")
 
@@ -74,20 +75,28 @@ class Pipeline:
     def __init__(self, registry: Registry, metrics: Metrics) -> None:
         self.registry = registry
         self.metrics = metrics
+        self.plans = PlanCache(make_plan)
+        self._version_prefixes: dict[tuple[str, Hashable], bytes] = {}
+        self._plan_hits = metrics.cache_events.labels("plans", "hit")
+        self._plan_misses = metrics.cache_events.labels("plans", "miss")
 
     async def mount(self, mount: Mount, deadline: Deadline) -> Result:
-        plan = make_plan(mount)
+        plan, cached = self.plans.get(mount)
+        (self._plan_hits if cached else self._plan_misses).inc()
         fetched = await self._fetch_all(mount, plan, deadline)
         out_files: list[OutputFile] = []
         versions: dict[str, tuple[str, str]] = {}
         errors: list[KeyferryError] = []
         skipped: list[str] = []
         stale: list[tuple[ObjectSpec, float]] = []
-        # One hop off the event loop for all objects: extraction runs user expressions
-        # over documents and must not stall other mounts.
-        rendered = await asyncio.get_running_loop().run_in_executor(
-            None, _render_all, plan, fetched, mount.default_mode
-        )
+        if _cheap_to_render(plan, fetched):
+            rendered = _render_all(plan, fetched, mount.default_mode)
+        else:
+            # One hop off the event loop for all objects: parsing a large document or
+            # converting a certificate must not stall other mounts.
+            rendered = await asyncio.get_running_loop().run_in_executor(
+                None, _render_all, plan, fetched, mount.default_mode
+            )
         for spec, result, output in zip(plan.objects, fetched, rendered, strict=True):
             if spec.optional and isinstance(result, Absent):
                 continue
@@ -144,19 +153,23 @@ class Pipeline:
         )
 
     def _content_version(self, spec: ObjectSpec, fetched: Fetched) -> str:
-        digest = self.registry.services.keyed_digest(
-            spec.backend.encode(), repr(spec.ref).encode(), fetched.content
-        )
+        key = (spec.backend, spec.ref)
+        prefix = self._version_prefixes.get(key)
+        if prefix is None:  # the (backend, ref) parts of the HMAC, encoded once per ref
+            if len(self._version_prefixes) >= 4096:
+                self._version_prefixes.clear()
+            prefix = digest_part(spec.backend.encode()) + digest_part(repr(spec.ref).encode())
+            self._version_prefixes[key] = prefix
+        digest = self.registry.services.keyed_digest_of(prefix + digest_part(fetched.content))
         return "hmac-sha256:" + digest[:32]
 
     async def _fetch_all(
         self, mount: Mount, plan: Plan, deadline: Deadline
     ) -> list[Fetched | Exception]:
-        by_backend: dict[str, list[Hashable]] = {}
+        unique: dict[str, dict[Hashable, None]] = {}  # refs per backend, once, in order
         for spec in plan.objects:
-            refs = by_backend.setdefault(spec.backend, [])
-            if spec.ref not in refs:
-                refs.append(spec.ref)
+            unique.setdefault(spec.backend, {})[spec.ref] = None
+        by_backend = {name: list(refs) for name, refs in unique.items()}
         results: dict[tuple[str, Hashable], Fetched | Exception] = {}
 
         async def run(name: str, refs: Sequence[Hashable]) -> None:
@@ -172,21 +185,43 @@ class Pipeline:
             for ref, item in zip(refs, got, strict=True):
                 results[(name, ref)] = item
 
-        tasks = [asyncio.ensure_future(run(n, r)) for n, r in by_backend.items()]
-        done, pending = await asyncio.wait(tasks, timeout=deadline.remaining())
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            # No task per backend when there is one: the timeout cancels this one.
+            async with asyncio.timeout(deadline.remaining()):
+                if len(by_backend) == 1:
+                    await run(*next(iter(by_backend.items())))
+                else:
+                    await asyncio.gather(*(run(n, r) for n, r in by_backend.items()))
+        except TimeoutError:
             slow = sorted(n for n, r in by_backend.items() if any((n, x) not in results for x in r))
             raise DeadlineExceeded(
                 f"fetching did not finish within {deadline.seconds:.0f}s "
                 f"(still waiting on backend {', '.join(slow)}); the backend is slow or "
                 "unreachable from this node"
-            )
-        for task in done:
-            task.result()
+            ) from None
         return [results[(spec.backend, spec.ref)] for spec in plan.objects]
+
+
+INLINE_RENDER_BYTES = 64 * 1024
+"""Up to this many fetched bytes, JSON extraction and decoding run on the event loop:
+tens of microseconds, where a thread hop costs more than the work. JMESPath expressions
+are bounded in size and fan-out when parsed (``render.compile_jmespath``)."""
+
+
+def _cheap_to_render(plan: Plan, fetched: Sequence[Fetched | Exception]) -> bool:
+    size = 0
+    for result in fetched:
+        if isinstance(result, Fetched):
+            size += len(result.content)
+    if size > INLINE_RENDER_BYTES:
+        return False
+    for spec in plan.objects:
+        for out in spec.outputs:
+            # YAML documents are parsed in pure Python and certificates converted with
+            # key derivation: both go to a thread whatever their size.
+            if out.transform is not None or (out.extract and out.extract.kind == "yaml_key"):
+                return False
+    return True
 
 
 def _render_all(

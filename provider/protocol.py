@@ -86,6 +86,8 @@ def _tokens(raw: str, source: str) -> dict[str, Token]:
 
 
 def _permission(raw: str) -> int:
+    if raw == "420":  # what the driver always sends (0644)
+        return 0o644
     if raw.strip() == "":
         raise InvalidArgument(
             "MountRequest.permission is empty; it must be the default file mode as JSON "
@@ -159,10 +161,18 @@ def decode(
 
 
 def encode(result: Result) -> pb.MountResponse:
-    return pb.MountResponse(
-        object_version=[pb.ObjectVersion(id=v.id, version=v.version) for v in result.versions],
-        files=[pb.File(path=f.path, mode=f.mode, contents=f.contents) for f in result.files],
-    )
+    # Fields set on added elements: half the cost of building messages from keywords.
+    response = pb.MountResponse()
+    for v in result.versions:
+        version = response.object_version.add()
+        version.id = v.id
+        version.version = v.version
+    for f in result.files:
+        out = response.files.add()
+        out.path = f.path
+        out.mode = f.mode
+        out.contents = f.contents
+    return response
 
 
 def secret_values(mount: Mount) -> list[str]:

@@ -21,6 +21,7 @@ import jmespath.exceptions
 import jmespath.functions
 import yaml
 
+from .dialect import TAG_FAILURES
 from .errors import InvalidArgument, clip
 from .model import Extraction, Fetched, ObjectSpec, OutputFile
 
@@ -42,6 +43,19 @@ _FUNCTIONS = jmespath.functions.Functions().FUNCTION_TABLE
 def compile_jmespath(expression: str, where: str) -> Any:
     """Compile and statically check an expression: syntax, known functions, arity,
     and bounded size and fan-out. Nothing is evaluated here."""
+    try:
+        return _checked(expression)
+    except InvalidArgument:  # not cached: checked again to name the object that asked
+        return _compile_and_check(expression, where)
+
+
+@lru_cache(maxsize=512)
+def _checked(expression: str) -> Any:
+    """An expression that passed every check, compiled: asked again on every Mount."""
+    return _compile_and_check(expression, "jmesPath")
+
+
+def _compile_and_check(expression: str, where: str) -> Any:
     if len(expression) > MAX_EXPRESSION_CHARS:
         raise InvalidArgument(
             f"{where}: jmesPath expression is longer than {MAX_EXPRESSION_CHARS} characters"
@@ -219,7 +233,7 @@ def _parse_document(content: bytes, kind: str, where: str) -> Any:
     if kind == "yaml_key":
         try:
             return yaml.load(text, Loader=Yaml12Loader)  # a SafeLoader
-        except yaml.YAMLError:
+        except (yaml.YAMLError, *TAG_FAILURES):
             raise InvalidArgument(f"{where}: the value is not a valid YAML document") from None
     try:
         return json.loads(text)
@@ -230,9 +244,19 @@ def _parse_document(content: bytes, kind: str, where: str) -> Any:
         ) from None
 
 
-def extract(content: bytes, extraction: Extraction, where: str) -> bytes:
-    """The selected value as bytes; it must be a string (as upstream providers require)."""
-    doc = _document(content, extraction.kind, where)
+def extract(
+    content: bytes, extraction: Extraction, where: str, parsed: dict[str, Any] | None = None
+) -> bytes:
+    """The selected value as bytes; it must be a string (as upstream providers require).
+    ``parsed`` keeps the document read from ``content`` for the next extraction of the
+    same content (JSON and JMESPath share one; nothing here changes a document)."""
+    kind = "yaml" if extraction.kind == "yaml_key" else "json"
+    if parsed is not None and kind in parsed:
+        doc = parsed[kind]
+    else:
+        doc = _document(content, extraction.kind, where)
+        if parsed is not None:
+            parsed[kind] = doc
     expr = extraction.expression
     if extraction.kind == "jmespath":
         what = f"jmesPath {expr!r}"
@@ -296,11 +320,12 @@ def decode(content: bytes, decoding: str | None, where: str) -> bytes:
 
 def render(spec: ObjectSpec, fetched: Fetched, default_mode: int) -> list[OutputFile]:
     files: list[OutputFile] = []
+    parsed: dict[str, Any] = {}  # the fetched document, read once for all its outputs
     for out in spec.outputs:
         where = f"{spec.label} -> {out.path}"
         data = out.transform(fetched, out, where) if out.transform else fetched.content
         if out.extract is not None:
-            data = extract(data, out.extract, where)
+            data = extract(data, out.extract, where, None if out.transform else parsed)
         data = decode(data, out.decode, where)
         mode = default_mode if out.mode is None else out.mode
         files.append(OutputFile(path=out.path, mode=mode, contents=data, source=spec.label))

@@ -100,6 +100,9 @@ class Servicer(pb_grpc.CSIDriverProviderServicer):  # type: ignore[misc]
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
         )
+        # As the generated code does: registered methods are found in C++, without
+        # asking every generic handler in Python on each call.
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)  # type: ignore[attr-defined]
 
 
 class Provider:
@@ -136,6 +139,7 @@ class Provider:
         self._idle = asyncio.Event()
         """Set whenever no Mount is in flight (what a drain waits for)."""
         self._idle.set()
+        self.metrics.inflight.set_function(lambda: self._inflight)
 
     # -- Mount ---------------------------------------------------------------
 
@@ -148,12 +152,13 @@ class Provider:
     ) -> tuple[Code | None, str, pb.MountResponse]:
         """Returns (error code or None, error message, response). ``request`` may be the
         wire bytes (as the server receives it)."""
+        if self._inflight >= self.config.max_concurrent_mounts:
+            return self._refuse(dialect)
         start = time.monotonic()
         budget = self.config.mount_timeout_seconds
         if time_remaining is not None:
             budget = max(0.1, min(budget, time_remaining - DEADLINE_MARGIN))
         deadline = Deadline(budget)
-        self.metrics.inflight.inc()
         self._inflight += 1
         self._idle.clear()
         mount: Mount | None = None
@@ -199,13 +204,25 @@ class Provider:
             self._inflight -= 1
             if not self._inflight:
                 self._idle.set()
-            self.metrics.inflight.dec()
-            self.metrics.mounts.labels(dialect, record.get("outcome", "error")).inc()
-            self.metrics.mount_duration.labels(dialect).observe(seconds)
+            self.metrics.mount_done(dialect, record.get("outcome", "error"), seconds)
             record["duration_ms"] = round(seconds * 1000, 1)
             if mount is not None and mount.current_versions:
                 record["rotation"] = True
             audit(record)
+
+    def _refuse(self, dialect: str) -> tuple[Code, str, pb.MountResponse]:
+        """Admission control: past ``max_concurrent_mounts`` a Mount is refused before
+        anything is parsed or fetched, so the ones in flight keep their share of the CPU."""
+        self.metrics.mounts_rejected.labels(dialect).inc()
+        bound = self.config.max_concurrent_mounts
+        return (
+            Code.RESOURCE_EXHAUSTED,
+            f"keyferry is already executing {bound} Mounts, its bound (max_concurrent_mounts: "
+            f"{bound}); this Mount was refused before it started and is retried by kubelet. "
+            "Raise max_concurrent_mounts in the keyferry configuration if the node has the "
+            "CPU for more at once",
+            pb.MountResponse(),
+        )
 
     # -- lifecycle -------------------------------------------------------------
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from keyferry_fakes.harness import volume_context
+
 DRIVERCLIENT = Path(
     os.environ.get("KEYFERRY_DRIVERCLIENT")
     or Path(__file__).resolve().parents[1].parent / "shared" / "tools" / "driver" / "driverclient"
@@ -35,33 +37,8 @@ requires_driverclient = pytest.mark.skipif(
     reason=f"the CSI driver's client binary is not at {DRIVERCLIENT} (set KEYFERRY_DRIVERCLIENT)",
 )
 
-EXPIRATION = "2030-01-01T00:00:00Z"
 DATA_DIR = re.compile(r"\.\.\d{4}_\d{2}_\d{2}_\d{2}_\d{2}_\d{2}\.\d+")
 """The timestamped directory the driver's atomic writer creates (``..2026_01_02_...``)."""
-
-
-def volume_context(
-    pod: tuple[str, str, str, str],
-    tokens: Mapping[str, str] | None = None,
-    *,
-    spc_name: str = "test-class",
-) -> dict[str, str]:
-    """The volume context kubelet and the driver hand over for a CSI inline volume
-    (``pod`` is (namespace, name, uid, service account) as in keyferry_fakes.harness)."""
-    namespace, name, uid, service_account = pod
-    ctx = {
-        "csi.storage.k8s.io/pod.name": name,
-        "csi.storage.k8s.io/pod.namespace": namespace,
-        "csi.storage.k8s.io/pod.uid": uid,
-        "csi.storage.k8s.io/serviceAccount.name": service_account,
-        "csi.storage.k8s.io/ephemeral": "true",
-        "secretProviderClass": spc_name,
-    }
-    if tokens is not None:
-        ctx["csi.storage.k8s.io/serviceAccount.tokens"] = json.dumps(
-            {aud: {"token": tok, "expirationTimestamp": EXPIRATION} for aud, tok in tokens.items()}
-        )
-    return ctx
 
 
 @dataclass

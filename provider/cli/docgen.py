@@ -36,7 +36,6 @@ TEXT: dict[str, str] = {
     "a shared group if something else must connect.",
     "Config.grace_seconds": "After SIGTERM or SIGINT, how long in-flight Mounts may finish "
     "before the server stops and removes its sockets.",
-    "Config.max_concurrent_fetches": "Blocking SDK calls in flight at once, across all mounts.",
     "Config.log_level": "`debug`, `info`, `warning` or `error`; JSON lines on stderr.",
     "Config.kubernetes": "How keyferry reaches the Kubernetes API; the `kubernetes.*` "
     "settings below. File only.",

@@ -23,6 +23,7 @@ SAMPLES: dict[str, str] = {
     "mount_timeout_seconds": "33",
     "max_response_bytes": "1234",
     "max_concurrent_fetches": "3",
+    "max_concurrent_mounts": "9",
     "cache_ttl_seconds": "5",
     "stale_if_error_seconds": "300",
     "fail_fast_threshold": "5",

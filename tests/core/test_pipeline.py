@@ -15,7 +15,9 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
+from provider import dialect
 from provider.errors import KeyferryError
 from provider.model import Mount, Pod
 from provider.pipeline import make_plan
@@ -197,3 +199,70 @@ def test_pathological_parameters_are_invalid_argument_not_uncaught(
     dialect: str, params: dict[str, str]
 ) -> None:
     assert plan_code(params, dialect) == "INVALID_ARGUMENT"
+
+
+# -- values an explicit tag cannot take: PyYAML's constructors fail with KeyError etc. ---
+
+TAGGED = ["!!bool 0b", "!!timestamp _", "!!int ''", "!!map [1]"]
+
+
+@pytest.mark.parametrize("tagged", TAGGED)
+@pytest.mark.parametrize(
+    ("dialect", "params"),
+    [
+        ("native", {"objects": "- backend: local\n  name: {value}"}),
+        ("aws", {"region": "us-east-1", "objects": "- objectName: {value}"}),
+        ("azure", {"keyvaultName": "kv1", "tenantID": "t", "objects": "array:\n- {value}"}),
+    ],
+    ids=["native", "aws", "azure"],
+)
+def test_a_value_its_explicit_tag_cannot_take_is_invalid_argument(
+    dialect: str, params: dict[str, str], tagged: str
+) -> None:
+    filled = {k: v.replace("{value}", tagged) for k, v in params.items()}
+    assert plan_code(filled, dialect) == "INVALID_ARGUMENT"
+
+
+# -- libyaml parses parameters; the dialect's own rules still decide -------------------
+
+
+def test_parameters_are_parsed_by_libyaml_when_pyyaml_has_it() -> None:
+    fast = dialect._fast(dialect.TextScalarLoader, "- a")
+    assert yaml.__with_libyaml__ and fast.__mro__[1].__name__ == "CParser"
+    assert dialect._fast(dialect.TextScalarLoader, "- \ud800") is dialect.TextScalarLoader
+
+
+HOSTILE_YAML = {
+    "duplicate-key": "- {backend: local, backend: aws}",
+    "alias": "- &x {backend: local}\n- *x",
+    "deep": "[" * 65 + "]" * 65,
+    "surrogate": "- backend: \ud800",
+    "control-character": "- backend: a\x01b",
+    "tagged": "- backend: !!bool 0b",
+    "unclosed": "- backend: [local",
+}
+
+
+@pytest.mark.parametrize("text", HOSTILE_YAML.values(), ids=HOSTILE_YAML.keys())
+def test_libyaml_refuses_what_the_python_parser_refuses(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def outcome() -> str:
+        try:
+            dialect.load_yaml("objects", text, loader=dialect.TextScalarLoader)
+        except KeyferryError as exc:
+            # the same error, up to where the parser says it noticed
+            return exc.code.value + " " + exc.message.split(":")[0].split(" at line")[0]
+        return "accepted"
+
+    fast = outcome()
+    monkeypatch.setattr(dialect, "_fast", lambda loader, text: loader)
+    assert fast == outcome() != "accepted"
+
+
+def test_plain_nulls_read_by_libyaml_look_as_pyyaml_made_them() -> None:
+    """libyaml marks plain scalars with style '' (PyYAML: None); constructors that tell a
+    plain null from a quoted "null" (the azure dialect's) must see no difference."""
+    node = yaml.compose("- ~\n- 'x'", Loader=dialect._fast(yaml.SafeLoader, "x"))
+    assert isinstance(node, yaml.SequenceNode)
+    assert [n.style for n in node.value] == [None, "'"]

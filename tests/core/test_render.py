@@ -284,6 +284,15 @@ def test_invalid_yaml_document_is_invalid_argument_without_content() -> None:
     assert CANARY not in err.value.message
 
 
+@pytest.mark.parametrize("tagged", ["!!bool 0b", "!!int ''", "!!map [1]"])
+def test_a_yaml_value_its_explicit_tag_cannot_take_is_invalid_argument(tagged: str) -> None:
+    content = f"password: {CANARY}\nother: {tagged}\n".encode()
+    with pytest.raises(InvalidArgument) as err:
+        render.extract(content, yk("password"), WHERE)
+    assert "not a valid YAML document" in err.value.message
+    assert CANARY not in err.value.message
+
+
 def test_yaml_key_selecting_a_list_is_rejected_without_content() -> None:
     content = ("password:\n  - " + CANARY + "\n").encode()
     with pytest.raises(InvalidArgument) as err:

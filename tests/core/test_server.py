@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keyferry_fakes.aws_faults import AwsFaults, seed_clients
 from keyferry_fakes.aws_stack import ROLE
+from keyferry_fakes.backends import gated_cloud
 from keyferry_fakes.gate import Gate
 from keyferry_fakes.harness import Server, driver_request, running_server
 from keyferry_fakes.kube import FakeKube
@@ -365,18 +366,85 @@ def test_invalid_backend_settings_are_failed_precondition_naming_the_section(
 
 
 def test_slow_backend_hits_the_mount_deadline(tmp_path: Path, root: Path) -> None:
-    fifo = root / "slow"
-    os.mkfifo(fifo)  # opening it for reading blocks until a writer appears
-    try:
-        with running_server(tmp_path, local_root=root, mount_timeout_seconds=1) as s:
-            with pytest.raises(grpc.RpcError) as err:
-                s.mount("keyferry", objects("- {backend: local, name: slow}"))
-            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            assert "backend local" in (err.value.details() or "")
-            assert s.mount("keyferry", GOOD).files
-    finally:
-        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # release the blocked reader
-        os.close(fd)
+    with (
+        gated_cloud() as gate,
+        running_server(tmp_path, local_root=root, mount_timeout_seconds=1) as s,
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            s.mount("keyferry", objects("- {backend: gated, name: slow}"))
+        assert gate.entered == 1 and not gate.is_open
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "backend gated" in (err.value.details() or "")
+        assert s.mount("keyferry", GOOD).files
+
+
+def test_local_symlinks_inside_the_root_are_followed_and_those_leaving_it_refused(
+    tmp_path: Path, root: Path, serve: Callable[..., Server]
+) -> None:
+    # The layout of a mounted Kubernetes Secret: names -> ..data/<name>, ..data -> a dir.
+    (root / "..2026").mkdir()
+    (root / "..2026" / "token").write_text("in-root")
+    (root / "..data").symlink_to("..2026")
+    (root / "token").symlink_to("..data/token")
+    (root / "linked").symlink_to("db")  # a directory symlink that stays inside
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret").write_text("outside the root")
+    (root / "away").symlink_to(outside)  # a directory symlink that leaves
+    srv = serve(local_root=root)
+    got = srv.mount(
+        "keyferry",
+        objects(
+            "- {backend: local, name: token, path: t}",
+            "- {backend: local, name: linked/password, path: p}",
+        ),
+    )
+    assert {f.path: f.contents for f in got.files} == {"t": b"in-root", "p": CANARY_VALUE.encode()}
+    with pytest.raises(grpc.RpcError) as err:
+        srv.mount("keyferry", objects("- {backend: local, name: away/secret}"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "outside the local root" in (err.value.details() or "")
+
+
+def test_a_mount_past_max_concurrent_mounts_is_refused_at_once_and_counted(
+    tmp_path: Path, root: Path
+) -> None:
+    held_params = objects("- {backend: gated, name: held}")
+    with (
+        gated_cloud() as gate,
+        running_server(tmp_path, local_root=root, max_concurrent_mounts=2) as s,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        held = [pool.submit(s.mount, "keyferry", held_params) for _ in range(2)]
+        gate.wait_entered(2)  # two Mounts executing: the bound
+        with pytest.raises(grpc.RpcError) as err:
+            s.mount("keyferry", objects("- {backend: gated, name: third}"))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_concurrent_mounts: 2" in (err.value.details() or "")
+        assert gate.entered == 2  # refused before it reached a backend
+        assert 'keyferry_mounts_rejected_total{dialect="native"} 1.0' in s.metrics_text()
+        gate.open()
+        assert all(len(f.result(timeout=30).files) == 1 for f in held)
+        assert s.mount("keyferry", GOOD).files  # below the bound again
+
+
+def test_a_mount_repeating_parameters_reuses_their_parsed_plan(srv: Server) -> None:
+    for pod in ("web-0", "web-1", "web-0"):
+        assert srv.mount("keyferry", GOOD, pod=("team-a", pod, f"uid-{pod}", "web")).files
+    metrics = srv.metrics_text()
+    assert 'keyferry_cache_events_total{cache="plans",result="miss"} 1.0' in metrics
+    assert 'keyferry_cache_events_total{cache="plans",result="hit"} 2.0' in metrics
+
+
+def test_a_fifo_under_the_local_root_is_refused_without_waiting_for_a_writer(
+    srv: Server, root: Path
+) -> None:
+    os.mkfifo(root / "fifo")  # opening it for reading would block until a writer appears
+    with pytest.raises(grpc.RpcError) as err:
+        srv.mount("keyferry", objects("- {backend: local, name: fifo}"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'fifo' is not a regular file" in (err.value.details() or "")
+    assert srv.mount("keyferry", GOOD).files
 
 
 def test_secrets_never_reach_logs_or_errors(srv: Server) -> None:

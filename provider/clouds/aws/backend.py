@@ -144,6 +144,8 @@ class AwsBackend:
                 out[i] = cached
             else:
                 jobs.append(Job(i, refs[i], refs[i].target, primary[i]))
+        if not jobs:  # every value cached: nothing to read, share or fail over
+            return out
         # Identical concurrent mounts (a rollout: many pods of one service account, one
         # class) share one set of API calls instead of each missing the cache.
         batch_key = (principal, tuple((j.index, j.ref, j.region) for j in jobs))

@@ -127,6 +127,10 @@ class Identities:
         principal = Principal("irsa", ns, sa, role_arn)
         identity = self.pool.irsa(principal, self.settings.sts_region or region)
         identity.update(token.token, role_session_name(mount))
+        assert identity.credentials is not None
+        if not identity.credentials.refresh_needed():
+            # What get_frozen_credentials would hand back without calling STS: no thread.
+            return identity
         what = f"IRSA: AssumeRoleWithWebIdentity for {principal.describe()}"
         hint = (
             "the role's trust policy must allow sts:AssumeRoleWithWebIdentity for "

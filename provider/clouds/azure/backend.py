@@ -60,7 +60,7 @@ class AzureBackend:
     def __init__(self, settings: AzureSettings, services: Services) -> None:
         self.settings = settings
         self.services = services
-        self._clients = Clients(settings)
+        self._clients = Clients(settings, services.config.max_concurrent_fetches)
         self._identities = Identities(settings, services.kube, on_forget=self._clients.drop)
         ttl = services.config.cache_ttl_seconds
         self._raw: TTLCache[_Raw] = TTLCache(ttl)
@@ -93,11 +93,12 @@ class AzureBackend:
             url = cloud.url_for(ref.vault)
             key = (NAME, identity.key, url, ref)  # last-known-good (stale_if_error_seconds)
             try:
-                async with self._limit:
-                    fetched = await asyncio.wait_for(
-                        self._fetch_one(ref, url, identity, deadline),
-                        timeout=max(0.01, deadline.remaining() - _MARGIN / 2),
-                    )
+                # asyncio.timeout, unlike wait_for, runs the fetch in this task, not a new one
+                async with (
+                    self._limit,
+                    asyncio.timeout(max(0.01, deadline.remaining() - _MARGIN / 2)),
+                ):
+                    fetched = await self._fetch_one(ref, url, identity, deadline)
                 results[i] = fetched
                 self.services.values.put(key, fetched, ttl=0)
             except TimeoutError:

@@ -262,6 +262,22 @@ def test_irsa_uses_the_pod_token_and_annotation_and_caches_credentials(
     assert proxy.refusals == []
 
 
+def test_fresh_irsa_credentials_are_used_without_a_trip_through_the_call_gate(
+    make_stack: MakeStack, proxy: AwsFaults
+) -> None:
+    """Credentials far from expiry are what botocore would hand back without calling STS:
+    a Mount takes them without a thread hop, and the STS metric counts only real calls."""
+    sm, _ = seed_clients()
+    name = uid()
+    sm.create_secret(Name=name, SecretString="v")
+    stack = make_stack()
+    for _ in range(3):
+        stack.mount({"objects": objects(sm_obj(name))}, tokens={IRSA: pod_token(IRSA)})
+    assert len(proxy.sts_calls()) == 1
+    sts = 'operation="AssumeRoleWithWebIdentity",outcome="ok"} 1.0'
+    assert 'keyferry_backend_requests_total{backend="aws",' + sts in stack.metrics_text()
+
+
 def test_values_are_cached_per_identity_only(
     make_stack: MakeStack, proxy: AwsFaults, kube: FakeKube
 ) -> None:

@@ -471,3 +471,26 @@ def test_azure_credentials_of_one_service_account_are_not_reused_for_another(
     with pytest.raises(grpc.RpcError) as replay:
         srv.mount("azure", params, tokens={AUD: pod_token()}, pod=other)
     assert replay.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_mount_keeps_its_key_vault_connections_for_the_next_one(
+    srv: Server, fake: FakeAzure
+) -> None:
+    """24 secrets are read at once (the fake holds each read until 24 wait), over 24
+    connections; the next Mount reuses them all. azure-core's default pool kept 10 and
+    closed the rest, so every Mount wider than 10 opened connections (and TLS) anew."""
+    names = [f"held-{i}" for i in range(24)]
+    for name in names:
+        fake.vault.add_secret("kv1", name, f"value of {name}")
+    params = {
+        "keyvaultName": "kv1",
+        "tenantID": TENANT,
+        "clientID": "app-1",
+        "objects": objects(*(f"objectName: {n}\nobjectType: secret" for n in names)),
+    }
+    fake.vault.hold(len(names), prefix="held-")
+    assert len(mount(srv, params).files) == 24
+    opened = fake.vault.connections
+    assert opened >= 24
+    assert len(mount(srv, params).files) == 24  # the value cache is off: 24 reads again
+    assert fake.vault.connections == opened

@@ -315,3 +315,17 @@ def test_forged_pod_token_is_refused_by_sts(srv: Server, stack: GoogleStack) -> 
     assert "STS rejected" in details and "signature" in details
     assert forged not in details
     assert stack.google.counts["sts"] == 1 and stack.google.counts["secretmanager"] == 0
+
+
+def test_every_object_of_a_wide_mount_is_in_flight_at_once(srv: Server, stack: GoogleStack) -> None:
+    """The fake holds each read until 24 wait: the Mount succeeds only with all 24 in
+    flight together (a pool of 16 workers shared by every Mount used to cap it)."""
+    names = [f"wide-{i}" for i in range(24)]
+    for name in names:
+        stack.secret_manager.add_version("my-project", name, name.encode())
+    lines = [
+        f"- resourceName: projects/my-project/secrets/{n}/versions/1\n  path: {n}" for n in names
+    ]
+    stack.secret_manager.hold(len(names), prefix="projects/my-project/secrets/wide-")
+    resp = srv.mount("gcp", secrets("\n".join(lines)), tokens=stack.token(NS, KSA))
+    assert sorted(f.path for f in resp.files) == sorted(names)
