@@ -31,7 +31,7 @@ def ms(seconds: float) -> str:
 
 def render(sections: Sequence[Section]) -> str:
     header = ("", "keyferry", "reference", "ratio", "target", "")
-    widths = [52, 12, 22, 8, 10, 8]
+    widths = [58, 12, 20, 8, 10, 8]
     lines = [
         "".join(
             h.ljust(w) if i == 0 else h.rjust(w)
