@@ -51,7 +51,7 @@ unit: $(STAMP) $(CHECKOV_STAMP) kubectl
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q
 
 # The long runs that do not fit the suite's minute: the fault cases marked `load`, and
-# 20,000 generated MountRequests (make test runs 5,000 of them).
+# 20,000 generated MountRequests (make test runs 10,000 of them).
 test-load: $(STAMP)
 	$(PY) -m pytest -q -m load
 	KEYFERRY_FUZZ_SCALE=8 $(PY) -m pytest -q tests/core/test_fuzz.py
