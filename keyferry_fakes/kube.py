@@ -117,7 +117,7 @@ class FakeKube:
         user = self.users.get(token) if scheme == "Bearer" else None
         if user is None:
             return 401, _status(401, "Unauthorized", "Unauthorized")
-        resource = _resource(path)
+        resource = resource_of(path)
         if path in self.forbidden or resource not in self.granted.get(user, set()):
             return 403, _status(
                 403,
@@ -175,12 +175,14 @@ class FakeKube:
         self._dir.cleanup()
 
 
-def _resource(path: str) -> str:
-    """``/api/v1/namespaces/ns/pods/x`` -> ``pods``; ``/api/v1/nodes/n`` -> ``nodes``."""
+def resource_of(path: str) -> str:
+    """The resource a GET path names: core (``/api/v1/...``) and named groups
+    (``/apis/<group>/<version>/...``), namespaced or cluster-scoped."""
     parts = [p for p in path.split("/") if p]
-    if len(parts) >= 4 and parts[2] == "namespaces":
-        return parts[4] if len(parts) >= 5 else "namespaces"
-    return parts[2] if len(parts) >= 3 else ""
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        return rest[2]
+    return rest[0] if rest else ""
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:

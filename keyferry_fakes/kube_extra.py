@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from keyferry_fakes.kube import FakeKube, _status
+from keyferry_fakes.kube import FakeKube
 
 OPERATOR = "jane@example.com"
 OPERATOR_GRANTS = frozenset(
@@ -29,37 +29,11 @@ OPERATOR_GRANTS = frozenset(
 )
 
 
-def resource_of(path: str) -> str:
-    """The resource a GET path names: core (``/api/v1/...``) and named groups
-    (``/apis/<group>/<version>/...``), namespaced or cluster-scoped."""
-    parts = [p for p in path.split("/") if p]
-    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
-    if len(rest) >= 3 and rest[0] == "namespaces":
-        return rest[2]
-    return rest[0] if rest else ""
-
-
 class FakeKubeExtra(FakeKube):
     def reset(self) -> None:
         super().reset()
         self.operator_token = self.issue_token(OPERATOR)
         self.granted[OPERATOR] = set(OPERATOR_GRANTS)
-
-    def answer(self, path: str, header: str) -> tuple[int, dict[str, Any]]:
-        scheme, _, token = header.partition(" ")
-        user = self.users.get(token) if scheme == "Bearer" else None
-        if user is None:
-            return 401, _status(401, "Unauthorized", "Unauthorized")
-        resource = resource_of(path)
-        if path in self.forbidden or resource not in self.granted.get(user, set()):
-            return 403, _status(
-                403,
-                "Forbidden",
-                f'{resource} is forbidden: User "{user}" cannot get resource "{resource}"',
-            )
-        if path in self.objects:
-            return 200, self.objects[path]
-        return 404, _status(404, "NotFound", f"{path} not found")
 
     def kubeconfig(self, directory: Path, token: str | None = None) -> Path:
         """A kubeconfig for this fake, as a workstation would have one."""
