@@ -109,7 +109,10 @@ class PodIdentityAgent:
         if self.status != 200:
             return self.status, "injected"
         pod = str(claims.get("kubernetes.io", {}).get("pod", {}).get("name", "pod"))
-        issued = self.proxy.assume_role(role, f"eks-cluster-{pod}")
+        try:
+            issued = self.proxy.assume_role(role, f"eks-cluster-{pod}")
+        except Exception as exc:  # EKS Auth (moto) unreachable: the agent answers 500
+            return 500, _eks_auth_error("InternalServerException", type(exc).__name__)
         self.issued.append(issued)
         expires = datetime.fromtimestamp(issued.expires, UTC)
         return 200, json.dumps(

@@ -23,8 +23,10 @@ stand for, so a test fails where production would:
   audience (AKV10022) or another tenant (AKV10032). Access is denied unless granted:
   a per-vault registry maps principals (application ids) to the operations they may
   do (``secrets get``, ``keys list``...), answered with 403 ``ForbiddenByRbac`` (RBAC
-  vaults) or ``AccessDenied`` (access-policy vaults) as Key Vault words them. Faults
-  (429 with Retry-After, 5xx) and latency can be injected.
+  vaults) or ``AccessDenied`` (access-policy vaults) as Key Vault words them.
+
+Both take faults (``faults``: 429 with or without Retry-After, 5xx, resets mid-response,
+slow answers; :mod:`keyferry_fakes.faults`); Key Vault also a fixed latency.
 """
 
 from __future__ import annotations

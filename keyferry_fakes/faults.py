@@ -164,3 +164,67 @@ def abort_connection(h: BaseHTTPRequestHandler) -> None:
         raw.close()
     except OSError:
         pass
+
+
+FAULTS = (
+    "throttled",
+    "throttled_retry_after",
+    "retry_after_past_budget",
+    "burst_5xx",
+    "reset",
+    "slow",
+    "outage",
+    "slow_past_budget",
+)
+"""What :func:`arm` can make an endpoint do: throttle twice; throttle once, asking to retry
+after a while; throttle asking to retry after 600 s; a 5xx twice; reset the connection
+mid-response once; answer a first byte late once; answer every request with a 5xx;
+answer nothing for a minute (until the faults are cleared)."""
+
+
+@dataclass(frozen=True)
+class Wire:
+    """How an endpoint words throttling and a server error: (HTTP status, error code);
+    for a gRPC fake the status is unused and the code is a ``grpc.StatusCode`` name."""
+
+    throttled: tuple[int, str]
+    server_error: tuple[int, str]
+
+
+HTTP = Wire(throttled=(429, ""), server_error=(503, ""))
+AWS_JSON = Wire(throttled=(400, "ThrottlingException"), server_error=(503, "ServiceUnavailable"))
+AWS_QUERY = Wire(throttled=(400, "Throttling"), server_error=(503, "ServiceUnavailable"))
+GRPC = Wire(throttled=(0, "RESOURCE_EXHAUSTED"), server_error=(0, "UNAVAILABLE"))
+
+
+def arm(
+    faults: Faults,
+    fault: str,
+    wire: Wire,
+    where: str = "",
+    *,
+    retry_after: float = 1.0,
+    slow: float = 1.0,
+) -> None:
+    """Make the fake behind ``faults`` misbehave as ``fault`` (a :data:`FAULTS` entry)
+    says: ``retry_after`` for ``throttled_retry_after``, ``slow`` for ``slow``."""
+    t_status, t_code = wire.throttled
+    e_status, e_code = wire.server_error
+    if fault == "throttled":
+        faults.status(t_status, code=t_code, times=2, where=where)
+    elif fault == "throttled_retry_after":
+        faults.status(t_status, code=t_code, times=1, retry_after=f"{retry_after:g}", where=where)
+    elif fault == "retry_after_past_budget":
+        faults.status(t_status, code=t_code, times=None, retry_after="600", where=where)
+    elif fault == "burst_5xx":
+        faults.status(e_status, code=e_code, times=2, where=where)
+    elif fault == "reset":
+        faults.reset(times=1, where=where)
+    elif fault == "slow":
+        faults.slow(slow, times=1, where=where)
+    elif fault == "outage":
+        faults.status(e_status, code=e_code, times=None, where=where)
+    elif fault == "slow_past_budget":
+        faults.slow(60.0, times=None, where=where)
+    else:
+        raise ValueError(f"unknown fault {fault!r}; one of {', '.join(FAULTS)}")

@@ -10,10 +10,14 @@ variable the executor carries over). The hooks report every attempt on the wire
 service asked for (``Retry-After``, ``RetryInfo``), or no retry at all when that wait would
 end past the budget or the attempts are used up.
 
-How a failure that outlived its retries is reported (:meth:`Call.outcome`): a transient
-failure whose retries the budget ended is ``DEADLINE_EXCEEDED`` (the driver does not call
-again at once, so the Mount never runs past its budget); one whose attempts ran out first
-is ``UNAVAILABLE``. Both messages say how many attempts were made and why they stopped.
+How a failure that outlived its retries is reported (:meth:`Call.outcome`): UNAVAILABLE
+makes the CSI driver call the Mount again, twice at most, about a second apart, each call
+repeating every attempt. So once keyferry has retried (or the budget ended the retries, or
+the last attempt got no answer in time) the answer is DEADLINE_EXCEEDED, which the driver
+does not retry: one layer retries, and a Mount never runs past its budget. UNAVAILABLE is
+left for a passing failure keyferry did not retry itself (``max_attempts: 1``, the SDK's
+retry quota spent), and only when the driver's tries fit in what is left of the budget.
+Messages say how many attempts were made and why they stopped.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ TRANSIENT: frozenset[str] = frozenset({"throttled", "server_error", "network_err
 Stop = Literal["", "budget", "attempts", "quota"]
 RESERVE = 0.5
 """Seconds of the Mount's budget a backend keeps for naming what failed and answering."""
+DRIVER_TRIES = 3
+DRIVER_BACKOFF = 2.1
+"""The CSI driver calls a Mount that answered UNAVAILABLE again, twice at most, after up
+to 1 s and then 1.1 s (its gRPC retry policy, docs/protocol.md §4.3)."""
 _ATTR = "_keyferry_call"
 
 _current: ContextVar[Call | None] = ContextVar("keyferry_backend_call", default=None)
@@ -58,6 +66,9 @@ class Call:
     """Seconds of the budget left when the retries stopped."""
     last: str = ""
     """The outcome of the last attempt."""
+    started: float = field(default_factory=time.monotonic)
+    took: float = 0.0
+    """Seconds from the first attempt to the end of the retries."""
 
     def remaining(self) -> float:
         return max(0.0, self.ends - time.monotonic())
@@ -79,19 +90,26 @@ class Call:
         (``asked``), that; a wait that would end past the budget stops the retries."""
         self.asked = asked
         if self.attempts >= self.max_attempts:
-            self.stopped = "attempts"
+            self.stop("attempts")
             return None
         wait = max(backoff, asked or 0.0)
-        left = self.ends - time.monotonic()
-        if wait >= left:
-            self.stopped, self.left = "budget", max(0.0, left)
+        if wait >= self.ends - time.monotonic():
+            self.stop("budget")
             return None
         return wait
 
     def stop(self, why: Stop) -> None:
-        """The SDK ended the retries itself (``attempts``: its own limit; ``quota``: its
-        retry quota after many failures)."""
-        self.stopped = why
+        """The retries end (``budget``: the next wait would not fit; ``attempts``: the most
+        allowed were made; ``quota``: the SDK's retry quota after many failures)."""
+        now = time.monotonic()
+        self.stopped, self.left, self.took = why, max(0.0, self.ends - now), now - self.started
+
+    def relayable(self) -> bool:
+        """Whether the driver's further tries of the Mount, each about as long as this
+        call took, fit in what is left of the budget."""
+        if not self.stopped:
+            self.stop("")
+        return self.left >= (DRIVER_TRIES - 1) * self.took + DRIVER_BACKOFF
 
     def child(self, operation: str, max_attempts: int) -> Call:
         """A nested call (a token request inside a data call) sharing this budget."""
@@ -113,6 +131,12 @@ class Call:
             return f"{n}; the next retry would not fit in the mount's budget"
         return n
 
+    def _unrelayable(self) -> str:
+        return (
+            f"{self.why()} in {self.took:.1f}s; the driver's {DRIVER_TRIES - 1} further "
+            f"tries would not fit in what is left of the mount's budget ({self.left:.1f}s)"
+        )
+
     def outcome(self, error: KeyferryError) -> KeyferryError:
         """The error to report for a failure that ended this call: a transient one with its
         attempts, as DEADLINE_EXCEEDED when the budget ended its retries or its last
@@ -121,11 +145,14 @@ class Call:
             return error
         text = f"{error.message} ({self.why()})"
         if (
-            self.stopped == "budget"
+            self.attempts > 1  # keyferry retried: the driver must not retry on top
+            or self.stopped == "budget"
             or self.last == "timeout"
             or isinstance(error, DeadlineExceeded)
         ):
             return DeadlineExceeded(text)
+        if not self.relayable():
+            return DeadlineExceeded(f"{error.message} ({self._unrelayable()})")
         return Unavailable(text)
 
 

@@ -3,7 +3,8 @@
 Each matrix runs one keyferry server per cloud with a small budget
 (``mount_timeout_seconds``: :data:`BUDGET`), :data:`MAX_ATTEMPTS` attempts per call and
 backoffs of a few milliseconds, and mounts through its socket while one endpoint of the
-cloud's fakes misbehaves as a :data:`FAULTS` entry says. :func:`expect` gives what must
+cloud's fakes misbehaves as a ``keyferry_fakes.faults.FAULTS`` entry says (Retry-After
+and slow first bytes of :data:`SLOW`). :func:`expect` gives what must
 come of it: the Mount's status and the attempts that must reach the endpoint, which the
 tests read both from the fake's request log and from ``keyferry_backend_attempts_total``.
 Nothing here measures time.
@@ -21,7 +22,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 import pytest
 
-from keyferry_fakes.faults import Faults
+from keyferry_fakes.faults import FAULTS, Faults, Wire, arm
 from keyferry_fakes.harness import Server, running_server
 
 F = TypeVar("F")
@@ -35,35 +36,6 @@ SLOW = 0.1
 SHORT_BUDGET = 1.0
 """The budget of a Mount that is meant to run out (``slow_past_budget``): the driver's gRPC
 deadline sets it (keyferry keeps 2 s of that deadline for itself)."""
-
-FAULTS = (
-    "throttled",
-    "throttled_retry_after",
-    "retry_after_past_budget",
-    "burst_5xx",
-    "reset",
-    "slow",
-    "outage",
-    "slow_past_budget",
-)
-"""Throttling twice; throttling once asking to retry after 0.1 s; throttling asking to
-retry after 600 s; two 5xx; the connection reset mid-response once; the first byte
-0.1 s late; every request a 5xx; no answer within the budget."""
-
-
-@dataclass(frozen=True)
-class Wire:
-    """How an endpoint words throttling and a server error: (HTTP status, error code);
-    for a gRPC fake the status is unused and the code is a ``grpc.StatusCode`` name."""
-
-    throttled: tuple[int, str]
-    server_error: tuple[int, str]
-
-
-HTTP = Wire(throttled=(429, ""), server_error=(503, ""))
-AWS_JSON = Wire(throttled=(400, "ThrottlingException"), server_error=(503, "ServiceUnavailable"))
-AWS_QUERY = Wire(throttled=(400, "Throttling"), server_error=(503, "ServiceUnavailable"))
-GRPC = Wire(throttled=(0, "RESOURCE_EXHAUSTED"), server_error=(0, "UNAVAILABLE"))
 
 
 @dataclass(frozen=True)
@@ -121,7 +93,7 @@ def check(
     every object (``names``) and the attempts, and the attempts on the wire, counted by
     the fake and by keyferry's metrics alike."""
     e = endpoint
-    arm(e.faults(fake), fault, e.wire, where=e.where)
+    arm(e.faults(fake), fault, e.wire, where=e.where, retry_after=SLOW, slow=SLOW)
     before = attempts(srv, backend, e.operation)
 
     code, message = mount(srv, backend, fault, params, **kwargs)
@@ -164,30 +136,6 @@ def cases(endpoints: Iterable[str], primary: str) -> list[Any]:
     ]
 
 
-def arm(faults: Faults, fault: str, wire: Wire, where: str = "") -> None:
-    """Make the fake behind ``faults`` misbehave as ``fault`` says."""
-    t_status, t_code = wire.throttled
-    e_status, e_code = wire.server_error
-    if fault == "throttled":
-        faults.status(t_status, code=t_code, times=2, where=where)
-    elif fault == "throttled_retry_after":
-        faults.status(t_status, code=t_code, times=1, retry_after=str(SLOW), where=where)
-    elif fault == "retry_after_past_budget":
-        faults.status(t_status, code=t_code, times=None, retry_after="600", where=where)
-    elif fault == "burst_5xx":
-        faults.status(e_status, code=e_code, times=2, where=where)
-    elif fault == "reset":
-        faults.reset(times=1, where=where)
-    elif fault == "slow":
-        faults.slow(SLOW, times=1, where=where)
-    elif fault == "outage":
-        faults.status(e_status, code=e_code, times=None, where=where)
-    elif fault == "slow_past_budget":
-        faults.slow(60.0, times=None, where=where)  # released when the fake is reset
-    else:
-        raise ValueError(fault)
-
-
 def expect(fault: str, calls: int, *, shared: bool = False) -> tuple[grpc.StatusCode | None, int]:
     """The Mount's status (``None``: it succeeds) and the attempts on the wire, for
     ``calls`` calls the Mount makes to the faulty endpoint (e.g. one per object).
@@ -203,7 +151,8 @@ def expect(fault: str, calls: int, *, shared: bool = False) -> tuple[grpc.Status
         "burst_5xx": (None, calls + 2),
         "reset": (None, calls + 1),
         "slow": (None, calls),
-        "outage": (grpc.StatusCode.UNAVAILABLE, MAX_ATTEMPTS * calls),
+        # keyferry retried: DEADLINE_EXCEEDED, so that the driver does not retry on top.
+        "outage": (grpc.StatusCode.DEADLINE_EXCEEDED, MAX_ATTEMPTS * calls),
         "slow_past_budget": (grpc.StatusCode.DEADLINE_EXCEEDED, calls),
     }[fault]
 

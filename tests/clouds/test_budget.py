@@ -54,15 +54,36 @@ def test_a_wait_is_the_backoff_or_what_the_service_asked_whichever_is_longer() -
     assert c.stopped == ""
 
 
-def test_retries_stop_at_the_most_attempts_allowed() -> None:
+def test_once_keyferry_retried_the_driver_must_not_retry_on_top() -> None:
     c = call(max_attempts=2)
     c.attempt("server_error")
     assert c.wait(0.0) is not None
     c.attempt("server_error")
     assert c.wait(0.0) is None and c.stopped == "attempts"
     err = c.outcome(Unavailable("Key Vault failed (HTTP 503)"))
-    assert err.code is Code.UNAVAILABLE
+    assert err.code is Code.DEADLINE_EXCEEDED  # UNAVAILABLE would make the driver call twice more
     assert err.message == "Key Vault failed (HTTP 503) (2 attempts, the most allowed)"
+
+
+def test_a_failure_keyferry_did_not_retry_is_left_to_the_driver_when_its_tries_fit() -> None:
+    c = call(seconds=60.0, max_attempts=1)
+    c.attempt("throttled")
+    assert c.wait(0.0) is None and c.stopped == "attempts"
+    err = c.outcome(Unavailable("throttled (HTTP 429)"))
+    assert err.code is Code.UNAVAILABLE
+    assert err.message == "throttled (HTTP 429) (1 attempt, the most allowed)"
+
+
+def test_but_not_when_the_drivers_tries_would_not_fit() -> None:
+    # UNAVAILABLE makes the CSI driver call twice more, about a second apart: with 1.5 s
+    # left those calls would run past the budget.
+    c = call(seconds=1.5, max_attempts=1)
+    c.attempt("server_error")
+    assert c.wait(0.0) is None
+    err = c.outcome(Unavailable("Key Vault failed (HTTP 503)"))
+    assert err.code is Code.DEADLINE_EXCEEDED
+    assert "1 attempt, the most allowed" in err.message
+    assert "the driver's 2 further tries would not fit" in err.message
 
 
 def test_a_wait_past_the_budget_stops_the_retries_and_makes_a_deadline_exceeded() -> None:

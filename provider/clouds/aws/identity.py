@@ -219,7 +219,7 @@ class Identities:
         if status:
             problem = f"the agent answered HTTP {status} for {ns}/{sa} ({why[2:] or '1 attempt'})"
             fix = "kubelet will retry the mount"
-        elif exc.code is Code.DEADLINE_EXCEEDED:
+        elif call is None or call.last == "timeout":
             problem = (
                 f"no credentials from the Pod Identity agent for {ns}/{sa} within the mount's "
                 f"budget (tried {tried or 'nothing'}{why})"

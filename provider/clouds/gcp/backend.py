@@ -11,14 +11,15 @@ keyed HMAC of that name and the rendered bytes, because a secret referenced with
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ...backend import FetchResult, Services
+from ...breaker import Verdict, verdict_of
 from ...errors import DeadlineExceeded, Internal, KeyferryError
 from ...model import Deadline, Fetched, Mount
 from ...observe import get_logger
-from ..budget import RESERVE, begin
+from ..budget import RESERVE, Call, begin
 from . import settings as settings_module
 from .clients import Clients
 from .identity import Identities, Identity
@@ -107,7 +108,10 @@ class GcpBackend:
             if call.remaining() <= 0:
                 raise DeadlineExceeded(f"no time left in the mount's deadline to fetch {ref.name}")
             endpoint = self.clients.breaker_endpoint(ref)
-            async with self.services.breakers.guard(endpoint, deadline), self._semaphore:
+            async with (
+                self.services.breakers.guard(endpoint, deadline, _judge(call)),
+                self._semaphore,
+            ):
                 self.api_calls += 1
                 response = await self.services.timed(
                     NAME,
@@ -145,3 +149,14 @@ def create(settings: Mapping[str, Any], services: Services) -> GcpBackend:
 
 
 __all__ = ["GcpBackend", "GcpSettings", "create"]
+
+
+def _judge(call: Call) -> Callable[[BaseException], Verdict]:
+    """The breaker's verdict on a failed call: a call whose last attempt was throttled
+    (RESOURCE_EXHAUSTED, 429) says nothing about the endpoint being down, whatever its
+    retries ended as (DEADLINE_EXCEEDED once retried)."""
+
+    def judge(exc: BaseException) -> Verdict:
+        return Verdict.NEUTRAL if call.last == "throttled" else verdict_of(exc)
+
+    return judge

@@ -16,13 +16,11 @@ import pytest
 from keyferry_fakes.aws_agent import PodIdentityAgent
 from keyferry_fakes.aws_faults import AwsFaults, seed_clients
 from keyferry_fakes.aws_stack import ROLE
+from keyferry_fakes.faults import AWS_JSON, AWS_QUERY, HTTP
 from keyferry_fakes.harness import Server
 from keyferry_fakes.kube import FakeKube
 from keyferry_fakes.oidc import ISSUER
 from tests.clouds.faults import (
-    AWS_JSON,
-    AWS_QUERY,
-    HTTP,
     MAX_ATTEMPTS,
     Endpoint,
     cases,

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import pytest
 
 from keyferry_fakes.azure import TENANT, FakeAzure, pod_token
+from keyferry_fakes.faults import HTTP
 from keyferry_fakes.harness import Server
 from keyferry_fakes.kube import FakeKube
-from tests.clouds.faults import HTTP, MAX_ATTEMPTS, Endpoint, cases, check, serve
+from tests.clouds.faults import MAX_ATTEMPTS, Endpoint, cases, check, serve
 
 NS = "team-a"
 APP = "app-faults"

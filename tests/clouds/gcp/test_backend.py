@@ -603,10 +603,13 @@ def test_sts_rejection_is_explained(stack: GoogleStack, kube: StubKube) -> None:
     assert "eyJ" not in err.message  # no token in messages
 
 
-def test_unreachable_sts_is_unavailable(stack: GoogleStack, kube: StubKube) -> None:
+def test_unreachable_sts_is_retried_then_deadline_exceeded(
+    stack: GoogleStack, kube: StubKube
+) -> None:
     b = backend(stack, kube, sts_url="http://127.0.0.1:9/v1/token")
     err = single_error(b, make_mount(stack, entries("projects/my-project/secrets/db/versions/1")))
-    assert err.code is Code.UNAVAILABLE and "STS" in err.message
+    assert err.code is Code.DEADLINE_EXCEEDED and "STS" in err.message
+    assert "5 attempts, the most allowed" in err.message
 
 
 _BAD_GATEWAY = "<html><body><h1>502 Server Error</h1></body></html>"
@@ -625,17 +628,19 @@ _BAD_GATEWAY = "<html><body><h1>502 Server Error</h1></body></html>"
     ],
     ids=["503-json", "500-oauth", "502-html", "429"],
 )
-def test_sts_outage_is_unavailable_not_permission_denied(
+def test_sts_outage_is_retried_not_permission_denied(
     stack: GoogleStack, kube: StubKube, fault: tuple[int, Any]
 ) -> None:
-    # A 5xx from STS is not a verdict on the pod's identity: kubelet should retry.
+    # A 5xx from STS is not a verdict on the pod's identity: keyferry retries it, then
+    # kubelet (DEADLINE_EXCEEDED: the driver does not retry on top of keyferry's retries).
     stack.identity.fail_sts_with = fault
     err = single_error(
         backend(stack, kube),
         make_mount(stack, entries("projects/my-project/secrets/db/versions/1")),
     )
-    assert err.code is Code.UNAVAILABLE, err.message
+    assert err.code is Code.DEADLINE_EXCEEDED, err.message
     assert "STS" in err.message and f"HTTP {fault[0]}" in err.message
+    assert "5 attempts" in err.message and stack.identity.requests["sts"] == 5
     assert "eyJ" not in err.message
 
 
@@ -654,14 +659,15 @@ def test_sts_4xx_rejection_stays_permission_denied(stack: GoogleStack, kube: Stu
 @pytest.mark.parametrize(
     ("fault", "code"),
     [
-        ((503, {"error": {"code": 503, "status": "UNAVAILABLE"}}), Code.UNAVAILABLE),
-        ((500, {"error": {"code": 500, "status": "INTERNAL"}}), Code.UNAVAILABLE),
-        ((502, _BAD_GATEWAY), Code.UNAVAILABLE),
+        # an outage: retried, then DEADLINE_EXCEEDED (not left to the driver to retry again)
+        ((503, {"error": {"code": 503, "status": "UNAVAILABLE"}}), Code.DEADLINE_EXCEEDED),
+        ((500, {"error": {"code": 500, "status": "INTERNAL"}}), Code.DEADLINE_EXCEEDED),
+        ((502, _BAD_GATEWAY), Code.DEADLINE_EXCEEDED),
         ((403, {"error": {"code": 403, "status": "PERMISSION_DENIED"}}), Code.PERMISSION_DENIED),
     ],
     ids=["503", "500", "502-html", "403"],
 )
-def test_iam_credentials_outage_is_unavailable_and_rejection_permission_denied(
+def test_iam_credentials_outage_is_retried_and_rejection_permission_denied(
     stack: GoogleStack, kube: StubKube, fault: tuple[int, Any], code: Code
 ) -> None:
     kube.annotations[("team-a", "web")] = {"iam.gke.io/gcp-service-account": GSA}

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 import pytest
 
+from keyferry_fakes.faults import GRPC, HTTP
 from keyferry_fakes.gcp import GoogleStack
 from keyferry_fakes.harness import Server
 from keyferry_fakes.kube import FakeKube
-from tests.clouds.faults import GRPC, HTTP, MAX_ATTEMPTS, Endpoint, cases, check, serve
+from tests.clouds.faults import MAX_ATTEMPTS, Endpoint, cases, check, serve
 
 NS = "team-a"
 

@@ -143,3 +143,24 @@ def test_last_known_good_serves_the_same_principal_while_google_is_down(
     google.regional["us-east1"].fail(grpc.StatusCode.PERMISSION_DENIED, times=10)
     clock.now += 1.0  # the probe gets Google's answer: a denial is never served stale
     assert refused(srv, google, EAST).code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_throttling_that_outlasts_the_retries_does_not_open_the_location(
+    start: Callable[..., tuple[Server, Clock]], google: GoogleStack
+) -> None:
+    """A throttling service is up: RESOURCE_EXHAUSTED until every retry is spent fails
+    each Mount (DEADLINE_EXCEEDED: keyferry retried), but never makes the next one fail
+    fast."""
+    srv, _ = start()
+    east = google.regional["us-east1"]
+    east.fail(grpc.StatusCode.RESOURCE_EXHAUSTED, times=100_000)
+    label = f'backend="gcp",endpoint="{east.endpoint}"'
+    for _ in range(4):
+        err = refused(srv, google, EAST)
+        assert err.code() in OUTAGE
+        assert "throttling" in (err.details() or "")
+        assert "is down" not in (err.details() or "")
+    assert not srv.metric(f"keyferry_endpoint_fail_fast_total{{{label}}}")
+    assert not srv.metric(f"keyferry_endpoint_state{{{label}}}")
+    recover(east)
+    assert mount(srv, google, EAST).files[0].contents == b"east"
