@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 DEFAULT_MODE = 0o644
 
@@ -75,6 +75,8 @@ class Output:
     transform: Callable[[Fetched, Output, str], bytes] | None = None
     """Format conversion before extraction/decoding, e.g. certificates:
     ``transform(fetched, output, where) -> bytes``; raise InvalidArgument on bad input."""
+    write: bool = True
+    """``False``: the value is only read by templates (:class:`TemplateSpec`), not written."""
 
 
 @dataclass(frozen=True)
@@ -93,9 +95,27 @@ class ObjectSpec:
 
 
 @dataclass(frozen=True)
+class TemplateSpec:
+    """One file rendered from other objects' outputs (``provider.templates``)."""
+
+    label: str
+    path: str
+    mode: int | None
+    id: str
+    source: str = field(repr=False)
+    inputs: tuple[str, ...]
+    """The output paths the template reads, sorted."""
+    compiled: Any = field(repr=False, compare=False)
+    inline: bool = True
+    """Straight-line (no loops, macros or calls): cheap enough for the event loop."""
+
+
+@dataclass(frozen=True)
 class Plan:
     dialect: str
     objects: tuple[ObjectSpec, ...]
+    templates: tuple[TemplateSpec, ...] = ()
+    """Rendered after every object was fetched (native dialect only)."""
 
 
 @dataclass(frozen=True)

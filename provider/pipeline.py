@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 
-from . import files, registry, render
+from . import files, registry, render, templates
 from .backend import Registry, digest_part
 from .errors import (
     Absent,
@@ -129,6 +129,18 @@ class Pipeline:
                         )
                     )
                 versions[object_id] = (version, spec.label)
+        if plan.templates and not errors:  # files rendered from the others (templates.py)
+            try:
+                out_files, from_templates = await templates.apply(
+                    plan,
+                    out_files,
+                    {i: v for i, (v, _) in versions.items()},
+                    self.registry.services.keyed_digest_of,
+                    mount.default_mode,
+                )
+                versions.update((v.id, (v.version, v.id)) for v in from_templates)
+            except KeyferryError as exc:
+                errors.append(exc)
         if errors:
             raise MountFailed(
                 errors, summary=f"{len(errors)} of {len(plan.objects)} objects failed"
