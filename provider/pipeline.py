@@ -9,6 +9,7 @@ ObjectVersion; on failure one error lists every failing object.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 from collections.abc import Hashable, Sequence
 from pathlib import Path
@@ -130,14 +131,19 @@ class Pipeline:
                     )
                 versions[object_id] = (version, spec.label)
         if plan.templates and not errors:  # files rendered from the others (templates.py)
+            work = functools.partial(
+                templates.render_all,
+                plan,
+                out_files,
+                {i: v for i, (v, _) in versions.items()},
+                self.registry.services.keyed_digest_of,
+                mount.default_mode,
+            )
             try:
-                out_files, from_templates = await templates.apply(
-                    plan,
-                    out_files,
-                    {i: v for i, (v, _) in versions.items()},
-                    self.registry.services.keyed_digest_of,
-                    mount.default_mode,
-                )
+                if templates.cheap(plan, out_files):
+                    out_files, from_templates = work()
+                else:
+                    out_files, from_templates = await asyncio.to_thread(work)
                 versions.update((v.id, (v.version, v.id)) for v in from_templates)
             except KeyferryError as exc:
                 errors.append(exc)

@@ -35,7 +35,6 @@ The class author controls the template; the sandbox keeps it to the values it na
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextvars
@@ -516,7 +515,7 @@ def _check(tree: nodes.Template, label: str) -> tuple[tuple[tuple[str, int], ...
         problems.append(
             ", ".join(repr(n) for n in unknown)
             + f" {'is' if len(unknown) == 1 else 'are'} not defined; a template sees "
-            "values[\"<output path>\"], range() and the names it sets itself"
+            'values["<output path>"], range() and the names it sets itself'
         )
     if problems:
         raise InvalidArgument(f"{label}: " + "; ".join(dict.fromkeys(problems)))
@@ -739,18 +738,9 @@ def _version(
     return "hmac-sha256:" + keyed_digest_of(b"".join(digest_part(p) for p in parts))[:32]
 
 
-async def apply(
-    plan: Plan,
-    files: Sequence[OutputFile],
-    versions: Mapping[str, str],
-    keyed_digest_of: Callable[[bytes], str],
-    default_mode: int,
-) -> tuple[list[OutputFile], list[ObjectVersion]]:
-    """:func:`render_all`, on the event loop when every template is straight-line and its
-    inputs are small, else in a worker thread (a loop or macro can take milliseconds)."""
-    size = sum(len(f.contents) for f in files)
-    if size <= INLINE_INPUT_BYTES and all(t.inline for t in plan.templates):
-        return render_all(plan, files, versions, keyed_digest_of, default_mode)
-    return await asyncio.get_running_loop().run_in_executor(
-        None, render_all, plan, files, versions, keyed_digest_of, default_mode
-    )
+def cheap(plan: Plan, files: Sequence[OutputFile]) -> bool:
+    """Whether :func:`render_all` may run on the event loop: every template straight-line
+    (no loop, macro or call) and the inputs small. Else it goes to a worker thread."""
+    if not all(t.inline for t in plan.templates):
+        return False
+    return sum(len(f.contents) for f in files) <= INLINE_INPUT_BYTES
