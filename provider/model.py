@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 DEFAULT_MODE = 0o644
 
@@ -105,7 +105,6 @@ class TemplateSpec:
     source: str = field(repr=False)
     inputs: tuple[str, ...]
     """The output paths the template reads, sorted."""
-    compiled: Any = field(repr=False, compare=False)
     inline: bool = True
     """Straight-line (no loops, macros or calls): cheap enough for the event loop."""
 

@@ -40,9 +40,11 @@ import binascii
 import contextvars
 import json
 import shlex
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jinja2
@@ -331,14 +333,23 @@ def _precheck(name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_WIDTH:
             raise _Exceeded(f"filter {name!r} was given a number above {MAX_WIDTH}")
     subject = args[0] if args else None
+    size = _size(subject)
     if name == "replace" and len(args) >= 3:
-        new = str(args[2])
-        budget.allow(_size(subject) * (1 + len(new)) + len(new))
+        old, new = str(args[1]), str(args[2])
+        count = size + 1 if not old else str(subject).count(old)
+        budget.allow(size + count * max(0, len(new) - len(old)))
     elif name == "join" and isinstance(subject, list | tuple | str):
         separator = str(args[1]) if len(args) > 1 else str(kwargs.get("d", ""))
         budget.allow(sum(_size(str(x)) for x in subject) + len(subject) * len(separator))
-    elif name in ("indent", "wordwrap", "center"):
-        budget.allow(_size(subject) * 2 + MAX_WIDTH)
+    elif name == "indent":
+        width = args[1] if len(args) > 1 else kwargs.get("width", 4)
+        lines = str(subject).count("\n") + 1
+        budget.allow(size + lines * (len(width) if isinstance(width, str) else int(width)))
+    elif name == "wordwrap":
+        width = args[1] if len(args) > 1 else kwargs.get("width", 79)
+        wrap = args[3] if len(args) > 3 else kwargs.get("wrapstring") or "\n"
+        breaks = size // max(1, int(width)) + size // 2 + 1  # words, or pieces of them
+        budget.allow(size + breaks * len(str(wrap)))
 
 
 def _wrap(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -423,7 +434,6 @@ class Parsed:
     source: str
     inputs: tuple[tuple[str, int], ...]
     """(output path, line) of every ``values["..."]`` the template reads."""
-    compiled: jinja2.Template = field(repr=False, compare=False)
     inline: bool = True
 
 
@@ -454,16 +464,19 @@ def parse_object(index: int, item: Mapping[str, Any]) -> Parsed:
             f"{label}: the template is {len(source)} characters, over the limit of "
             f"{MAX_SOURCE_CHARS}; split it into several template objects"
         )
-    compiled, inputs, inline = _compile(source, label)
-    return Parsed(label, path, mode, object_id, source, inputs, compiled, inline)
+    inputs, inline, compiled = _compile(source, label)
+    _COMPILED.keep(source, compiled)
+    return Parsed(label, path, mode, object_id, source, inputs, inline)
 
 
-def _compile(source: str, label: str) -> tuple[jinja2.Template, tuple[tuple[str, int], ...], bool]:
+def _compile(source: str, label: str) -> tuple[tuple[tuple[str, int], ...], bool, jinja2.Template]:
+    """Check and compile ``source``: (its inputs with their lines, whether it is
+    straight-line, the compiled template)."""
     try:
         tree = _ENV.parse(source)
         inputs, inline = _check(tree, label)
         tree = _Bound().visit(tree)
-        code = _ENV.compile(tree, name=label, filename=_FILENAME)
+        code = _ENV.compile(tree, name="template", filename=_FILENAME)
     except jinja2.TemplateSyntaxError as exc:  # also TemplateAssertionError (unknown filter)
         message = (exc.message or "syntax error").rstrip(".")
         hint = ""
@@ -472,8 +485,45 @@ def _compile(source: str, label: str) -> tuple[jinja2.Template, tuple[tuple[str,
         raise InvalidArgument(f"{label}: line {exc.lineno}: {clip(message, 200)}{hint}") from None
     except (RecursionError, MemoryError, SyntaxError):
         raise InvalidArgument(f"{label}: the template is nested too deeply") from None
-    template = _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None))
-    return template, inputs, inline
+    return inputs, inline, _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None))
+
+
+class _CompiledCache:
+    """Compiled templates by source, bounded by their total source characters: compiled
+    code is up to ~30 times larger than its source, so plans (bounded by their parameter
+    characters in :mod:`provider.plans`) do not hold it. A template pushed out is compiled
+    again at its next render."""
+
+    def __init__(self, max_chars: int) -> None:
+        self.max_chars = max_chars
+        self._chars = 0
+        self._entries: OrderedDict[str, jinja2.Template] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def keep(self, source: str, template: jinja2.Template) -> None:
+        with self._lock:
+            if source in self._entries:
+                return
+            self._entries[source] = template
+            self._chars += len(source)
+            while self._chars > self.max_chars and len(self._entries) > 1:
+                dropped, _ = self._entries.popitem(last=False)
+                self._chars -= len(dropped)
+
+    def get(self, source: str) -> jinja2.Template:
+        with self._lock:
+            template = self._entries.get(source)
+            if template is not None:
+                self._entries.move_to_end(source)
+                return template
+        *_, template = _compile(source, "template")  # checked when the class was parsed
+        self.keep(source, template)
+        return template
+
+
+MAX_COMPILED_CHARS = 1024 * 1024
+"""Source characters of the compiled templates kept (about 30 MiB of code at most)."""
+_COMPILED = _CompiledCache(MAX_COMPILED_CHARS)
 
 
 def _check(tree: nodes.Template, label: str) -> tuple[tuple[tuple[str, int], ...], bool]:
@@ -568,7 +618,6 @@ def link(
                 id=template.id,
                 source=template.source,
                 inputs=tuple(path for path, _ in template.inputs),
-                compiled=template.compiled,
                 inline=template.inline,
             )
         )
@@ -596,7 +645,7 @@ def render_one(template: TemplateSpec, values: Mapping[str, str]) -> str:
     try:
         chunks: list[str] = []
         size = 0
-        for chunk in template.compiled.generate({"values": dict(values)}):
+        for chunk in _COMPILED.get(template.source).generate({"values": dict(values)}):
             size += len(chunk)
             if size > MAX_OUTPUT_BYTES:  # characters: a lower bound on the bytes
                 raise _Exceeded(f"the rendered file is larger than {MAX_OUTPUT_BYTES} bytes")

@@ -301,6 +301,8 @@ HOSTILE = [
         "characters",
     ),
     ("{{ '%999999999s' % values['db/user'] }}", "'%'"),
+    ("{{ ((values['db/password'] ~ '\\n') * 5000) | indent(1000) }}", "characters"),
+    ("{{ (values['db/password'] * 2000) | wordwrap(1, wrapstring='x' * 1000) }}", "characters"),
     ("{{ 2 ** 100000 }}", "exponent"),
     (
         "{{ (10 ** 60) * (10 ** 60) * (10 ** 60) * (10 ** 60) * (10 ** 60) * (10 ** 60) * "
@@ -394,3 +396,16 @@ def test_parse_errors_over_the_socket_are_invalid_argument(local: Server) -> Non
         local.mount("keyferry", mount_params("{{ values['db/usr'] }}{{ values['db/password'] }}"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "did you mean 'db/user'" in (err.value.details() or "")
+
+
+def test_compiled_templates_are_bounded_and_compiled_again_when_pushed_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cache = templates._CompiledCache(max_chars=100)
+    monkeypatch.setattr(templates, "_COMPILED", cache)
+    first = plan_of("A={{ values['db/user'] }}" + PASSWORD)
+    second = plan_of("B={{ values['db/user'] }}" + PASSWORD + "x" * 60)
+    assert list(cache._entries) == [second.templates[0].source]  # the first was pushed out
+    assert render(first)[0]["app.env"] == b"A=app22"
+    assert render(second)[0]["app.env"] == b"B=app22" + b"x" * 60
+    assert list(cache._entries) == [second.templates[0].source]
