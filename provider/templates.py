@@ -138,6 +138,9 @@ class _Budget:
                 f"the template did more than {MAX_STEPS} loop iterations, calls and "
                 "filter applications"
             )
+        self.check_time()
+
+    def check_time(self) -> None:
         if time.monotonic() > self.until:
             raise _Exceeded(f"the template took longer than {MAX_RENDER_SECONDS}s to render")
 
@@ -151,9 +154,10 @@ class _Budget:
     def allow(self, chars: int) -> None:
         """Before building a value of ``chars`` characters."""
         if self.produced + chars > MAX_PRODUCED_CHARS:
-            raise _Exceeded(f"the template would produce more than {MAX_PRODUCED_CHARS} characters")
+            raise _Exceeded(_WOULD_EXCEED)
 
 
+_WOULD_EXCEED = f"the template would produce more than {MAX_PRODUCED_CHARS} characters"
 _budget: contextvars.ContextVar[_Budget] = contextvars.ContextVar("keyferry_template_budget")
 
 
@@ -168,25 +172,47 @@ def _size(value: Any) -> int:
     return len(value) if isinstance(value, str | list | tuple) else 0
 
 
-_PLAIN = (str, int, float, bool, type(None), jinja2.Undefined)
+_SCALARS = (str, int, float, bool, type(None), jinja2.Undefined)
 
 
-def _plain(value: Any, depth: int = 0) -> Any:
-    """``value`` when it is data: text, numbers, lists and mappings of them. A function
-    or macro written out would show a memory address, which changes on every restart
-    (and with it a file whose version says it did not change)."""
-    if isinstance(value, _PLAIN):
-        return value
-    if isinstance(value, list | tuple | dict) and depth < 8:
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        for key, item in items:
-            _plain(key, depth + 1)
-            _plain(item, depth + 1)
-        return value
-    raise _Refused(
-        f"a {type(value).__name__} cannot be written or converted to text; write values, "
-        "numbers or lists of them"
-    )
+def _measure(value: Any) -> int:
+    """An upper bound on the characters of ``value`` as text, refusing what is not data
+    (a function or macro written out would show a memory address, which changes on every
+    restart, and with it a file whose version says it did not change). Lists share their
+    items (``[l, l, l]``), so their text can be far larger than anything counted so far:
+    the walk stops as soon as the bound passes what is left of the budget."""
+    budget = _current()
+    room = MAX_PRODUCED_CHARS - budget.produced
+    total = 0
+    visits = 0
+    stack = [(value, 1)]
+    while stack:
+        item, scale = stack.pop()
+        if isinstance(item, str):
+            total += len(item) * scale
+        elif isinstance(item, _SCALARS):
+            total += _int_bits(item) // 3 + 24 if isinstance(item, int) else 24
+        elif isinstance(item, range):  # of at most MAX_STEPS numbers (_bounded_range)
+            total += 2 + 8 * len(item)
+        elif isinstance(item, list | tuple | dict):
+            total += 2 + 4 * len(item)
+            if total > room:  # before walking a list that may hold millions of items
+                raise _Exceeded(_WOULD_EXCEED)
+            # Inside a list a string is written quoted and escaped: up to 10 characters
+            # for one (repr's \U0001xxxx, JSON's \u00xx).
+            pairs = item.items() if isinstance(item, dict) else ((x,) for x in item)
+            stack.extend((x, 10) for pair in pairs for x in pair)
+        else:
+            raise _Refused(
+                f"a {type(item).__name__} cannot be written or converted to text; write "
+                "values, numbers or lists of them"
+            )
+        visits += 1
+        if total > room:
+            raise _Exceeded(_WOULD_EXCEED)
+        if visits % 4096 == 0:
+            budget.check_time()
+    return total
 
 
 # -- the environment ---------------------------------------------------------------------
@@ -268,8 +294,14 @@ def _emit(context: jinja2.runtime.Context, value: Any) -> Any:
     """Every piece an output statement writes (into the file, a captured block or a
     macro's result) passes here: as ``finalize``, and for template text through the
     ``Const`` nodes it is turned into."""
-    _current().produce(len(value) if isinstance(value, str) else 32)
-    return _plain(value)
+    budget = _current()
+    if isinstance(value, str):
+        budget.produce(len(value))
+        return value
+    _measure(value)
+    text = str(value)  # what Jinja would write: the file counts what it holds
+    budget.produce(len(text))
+    return text
 
 
 def _iterate(iterable: Any) -> Iterator[Any]:
@@ -281,8 +313,8 @@ def _iterate(iterable: Any) -> Iterator[Any]:
 
 def _concat(items: Sequence[Any]) -> str:
     budget = _current()
-    parts = [str(_plain(item)) for item in items]
-    budget.allow(sum(map(len, parts)))
+    budget.allow(sum(_measure(item) for item in items))
+    parts = [str(item) for item in items]
     result = "".join(parts)
     budget.produce(len(result))
     return result
@@ -340,7 +372,7 @@ def _precheck(name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None
         budget.allow(size + count * max(0, len(new) - len(old)))
     elif name == "join" and isinstance(subject, list | tuple | str):
         separator = str(args[1]) if len(args) > 1 else str(kwargs.get("d", ""))
-        budget.allow(sum(_size(str(x)) for x in subject) + len(subject) * len(separator))
+        budget.allow(_measure(subject) + len(subject) * len(separator))
     elif name == "indent":
         width = args[1] if len(args) > 1 else kwargs.get("width", 4)
         lines = str(subject).count("\n") + 1
@@ -358,8 +390,7 @@ def _wrap(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     def bounded(*args: Any, **kwargs: Any) -> Any:
         _current().step()
         given = args[1:] if passed is not None else args
-        for value in (*given, *kwargs.values()):
-            _plain(value)
+        _current().allow(sum(_measure(value) for value in (*given, *kwargs.values())))
         _precheck(name, given, kwargs)
         result = function(*args, **kwargs)
         if isinstance(result, Iterator):  # e.g. reverse() of a list

@@ -111,9 +111,10 @@ def test_loops_macros_and_conditions_work_within_the_bounds() -> None:
         "{{ kv('USER', values['db/user']) }}\n"
         "{% if values['flags'] == 'blue' %}BLUE{% else %}OTHER{% endif %}\n"
         "{% for i in range(3) %}{{ i }}{% endfor %}{{ values['db/password'] | length }}"
+        "{{ ['a', 1] }}{{ values['db/user'] | list | join(',') }}"
     )
     files, _ = render(plan)
-    assert files["app.env"] == b'1:db/user\n2:flags\nUSER="app"\nBLUE\n01222'
+    assert files["app.env"] == b"1:db/user\n2:flags\nUSER=\"app\"\nBLUE\n01222['a', 1]a,p,p"
 
 
 def test_an_optional_input_that_is_missing_can_be_guarded() -> None:
@@ -301,6 +302,16 @@ HOSTILE = [
         "characters",
     ),
     ("{{ '%999999999s' % values['db/user'] }}", "'%'"),
+    # lists share their items: their text is measured before it is built
+    ("{% set l = range(20000) | list %}{{ [" + "l, " * 300 + "] }}", "characters"),
+    ("{% set l = range(20000) | list %}{{ ([l] * 1000) | json }}", "characters"),
+    ("{% set l = range(20000) | list %}{{ [l] * 1000 ~ '' }}", "characters"),
+    (
+        "{% set l = range(20000) | list %}{% set x %}{% for i in range(19000) %}{{ l }}"
+        "{% endfor %}{% endset %}",
+        "characters",
+    ),
+    ("{{ [range] }}", "cannot be written"),
     ("{{ ((values['db/password'] ~ '\\n') * 5000) | indent(1000) }}", "characters"),
     ("{{ (values['db/password'] * 2000) | wordwrap(1, wrapstring='x' * 1000) }}", "characters"),
     ("{{ 2 ** 100000 }}", "exponent"),
