@@ -102,7 +102,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 print(f"{item.source}: {exc.message}", file=sys.stderr)
                 failures += 1
             else:
-                print(f"{item.source}: ok ({len(plan.objects)} objects, dialect {plan.dialect})")
+                rendered = f", {len(plan.templates)} templates" if plan.templates else ""
+                print(
+                    f"{item.source}: ok ({len(plan.objects)} objects{rendered}, "
+                    f"dialect {plan.dialect})"
+                )
         for other in skipped:
             print(f"{other}: skipped, not a SecretProviderClass")
     if checked == 0 and failures == 0:

@@ -14,10 +14,12 @@ import pytest
 
 from keyferry_fakes.harness import Server
 from provider import native, templates
+from provider.cli.main import main as cli_main
 from provider.errors import Code, KeyferryError
 from provider.model import Mount, OutputFile, Plan, Pod
 from provider.pipeline import make_plan
 from provider.plans import PlanCache
+from tests import REPO
 
 CANARY = "CANARY-template-9f3e1a"
 CANARY_JSON = json.dumps({"user": "app", "password": CANARY, "n": 7})
@@ -420,3 +422,23 @@ def test_compiled_templates_are_bounded_and_compiled_again_when_pushed_out(
     assert render(first)[0]["app.env"] == b"A=app22"
     assert render(second)[0]["app.env"] == b"B=app22" + b"x" * 60
     assert list(cache._entries) == [second.templates[0].source]
+
+
+def test_keyferry_validate_reports_the_template_object_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = REPO / "examples" / "aws" / "template.yaml"
+    assert cli_main(["validate", str(example)]) == 0
+    assert "ok (2 objects, 1 templates, dialect native)" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    text = example.read_text()
+    bad.write_text(text.replace('values["api-url"] | shellquote', 'values["api-url"] | shelquote'))
+    assert cli_main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "objects[2] (template: app.env): line 4: No filter named 'shelquote'" in err
+    bad.write_text(text.replace('values["api-url"]', 'values["api_url"]'))
+    assert cli_main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "line 4: values['api_url'] names no output of this class (did you mean 'api-url'?)" in err
+    )
