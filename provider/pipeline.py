@@ -145,12 +145,11 @@ class Pipeline:
                 else:
                     out_files, from_templates = await asyncio.to_thread(work)
                 versions.update((v.id, (v.version, v.id)) for v in from_templates)
-            except KeyferryError as exc:
-                errors.append(exc)
+            except KeyferryError as exc:  # a MountFailed holds one error per template
+                errors.extend(exc.errors if isinstance(exc, MountFailed) else [exc])
         if errors:
-            raise MountFailed(
-                errors, summary=f"{len(errors)} of {len(plan.objects)} objects failed"
-            )
+            total = len(plan.objects) + len(plan.templates)
+            raise MountFailed(errors, summary=f"{len(errors)} of {total} objects failed")
         files.check_file_set(out_files)
         if not versions:
             raise NotFound(

@@ -396,6 +396,9 @@ def test_template_over_the_socket_and_serving_after_hostile_ones(local: Server) 
         with pytest.raises(grpc.RpcError) as err:
             local.mount("keyferry", mount_params(template + GOOD))
         messages.append(err.value.details() or "")
+    assert messages[0].startswith(
+        "1 of 3 objects failed: [1] objects[2] (template: app.env): line 1:"
+    )
     again = local.mount("keyferry", mount_params(GOOD))
     assert {v.id: v.version for v in again.object_version} == {
         v.id: v.version for v in resp.object_version
