@@ -445,3 +445,26 @@ def test_keyferry_validate_reports_the_template_object_and_line(
     assert (
         "line 4: values['api_url'] names no output of this class (did you mean 'api-url'?)" in err
     )
+
+
+@pytest.mark.parametrize(
+    ("dialect", "params"),
+    [
+        ("aws", {"objects": "- {objectName: a, objectType: secretsmanager, template: x}"}),
+        ("gcp", {"secrets": "- {resourceName: projects/p/secrets/s/versions/1, template: x}"}),
+        (
+            "azure",
+            {
+                "keyvaultName": "kv-one",
+                "tenantID": "t",
+                "objects": "array:\n  - |\n    objectName: a\n    objectType: secret\n"
+                "    template: x\n",
+            },
+        ),
+    ],
+)
+def test_drop_in_dialects_have_no_templates(dialect: str, params: dict[str, str]) -> None:
+    with pytest.raises(KeyferryError) as err:
+        make_plan(Mount(pod=Pod(), parameters=params, dialect=dialect))
+    assert err.value.code is Code.INVALID_ARGUMENT
+    assert "unknown key 'template'" in err.value.message
