@@ -11,6 +11,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keyferry_fakes.harness import Server
 from provider import native, templates
@@ -468,3 +470,54 @@ def test_drop_in_dialects_have_no_templates(dialect: str, params: dict[str, str]
         make_plan(Mount(pod=Pod(), parameters=params, dialect=dialect))
     assert err.value.code is Code.INVALID_ARGUMENT
     assert "unknown key 'template'" in err.value.message
+
+
+TOKENS = [
+    *("{{ ", " }}", "{% ", " %}", "{# ", " #}", "{%- ", " -%}", "\n", " ", "x", "'", '"'),
+    *("values['db/user']", "values['db/password']", "values", "values[", "]", "(", ")"),
+    *("for i in ", "endfor", "if ", "else", "endif", "set s = ", "macro m(a)", "endmacro"),
+    *("m(", "range(", "99999", "0", "-1", "2", "*", "**", "~", "+", "%", "/", "//", ","),
+    *(
+        "| upper",
+        "| json",
+        "| shellquote",
+        "| b64decode",
+        "| int",
+        "| join(",
+        "| replace(",
+        "| indent(",
+        "| nosuch",
+        "loop.index",
+        "s",
+        "[",
+        "{",
+        "}",
+        "'a'",
+        ".__class__",
+        "raw",
+        "endraw",
+        "filter upper",
+        "endfilter",
+        "call m(1)",
+        "endcall",
+        "caller()",
+    ),
+]
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.lists(st.sampled_from(TOKENS), max_size=40))
+def test_any_template_parses_renders_or_fails_with_a_clear_error(tokens: list[str]) -> None:
+    source = "".join(tokens) + "{{ values['db/user'] }}{{ values['db/password'] }}"
+    try:
+        plan = plan_of(source)
+    except KeyferryError as err:
+        assert err.code is Code.INVALID_ARGUMENT
+        return
+    try:
+        files, versions = render(plan)
+    except KeyferryError as err:
+        assert err.code in (Code.INVALID_ARGUMENT, Code.RESOURCE_EXHAUSTED)
+        assert CANARY not in err.message
+        return
+    assert len(files["app.env"]) <= templates.MAX_OUTPUT_BYTES and set(versions) == {"app.env"}
