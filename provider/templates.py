@@ -267,6 +267,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     ) -> Any:
         budget = _current()
         budget.step()
+        if not __self.is_safe_callable(__obj):  # the sandbox's own check, kept
+            raise _Refused("the template called something the sandbox does not allow")
         if budget.depth >= MAX_DEPTH:
             raise _Exceeded(f"macros call each other more than {MAX_DEPTH} levels deep")
         budget.depth += 1
