@@ -24,6 +24,15 @@ from provider.plans import PlanCache
 from tests import REPO
 
 CANARY = "CANARY-template-9f3e1a"
+
+
+@pytest.fixture(autouse=True)
+def no_time_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step and size bounds decide here, never how busy the machine is; the time
+    bound has a test of its own on a clock the test moves."""
+    monkeypatch.setattr(templates, "MAX_RENDER_SECONDS", 3600.0)
+
+
 CANARY_JSON = json.dumps({"user": "app", "password": CANARY, "n": 7})
 
 INPUTS = """\
@@ -53,6 +62,7 @@ def parse_error(template: str, **kwargs: str) -> str:
 
 
 PASSWORD = "{{ values['db/password'] | length }}"
+BOTH = "{{ values['db/user'] }}" + PASSWORD
 FILES = {"db/user": b"app", "db/password": CANARY.encode(), "flags": b"blue"}
 VERSIONS = {"db/user": "v1", "flags": "f1"}  # object id -> version (db.json's id: db/user)
 
@@ -336,6 +346,17 @@ def test_hostile_templates_stop_with_an_error(template: str, expected: str) -> N
     assert expected in err.message
     where = "" if expected == "larger than" else "line 1: "  # counted as it streams out
     assert f"objects[2] (template: app.env): {where}" in err.message
+
+
+def test_the_time_bound_stops_a_slow_render(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(templates, "MAX_RENDER_SECONDS", 0.5)
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(templates, "_clock", lambda: next(ticks) * 0.01)  # 10 ms a look
+    err = render_error("{% for i in range(200) %}{{ i }}{% endfor %}" + BOTH)
+    assert err.code is Code.RESOURCE_EXHAUSTED
+    assert "line 1: the template took longer than 0.5s to render" in err.message
+    monkeypatch.setattr(templates, "_clock", lambda: 0.0)
+    assert render(plan_of("{% for i in range(200) %}{% endfor %}" + BOTH))[0]["app.env"]
 
 
 LEAKY = [
