@@ -89,10 +89,17 @@ MAX_INT_BITS = 4096
 """Integer results of ``*`` and ``**``."""
 MAX_RENDER_SECONDS = 0.5
 """Wall-clock bound on one render, beside the deterministic step bound."""
-INLINE_INPUT_BYTES = 64 * 1024
-"""A template without loops, macros or calls renders on the event loop up to this many
-bytes of input; any other goes to a worker thread."""
+INLINE_INPUT_BYTES = 8 * 1024
+INLINE_OPERATIONS = 16
+"""A template without loops, macros, calls, ``*`` or ``**``, with at most
+``INLINE_OPERATIONS`` filters and operators, all of them quoting or converting one value
+(:data:`_LIGHT`), renders on the event loop over up to ``INLINE_INPUT_BYTES`` of input
+(well under a millisecond); any other goes to a worker thread."""
 
+_LIGHT = frozenset(
+    ("shellquote", "json", "b64encode", "b64decode", "upper", "lower", "trim", "default"),
+) | frozenset(("d", "length", "count", "int", "float", "string", "capitalize", "title"))
+"""Filters that make one value of about its size, at C speed."""
 _FILENAME = "<keyferry template>"
 _GLOBALS = ("values", "range")
 _FORBIDDEN: dict[type[nodes.Node], str] = {
@@ -570,11 +577,18 @@ def _check(tree: nodes.Template, label: str) -> tuple[tuple[tuple[str, int], ...
     inputs: dict[str, int] = {}
     allowed: set[int] = set()
     inline = True
+    operations = 0
     for node in tree.find_all(nodes.Node):
         if type(node) in _FORBIDDEN:
             problems.append(f"line {node.lineno}: {_FORBIDDEN[type(node)]}")
         if isinstance(node, nodes.For | nodes.Macro | nodes.CallBlock | nodes.Call):
             inline = False
+        if isinstance(node, nodes.Mul | nodes.Pow):  # the operators that multiply sizes
+            inline = False
+        if isinstance(node, nodes.Filter) and node.name not in _LIGHT:
+            inline = False
+        if isinstance(node, nodes.Filter | nodes.BinExpr | nodes.Concat | nodes.FilterBlock):
+            operations += 1
         if isinstance(node, nodes.For) and node.recursive:
             problems.append(f"line {node.lineno}: recursive loops are not available")
         if (
@@ -606,7 +620,7 @@ def _check(tree: nodes.Template, label: str) -> tuple[tuple[tuple[str, int], ...
         )
     if problems:
         raise InvalidArgument(f"{label}: " + "; ".join(dict.fromkeys(problems)))
-    return tuple(sorted(inputs.items())), inline
+    return tuple(sorted(inputs.items())), inline and operations <= INLINE_OPERATIONS
 
 
 def _is_values(node: nodes.Node) -> bool:

@@ -542,3 +542,24 @@ def test_any_template_parses_renders_or_fails_with_a_clear_error(tokens: list[st
         assert CANARY not in err.message
         return
     assert len(files["app.env"]) <= templates.MAX_OUTPUT_BYTES and set(versions) == {"app.env"}
+
+
+@pytest.mark.parametrize(
+    ("template", "inline"),
+    [
+        ("A={{ values['db/user'] | shellquote }}\nB={{ values['db/password'] | json }}\n", True),
+        ("{% if values['db/user'] %}{{ values['db/password'] | upper }}{% endif %}", True),
+        ("{% for c in 'ab' %}{% endfor %}", False),  # loops: a worker thread
+        ("{% macro m() %}{% endmacro %}", False),
+        ("{{ values['db/user'] * 2 }}", False),  # sizes multiplied
+        ("{{ values['db/user'] | list | join(',') }}", False),  # a list of every character
+        ("{{ values['db/user'] | upper }}" * 17, False),  # more than 16 operations
+    ],
+)
+def test_only_cheap_templates_render_on_the_event_loop(template: str, inline: bool) -> None:
+    plan = plan_of(template + BOTH)
+    assert plan.templates[0].inline is inline
+    small = [OutputFile(p, 0o644, c, source="t") for p, c in FILES.items()]
+    large = [OutputFile("flags", 0o644, b"x" * (templates.INLINE_INPUT_BYTES + 1), source="t")]
+    assert templates.cheap(plan, small) is inline
+    assert templates.cheap(plan, large) is False
