@@ -73,16 +73,18 @@ def test_workload_identity_mounts_for_the_controller(
     assert CANARY.decode() not in logs and all(t not in logs for t in tokens.values())
 
 
-def test_no_token_names_the_controllers_audience_flag(srv: Server, stack: GoogleStack) -> None:
+def refused(srv: Server, tokens: dict[str, str] | None) -> grpc.RpcError:
+    """The status of a drop-in Mount of NAME for the SecretSync's team-a/web."""
+    params = {"secrets": f"- resourceName: {NAME}\n  path: s\n"}
     with pytest.raises(grpc.RpcError) as info:
-        srv.sync_mount(
-            "gcp",
-            {"secrets": f"- resourceName: {NAME}\n  path: s\n"},
-            namespace=NS,
-            service_account=KSA,
-        )
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    details = info.value.details() or ""
+        srv.sync_mount("gcp", params, namespace=NS, service_account=KSA, tokens=tokens)
+    return info.value
+
+
+def test_no_token_names_the_controllers_audience_flag(srv: Server, stack: GoogleStack) -> None:
+    error = refused(srv, None)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    details = error.details() or ""
     assert "--token-request-audience" in details and stack.google.token_audience in details
     assert "CSIDriver" not in details
     assert stack.google.counts["sts"] == 0
@@ -91,15 +93,8 @@ def test_no_token_names_the_controllers_audience_flag(srv: Server, stack: Google
 def test_a_secretsync_naming_another_service_account_than_its_token_is_refused(
     srv: Server, stack: GoogleStack
 ) -> None:
-    with pytest.raises(grpc.RpcError) as info:
-        srv.sync_mount(
-            "gcp",
-            {"secrets": f"- resourceName: {NAME}\n  path: s\n"},
-            namespace=NS,
-            service_account=KSA,
-            tokens=controller_token(stack, "other"),
-        )
-    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    error = refused(srv, controller_token(stack, "other"))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     assert stack.google.counts["sts"] == 0 and stack.google.counts["secretmanager"] == 0
 
 
