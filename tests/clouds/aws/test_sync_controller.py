@@ -6,12 +6,14 @@ and a class that would need the node's region is told to set ``region``."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+import yaml
 
 from keyferry_fakes.aws_faults import AwsFaults, seed_clients
 from keyferry_fakes.harness import (
@@ -22,6 +24,8 @@ from keyferry_fakes.harness import (
 )
 from keyferry_fakes.kube import FakeKube
 from keyferry_fakes.oidc import ISSUER
+from provider.cli import manifest
+from tests import REPO
 
 NS, SA = DEFAULT_POD[0], DEFAULT_POD[3]
 ROLE = "arn:aws:iam::123456789012:role/web"
@@ -170,3 +174,43 @@ def test_a_token_for_another_service_account_is_refused_by_sts(
         )
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert proxy.count("GetSecretValue") == 0
+
+
+def test_the_example_secretsync_gets_its_secret_data(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube
+) -> None:
+    """examples/sync-controller end to end: its class, Mounted as the controller does for
+    its SecretSync, gives every sourcePath the SecretSync copies into the Secret."""
+    example = REPO / "examples" / "sync-controller" / "secretsync.yaml"
+    items = [d for d in yaml.safe_load_all(example.read_text()) if d]
+    (sa,) = [d for d in items if d["kind"] == "ServiceAccount"]
+    (sync,) = [d for d in items if d["kind"] == "SecretSync"]
+    (spc,) = [c for c in manifest.load(example) if not isinstance(c, Exception)]
+    ns, name = sa["metadata"]["namespace"], sa["metadata"]["name"]
+    role = sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    kube.add_service_account(ns, name, {"eks.amazonaws.com/role-arn": role})
+    proxy.trust(role, ns, name)
+    sm, ssm = seed_clients("eu-west-1")
+    doc = json.dumps({"username": "app", "password": "CANARY-aws-example-sync"})
+    try:
+        sm.create_secret(Name="prod/web/db", SecretString=doc)
+    except sm.exceptions.ResourceExistsException:  # moto keeps data between tests
+        sm.put_secret_value(SecretId="prod/web/db", SecretString=doc)
+    ssm.put_parameter(
+        Name="/prod/web/feature-flags", Value="beta=on", Type="String", Overwrite=True
+    )
+    tokens = {
+        AUD: ISSUER.pod_token(AUD, ns, name, pod=None, lifetime=SYNC_CONTROLLER_TOKEN_SECONDS)
+    }
+    with server(tmp_path, proxy, kube) as srv:
+        resp = srv.sync_mount(
+            spc.provider, spc.parameters, namespace=ns, service_account=name, tokens=tokens
+        )
+    files = {f.path: f.contents for f in resp.files}
+    data = {e["targetKey"]: files[e["sourcePath"]] for e in sync["spec"]["secretObject"]["data"]}
+    assert data == {
+        "username": b"app",
+        "password": b"CANARY-aws-example-sync",
+        "feature-flags": b"beta=on",
+    }
+    assert set(kube.requests) == {f"/api/v1/namespaces/{ns}/serviceaccounts/{name}"}
