@@ -153,3 +153,39 @@ def test_the_impersonation_refusal_names_the_pools_member(
     assert f"to member '{member}'" in err.message
     if pool is OTHER_POOL:
         assert "svc.id.goog" not in err.message
+
+
+def test_outside_gke_the_refusal_names_the_principal_that_the_binding_then_admits(
+    serve: Callable[..., Server], google: GoogleStack, kube: FakeKube
+) -> None:
+    """A workload identity pool outside GKE (the pool provider by its full resource name):
+    the fake IAM knows the pod only as principal://.../subject/system:serviceaccount:ns:ksa,
+    and granting the member the message names is what lets the impersonation through."""
+    google.google.outside_gke()
+    google.secret_manager.add_version("my-project", "synced", CANARY)
+    google.google.allow_project(f"serviceAccount:{GSA}")
+    srv = serve(
+        providers="keyferry,gcp",
+        backends={"gcp": google.settings()},
+        kubernetes=kube.settings(),
+        cache_ttl_seconds=0,
+    )
+    error = refused(srv, controller_token(google))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    details = error.details() or ""
+    member = google.google.federated_principal(NS, KSA)
+    assert member.endswith(
+        f"/workloadIdentityPools/on-prem/subject/system:serviceaccount:{NS}:{KSA}"
+    )
+    assert f"to member '{member}'" in details and "svc.id.goog" not in details
+    google.google.grant(
+        f"projects/-/serviceAccounts/{GSA}", "roles/iam.workloadIdentityUser", member
+    )
+    resp = srv.sync_mount(
+        "gcp",
+        {"secrets": f"- resourceName: {NAME}\n  path: s\n"},
+        namespace=NS,
+        service_account=KSA,
+        tokens=controller_token(google),
+    )
+    assert [f.contents for f in resp.files] == [CANARY]
