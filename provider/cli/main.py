@@ -23,7 +23,7 @@ from ..errors import ConfigError, KeyferryError
 from ..files import path_problem
 from ..model import OutputFile, Pod
 from ..observe import setup_logging
-from . import manifest
+from . import manifest, secretsync
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_DIR = REPO / "examples" / "demo"
@@ -82,6 +82,8 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     failures = checked = 0
+    written: dict[tuple[str, str], set[str]] = {}
+    syncs: list[secretsync.SecretSync] = []
     for path in args.files:
         skipped: list[str] = []
         try:
@@ -103,12 +105,45 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 failures += 1
             else:
                 print(f"{item.source}: ok ({len(plan.objects)} objects, dialect {plan.dialect})")
+                paths = {o.path for obj in plan.objects for o in obj.outputs}
+                written[(item.namespace, item.name)] = paths
+        found = secretsync.load(path)
+        syncs.extend(found)
         for other in skipped:
-            print(f"{other}: skipped, not a SecretProviderClass")
+            if not any(other == s.source for s in found):
+                print(f"{other}: skipped, not a SecretProviderClass")
+    for sync in syncs:
+        failures += _validate_sync(sync, written)
     if checked == 0 and failures == 0:
         print("no SecretProviderClass found", file=sys.stderr)
         return 1
     return 1 if failures else 0
+
+
+def _validate_sync(sync: secretsync.SecretSync, written: dict[tuple[str, str], set[str]]) -> int:
+    """Print what ``keyferry validate`` finds about one SecretSync; 1 if it is wrong."""
+    files = written.get((sync.namespace, sync.class_name))
+    if files is None:  # a class or a SecretSync without a namespace matches any
+        files = next(
+            (
+                f
+                for (ns, name), f in written.items()
+                if name == sync.class_name and "" in (ns, sync.namespace)
+            ),
+            None,
+        )
+    problems = secretsync.check(sync, files)
+    if problems:
+        print(f"{sync.source}: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    if files is None:
+        print(
+            f"{sync.source}: ok; its SecretProviderClass {sync.class_name} is not among the "
+            "files, so its sourcePaths were not checked"
+        )
+    else:
+        print(f"{sync.source}: ok ({len(sync.data)} keys from {sync.class_name})")
+    return 0
 
 
 def _pick(path: str, name: str | None) -> manifest.SecretProviderClass:
