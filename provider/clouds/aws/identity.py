@@ -145,6 +145,12 @@ class Identities:
             "secrets-store.csi.k8s.io says (expirationSeconds): check those and the node's "
             "clock"
         )
+        if sync_controller.from_sync_controller(mount):
+            token_hint = (
+                f"the service-account token for audience '{IRSA_AUDIENCE}' has expired; the "
+                f"{sync_controller.NAME} requests 10-minute tokens and renews them before they "
+                "expire: check the clocks of its node and of the API server"
+            )
         oidc_hint = (
             "STS cannot verify the pod's token: the AWS account needs an IAM OIDC provider "
             f"for the cluster's issuer URL with audience (client ID) '{IRSA_AUDIENCE}', and "

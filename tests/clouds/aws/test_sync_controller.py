@@ -214,3 +214,17 @@ def test_the_example_secretsync_gets_its_secret_data(
         "feature-flags": b"beta=on",
     }
     assert set(kube.requests) == {f"/api/v1/namespaces/{ns}/serviceaccounts/{name}"}
+
+
+def test_an_expired_controller_token_names_the_controller_not_the_csidriver(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube
+) -> None:
+    name, _ = secret("unused")
+    expired = {AUD: ISSUER.pod_token(AUD, NS, SA, pod=None, lifetime=-60)}
+    with server(tmp_path, proxy, kube) as srv, pytest.raises(grpc.RpcError) as info:
+        srv.sync_mount("aws", drop_in(name), namespace=NS, service_account=SA, tokens=expired)
+    assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    details = info.value.details() or ""
+    assert "ExpiredTokenException" in details and "secrets-store-sync-controller" in details
+    assert "tokenRequests" not in details and expired[AUD] not in details
+    assert [r.code for r in proxy.refusals] == ["ExpiredTokenException"]
