@@ -25,10 +25,14 @@ from provider import sync_controller
 from provider._proto.v1alpha1 import service_pb2 as pb
 from provider._proto.v1alpha1 import service_pb2_grpc as pb_grpc
 from provider.cli.embedded import EmbeddedProvider
-from provider.cli.manifest import SecretProviderClass, driver_attributes, encode_attributes
+from provider.cli.manifest import (
+    SecretProviderClass,
+    driver_attributes,
+    encode_attributes,
+    sync_controller_attributes,
+)
 from provider.model import Pod
 from provider.observe import setup_logging
-from provider.protocol import POD_NAME, POD_NAMESPACE, POD_UID, SERVICE_ACCOUNT, TOKENS_KEY
 
 DEFAULT_POD = ("team-a", "web-0", "11111111-2222-3333-4444-555555555555", "web")
 EXPIRATION = "2030-01-01T00:00:00Z"
@@ -100,24 +104,17 @@ def sync_controller_request(
     the tokens it requested for that ServiceAccount per configured audience (no tokens key
     when none is configured), ``{}`` for secrets, permission 0644 as JSON, no current
     versions and the fixed target path. No ``secretProviderClass`` or ``ephemeral`` key."""
-    attrs = dict(params)
-    attrs.update(
-        {
-            POD_NAME: controller_pod[0],
-            POD_UID: controller_pod[1],
-            POD_NAMESPACE: namespace,
-            SERVICE_ACCOUNT: service_account,
-        }
+    spc = SecretProviderClass(
+        name="", namespace=namespace, provider="", parameters=params, source="test"
     )
-    if tokens:
-        # Go's json.Marshal of map[audience]TokenRequestStatus: compact, keys sorted.
-        attrs[TOKENS_KEY] = json.dumps(
-            {
-                aud: {"token": tok, "expirationTimestamp": expiration}
-                for aud, tok in sorted(tokens.items())
-            },
-            separators=(",", ":"),
-        )
+    attrs = sync_controller_attributes(
+        spc,
+        namespace,
+        service_account,
+        controller_pod=controller_pod,
+        tokens=tokens,
+        expiration=expiration,
+    )
     return pb.MountRequest(
         attributes=encode_attributes(attrs),
         secrets="{}",

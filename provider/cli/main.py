@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from .. import __version__, config
+from .. import __version__, config, sync_controller
 from .._proto.v1alpha1 import service_pb2 as pb
 from .._proto.v1alpha1 import service_pb2_grpc as pb_grpc
 from ..errors import ConfigError, KeyferryError
@@ -172,6 +172,8 @@ def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
 
 
 def build_request(args: argparse.Namespace, spc: manifest.SecretProviderClass) -> pb.MountRequest:
+    if getattr(args, "sync_controller", False):  # `keyferry demo` has no such flag
+        return _sync_controller_request(args, spc)
     namespace, _, pod_name = (args.pod or "default/keyferry-cli").partition("/")
     pod = Pod(
         namespace=namespace,
@@ -193,6 +195,34 @@ def build_request(args: argparse.Namespace, spc: manifest.SecretProviderClass) -
         attributes=manifest.encode_attributes(attrs),
         secrets=json.dumps(secrets) if secrets else "null",
         target_path=f"/var/lib/kubelet/pods/{pod.uid}/volumes/kubernetes.io~csi/secrets/mount",
+        permission="420",
+    )
+
+
+def _sync_controller_request(
+    args: argparse.Namespace, spc: manifest.SecretProviderClass
+) -> pb.MountRequest:
+    """The request the secrets-store-sync-controller sends for a SecretSync in the pod's
+    namespace naming --service-account; --pod's name and --pod-uid stand for the
+    controller's own pod (default: none)."""
+    if args.secret or args.volume_attribute:
+        raise SystemExit(
+            "--sync-controller: the controller sends no nodePublishSecretRef (--secret) and no "
+            "volume attributes (--volume-attribute)"
+        )
+    namespace, _, controller = (args.pod or spc.namespace or "default").partition("/")
+    tokens = {aud: Path(f).read_text().strip() for aud, f in _pairs(args.token, "--token").items()}
+    attrs = manifest.sync_controller_attributes(
+        spc,
+        namespace,
+        args.service_account,
+        controller_pod=(controller, args.pod_uid),
+        tokens=tokens,
+    )
+    return pb.MountRequest(
+        attributes=manifest.encode_attributes(attrs),
+        secrets="{}",
+        target_path=sync_controller.TARGET_PATH,
         permission="420",
     )
 
@@ -338,6 +368,12 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=FILE",
         help="nodePublishSecretRef data",
+    )
+    m.add_argument(
+        "--sync-controller",
+        action="store_true",
+        help="send the request the secrets-store-sync-controller sends for a SecretSync in "
+        "the --pod namespace naming --service-account (docs/sync-controller.md)",
     )
     m.add_argument("--socket", help="a running provider's socket; default: an in-process one")
     m.add_argument("--out", help="write the files here with the driver's atomic layout")

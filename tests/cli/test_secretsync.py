@@ -1,14 +1,18 @@
 """``keyferry validate`` checks each SecretSync against its class: every sourcePath must be a
-file the class's Mount writes, in the form the SecretSync CRD admits (one name, or name/N)."""
+file the class's Mount writes, in the form the SecretSync CRD admits (one name, or name/N);
+``keyferry mount --sync-controller`` sends the request the controller sends."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from provider.cli.main import main
+from keyferry_fakes.harness import sync_controller_request
+from provider.cli import manifest
+from provider.cli.main import build_request, main, parser
 from tests import REPO
 
 CLASS = """\
@@ -138,3 +142,60 @@ def test_a_secretsync_that_is_not_a_mapping_inside_is_reported_not_crashed(
     assert code == 1
     assert "apiVersion must be secret-sync.x-k8s.io/v1alpha1" in err
     assert "spec.secretProviderClassName is required" in err
+
+
+# -- keyferry mount --sync-controller ------------------------------------------------------
+
+
+def test_mount_sync_controller_sends_exactly_the_controllers_request(tmp_path: Path) -> None:
+    spc_file = tmp_path / "spc.yaml"
+    spc_file.write_text(CLASS)
+    token = tmp_path / "token"
+    token.write_text("tok-1\n")
+    args = parser().parse_args(
+        [
+            "mount",
+            "-f",
+            str(spc_file),
+            "--sync-controller",
+            "--pod",
+            "team-a/ctrl-0",
+            "--pod-uid",
+            "u-1",
+            "--service-account",
+            "web",
+            "--token",
+            f"aud-1={token}",
+        ]
+    )
+    (spc,) = manifest.select(spc_file)
+    got = build_request(args, spc)
+    expected = sync_controller_request(
+        spc.parameters,
+        namespace="team-a",
+        service_account="web",
+        tokens={"aud-1": "tok-1"},
+        controller_pod=("ctrl-0", "u-1"),
+        expiration="",
+    )
+    assert got == expected
+
+
+def test_mount_sync_controller_writes_the_files_for_the_secretsync(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "db.json").write_text(json.dumps({"password": "pw", "user": "app"}))
+    spc_file = tmp_path / "spc.yaml"
+    spc_file.write_text(CLASS)
+    mount = ["mount", "-f", str(spc_file), "--local-root", str(tmp_path), "--print"]
+    rc = main([*mount, "--sync-controller", "--pod", "team-a", "--service-account", "web"])
+    assert rc == 0
+    assert "db-password  mode 0644  2 bytes" in capsys.readouterr().out
+
+
+def test_mount_sync_controller_refuses_what_the_controller_never_sends(tmp_path: Path) -> None:
+    spc_file = tmp_path / "spc.yaml"
+    spc_file.write_text(CLASS)
+    with pytest.raises(SystemExit) as info:
+        main(["mount", "-f", str(spc_file), "--sync-controller", "--secret", f"k={spc_file}"])
+    assert "sends no nodePublishSecretRef" in str(info.value)
