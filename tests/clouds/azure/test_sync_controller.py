@@ -84,49 +84,43 @@ def test_identity_from_the_service_accounts_annotations(
     assert set(kube.requests) == {f"/api/v1/namespaces/{NS}/serviceaccounts/{SA}"}
 
 
+def refused(
+    serve: Callable[..., Server],
+    fake: FakeAzure,
+    socket: str,
+    params: dict[str, str],
+    tokens: dict[str, str] | None,
+) -> grpc.RpcError:
+    """The status of a Mount for the SecretSync's team-a/web by a keyferry that has no
+    Kubernetes API; nothing may have reached Entra ID."""
+    srv = serve(providers="keyferry,azure", backends={"azure": fake.settings()})
+    with pytest.raises(grpc.RpcError) as info:
+        srv.sync_mount(socket, params, namespace=NS, service_account=SA, tokens=tokens)
+    assert fake.entra.token_requests == 0
+    return info.value
+
+
 def test_without_kubernetes_api_a_class_without_client_id_is_told_to_set_it(
     serve: Callable[..., Server], fake: FakeAzure
 ) -> None:
-    srv = serve(providers="keyferry,azure", backends={"azure": fake.settings()})
-    with pytest.raises(grpc.RpcError) as info:
-        srv.sync_mount(
-            "keyferry",
-            native(identity=False),
-            namespace=NS,
-            service_account=SA,
-            tokens=controller_token(),
-        )
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    details = info.value.details() or ""
-    assert "set 'clientID' in the SecretProviderClass" in details
-    assert fake.entra.token_requests == 0
+    error = refused(serve, fake, "keyferry", native(identity=False), controller_token())
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "set 'clientID' in the SecretProviderClass" in (error.details() or "")
 
 
 def test_no_token_names_the_controllers_audience_flag(
     serve: Callable[..., Server], fake: FakeAzure
 ) -> None:
-    srv = serve(providers="keyferry,azure", backends={"azure": fake.settings()})
-    with pytest.raises(grpc.RpcError) as info:
-        srv.sync_mount("azure", drop_in(), namespace=NS, service_account=SA)
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    details = info.value.details() or ""
+    error = refused(serve, fake, "azure", drop_in(), None)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    details = error.details() or ""
     assert "--token-request-audience" in details and AUD in details
     assert "CSIDriver" not in details
-    assert fake.entra.token_requests == 0
 
 
 def test_a_token_of_another_service_account_is_refused(
     serve: Callable[..., Server], fake: FakeAzure
 ) -> None:
     # The SecretSync names team-a/web; a token of team-a/other is not its identity.
-    srv = serve(providers="keyferry,azure", backends={"azure": fake.settings()})
-    with pytest.raises(grpc.RpcError) as info:
-        srv.sync_mount(
-            "azure",
-            drop_in(),
-            namespace=NS,
-            service_account=SA,
-            tokens=controller_token("other"),
-        )
-    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert fake.entra.token_requests == 0
+    error = refused(serve, fake, "azure", drop_in(), controller_token("other"))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
