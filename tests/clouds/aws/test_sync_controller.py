@@ -228,3 +228,19 @@ def test_an_expired_controller_token_names_the_controller_not_the_csidriver(
     assert "ExpiredTokenException" in details and "secrets-store-sync-controller" in details
     assert "tokenRequests" not in details and expired[AUD] not in details
     assert [r.code for r in proxy.refusals] == ["ExpiredTokenException"]
+
+
+def test_each_poll_with_a_fresh_controller_token_reuses_the_role_credentials(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube
+) -> None:
+    # The controller mints a new 10-minute token per poll; the role's credentials are kept
+    # per principal (namespace, ServiceAccount, role) until they near expiry, so a poll
+    # costs no STS call, only the reads (the value cache is off here).
+    name, _ = secret("polled")
+    with server(tmp_path, proxy, kube) as srv:
+        for _ in range(3):
+            srv.sync_mount(
+                "aws", drop_in(name), namespace=NS, service_account=SA, tokens=controller_token()
+            )
+    assert len(proxy.sts_calls()) == 1
+    assert proxy.count("GetSecretValue") + proxy.count("BatchGetSecretValue") == 3
