@@ -52,6 +52,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape as xml_escape
 
+from keyferry_fakes.aws_iam import Iam
 from keyferry_fakes.faults import Fault, Faults
 from keyferry_fakes.oidc import ISSUER, TokenRejected, service_account_of
 from keyferry_fakes.serving import HTTPServing, Serving
@@ -64,6 +65,8 @@ _AUTH = re.compile(
 )
 IRSA_AUDIENCE = "sts.amazonaws.com"
 UNSIGNED_OPERATIONS = frozenset({"AssumeRoleWithWebIdentity"})
+_ISSUING = ("AssumeRoleWithWebIdentity", "AssumeRole")
+"""STS operations whose answer holds credentials the fake then accepts."""
 """STS operations AWS accepts without SigV4 (the token is the credential)."""
 _CLOCK_SKEW = 15 * 60
 _moto: Serving | None = None
@@ -233,6 +236,8 @@ class AwsFaults:
     issued: dict[str, Issued] = field(default_factory=dict)
     """access key id -> the credentials the fake identity issued."""
     refusals: list[Refusal] = field(default_factory=list)
+    iam: Iam = field(default_factory=Iam)
+    """Role-to-role trust (sts:AssumeRole) and identity policies (:mod:`.aws_iam`)."""
     faults: Faults = field(default_factory=Faults)
     """Throttling, 5xx, resets and slow answers by operation (``where``), applied to
     requests that pass the identity checks and match no :class:`Rule`."""
@@ -281,7 +286,7 @@ class AwsFaults:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
-                if rec.operation == "AssumeRoleWithWebIdentity" and resp.status == 200:
+                if rec.operation in _ISSUING and resp.status == 200:
                     proxy._issued_by_sts(rec, data)
                 self.send_response(resp.status)
                 for key, value in resp.getheaders():
@@ -398,7 +403,23 @@ class AwsFaults:
     def _authenticate(self, method: str, path: str, rec: Recorded) -> Refusal | None:
         if rec.operation in UNSIGNED_OPERATIONS:
             return self._check_web_identity(rec)
-        return self._check_signature(method, path, rec)
+        refusal = self._check_signature(method, path, rec)
+        if refusal is not None:
+            return refusal
+        m = _AUTH.match({k.lower(): v for k, v in rec.headers.items()}.get("authorization", ""))
+        with self._mutex:
+            caller = self.issued.get(m["key"]) if m else None
+        if caller is None:  # pragma: no cover - the signature check found it
+            return None
+        json_api = bool(rec.headers.get("X-Amz-Target"))
+        denial = self.iam.authorize(
+            caller.role_arn, m["service"] if m else "", rec.operation, rec.body, json_api
+        )
+        if denial is None and rec.operation == "AssumeRole":
+            denial = self.iam.assume_role(caller.role_arn, bool(caller.session_token), rec.body)
+        if denial is None:
+            return None
+        return self._refuse(rec, denial.status, denial.code, denial.message)
 
     def _check_web_identity(self, rec: Recorded) -> Refusal | None:
         form = {k: v[0] for k, v in parse_qs(rec.body.decode("utf-8", "replace")).items()}
@@ -566,6 +587,7 @@ class AwsFaults:
             self.delay.clear()
             self.trusts.clear()
             self.issued.clear()
+        self.iam.reset()
         self.faults.clear()
 
     def count(self, operation: str | None = None, region: str | None = None) -> int:
@@ -604,8 +626,10 @@ def aws_faults() -> Iterator[AwsFaults]:
         proxy.close()
 
 
-def seed_clients(region: str = "us-east-1") -> tuple[Any, Any]:
-    """boto3 clients talking to moto directly (for test setup only)."""
+def seed_clients(region: str = "us-east-1", account: str = ACCOUNT) -> tuple[Any, Any]:
+    """boto3 clients talking to moto directly (for test setup only), in moto's default
+    account or, for cross-account tests, in ``account`` (moto keeps each account's data
+    apart and serves credentials of a role in that account from it)."""
     import boto3
 
     kwargs = {
@@ -614,4 +638,12 @@ def seed_clients(region: str = "us-east-1") -> tuple[Any, Any]:
         "aws_access_key_id": "testing",
         "aws_secret_access_key": "testing",
     }
+    if account != ACCOUNT:
+        sts = boto3.client("sts", **kwargs)
+        creds = sts.assume_role(
+            RoleArn=f"arn:aws:iam::{account}:role/keyferry-seed", RoleSessionName="seed"
+        )["Credentials"]
+        kwargs["aws_access_key_id"] = creds["AccessKeyId"]
+        kwargs["aws_secret_access_key"] = creds["SecretAccessKey"]
+        kwargs["aws_session_token"] = creds["SessionToken"]
     return boto3.client("secretsmanager", **kwargs), boto3.client("ssm", **kwargs)
