@@ -8,39 +8,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import boto3
 import pytest
-from botocore import UNSIGNED
-from botocore.config import Config
-from botocore.exceptions import ClientError
 
 from keyferry_fakes.aws_faults import AwsFaults, Issued, seed_clients
+from tests.clouds.aws.test_fakes import client, error
 
 SOURCE = "arn:aws:iam::123456789012:role/web"
 TARGET = "arn:aws:iam::210987654321:role/reader"
-
-
-def client(proxy: AwsFaults, service: str, creds: Issued | None) -> Any:
-    config = Config(retries={"total_max_attempts": 1})
-    kwargs: dict[str, Any] = {"endpoint_url": proxy.url, "region_name": "us-east-1"}
-    if creds is None:
-        config = Config(signature_version=UNSIGNED, retries={"total_max_attempts": 1})
-    else:
-        kwargs["aws_access_key_id"] = creds.access_key
-        kwargs["aws_secret_access_key"] = creds.secret_key
-        kwargs["aws_session_token"] = creds.session_token or None
-    return boto3.client(service, config=config, **kwargs)
-
-
-def refused(call: Any) -> tuple[int, str, str]:
-    with pytest.raises(ClientError) as info:
-        call()
-    resp = info.value.response
-    return (
-        resp["ResponseMetadata"]["HTTPStatusCode"],
-        resp["Error"]["Code"],
-        resp["Error"]["Message"],
-    )
 
 
 @pytest.fixture
@@ -63,16 +37,16 @@ def test_assume_role_trusted_caller_gets_credentials_the_fake_accepts(
     assert proxy.refusals == []
 
 
-def test_assume_role_unsigned_is_refused(proxy: AwsFaults) -> None:
+def test_assume_role_unsigned_is_error(proxy: AwsFaults) -> None:
     proxy.iam.trust_role(TARGET, SOURCE)
-    status, code, _ = refused(lambda: assume(proxy, None))
+    status, code, _ = error(lambda: assume(proxy, None))
     assert (status, code) == (403, "MissingAuthenticationToken")
 
 
-def test_assume_role_with_keys_the_fake_never_issued_is_refused(proxy: AwsFaults) -> None:
+def test_assume_role_with_keys_the_fake_never_issued_is_error(proxy: AwsFaults) -> None:
     proxy.iam.trust_role(TARGET, SOURCE)
     forged = Issued("ASIAFORGED", "secret", "token", SOURCE, 0, "forged")
-    status, code, _ = refused(lambda: assume(proxy, forged))
+    status, code, _ = error(lambda: assume(proxy, forged))
     assert (status, code) == (403, "InvalidClientTokenId")
 
 
@@ -80,15 +54,15 @@ def test_assume_role_not_in_the_trust_policy_is_access_denied(
     proxy: AwsFaults, source: Issued
 ) -> None:
     proxy.iam.trust_role(TARGET, "arn:aws:iam::123456789012:role/someone-else")
-    status, code, message = refused(lambda: assume(proxy, source))
+    status, code, message = error(lambda: assume(proxy, source))
     assert (status, code) == (403, "AccessDenied")
     assert "sts:AssumeRole" in message and TARGET in message
 
 
 def test_assume_role_external_id_condition(proxy: AwsFaults, source: Issued) -> None:
     proxy.iam.trust_role(TARGET, SOURCE, "expected-id")
-    assert refused(lambda: assume(proxy, source))[:2] == (403, "AccessDenied")
-    assert refused(lambda: assume(proxy, source, ExternalId="other-id"))[:2] == (
+    assert error(lambda: assume(proxy, source))[:2] == (403, "AccessDenied")
+    assert error(lambda: assume(proxy, source, ExternalId="other-id"))[:2] == (
         403,
         "AccessDenied",
     )
@@ -98,7 +72,7 @@ def test_chained_session_longer_than_an_hour_is_a_validation_error(
     proxy: AwsFaults, source: Issued
 ) -> None:
     proxy.iam.trust_role(TARGET, SOURCE)
-    status, code, message = refused(lambda: assume(proxy, source, DurationSeconds=7200))
+    status, code, message = error(lambda: assume(proxy, source, DurationSeconds=7200))
     assert (status, code) == (400, "ValidationError")
     assert "role chaining" in message
 
@@ -108,7 +82,7 @@ def test_identity_policy_limits_the_caller_to_its_statements(
 ) -> None:
     proxy.iam.trust_role(TARGET, SOURCE)
     proxy.iam.allow(SOURCE, "sts:GetCallerIdentity")  # no sts:AssumeRole
-    status, code, message = refused(lambda: assume(proxy, source))
+    status, code, message = error(lambda: assume(proxy, source))
     assert (status, code) == (403, "AccessDenied")
     assert "no identity-based policy allows the sts:AssumeRole action" in message
 
@@ -120,7 +94,7 @@ def test_list_secret_version_ids_needs_its_own_permission(proxy: AwsFaults, sour
     proxy.iam.allow(SOURCE, "secretsmanager:GetSecretValue", "iam/*")
     web = client(proxy, "secretsmanager", source)
     assert web.get_secret_value(SecretId=name)["SecretString"] == "canary-iam-list"
-    status, code, message = refused(lambda: web.list_secret_version_ids(SecretId=name))
+    status, code, message = error(lambda: web.list_secret_version_ids(SecretId=name))
     assert (status, code) == (400, "AccessDeniedException")
     assert "secretsmanager:ListSecretVersionIds" in message
     proxy.iam.allow(SOURCE, "secretsmanager:ListSecretVersionIds", "iam/*")
@@ -133,6 +107,6 @@ def test_get_parameter_history_needs_its_own_permission(proxy: AwsFaults, source
     ssm.put_parameter(Name=name, Value="v1", Type="String")
     proxy.iam.allow(SOURCE, "ssm:GetParameters", "*")
     web = client(proxy, "ssm", source)
-    status, code, message = refused(lambda: web.get_parameter_history(Name=name))
+    status, code, message = error(lambda: web.get_parameter_history(Name=name))
     assert (status, code) == (400, "AccessDeniedException")
     assert "ssm:GetParameterHistory" in message
