@@ -193,6 +193,21 @@ def _sts_credentials(xml: bytes) -> dict[str, str]:
     return {child.tag.rsplit("}", 1)[-1]: (child.text or "") for child in node}
 
 
+def _list_secret_version_ids(request: bytes, answer: bytes) -> bytes:
+    """Moto's ListSecretVersionIds, made to answer as Secrets Manager does: moto dates every
+    version "now" and ignores ``IncludeDeprecated``. Moto keeps versions oldest first, so
+    each gets a CreatedDate one millisecond after the one before; versions without a
+    staging label (deprecated) are listed only with ``IncludeDeprecated: true``."""
+    asked = json.loads(request or b"{}")
+    doc = json.loads(answer)
+    versions = doc.get("Versions", [])
+    for i, version in enumerate(versions):
+        version["CreatedDate"] = float(version.get("CreatedDate", 0)) + i / 1000
+    if not asked.get("IncludeDeprecated"):
+        doc["Versions"] = [v for v in versions if v.get("VersionStages")]
+    return json.dumps(doc).encode()
+
+
 def sigv4_signature(
     method: str,
     path: str,
@@ -281,11 +296,28 @@ class AwsFaults:
                 ctype = "text/xml" if rec.service == "sts" else "application/x-amz-json-1.1"
                 if proxy.faults.apply(self, rec.operation, answer, ctype):
                     return
-                conn = http.client.HTTPConnection(host, port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                if rec.operation == "ListSecretVersionIds":
+                    # Moto answers 500 (a KeyError) for a secret that does not exist; AWS
+                    # answers ResourceNotFoundException, as DescribeSecret does.
+                    described = dict(headers, **{"X-Amz-Target": "secretsmanager.DescribeSecret"})
+                    conn = http.client.HTTPConnection(host, port, timeout=30)
+                    conn.request(self.command, self.path, body=body, headers=described)
+                    check = conn.getresponse()
+                    check.read()
+                    conn.close()
+                    if 400 <= check.status < 500:  # moto: 404
+                        missing = "Secrets Manager can't find the specified secret."
+                        self._error(
+                            Rule(rec.operation, 400, "ResourceNotFoundException", missing), rec
+                        )
+                        return
+                conn = http.client.HTTPConnection(host, port, timeout=30)
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
+                if rec.operation == "ListSecretVersionIds" and resp.status == 200:
+                    data = _list_secret_version_ids(rec.body, data)
                 if rec.operation in _ISSUING and resp.status == 200:
                     proxy._issued_by_sts(rec, data)
                 self.send_response(resp.status)

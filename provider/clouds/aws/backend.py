@@ -41,6 +41,7 @@ from .region import Regions
 from .secretsmanager import SecretsManager
 from .settings import AwsSettings
 from .ssm import ParameterStore
+from .versions import Versions
 
 __all__ = ["AwsBackend", "create"]
 
@@ -66,6 +67,7 @@ class AwsBackend:
         """API calls made, by operation (for tests and the benchmark)."""
         self.identities = Identities(settings, services, self.pool, self.api)
         self.chains = Chains(settings, self.pool, self.api)
+        self.versions = Versions(services, self.api)
         self.regions = Regions(settings, services)
         self.readers: dict[Service, Reader] = {
             "secretsmanager": SecretsManager(settings, services, self.api),
@@ -145,6 +147,15 @@ class AwsBackend:
             )
         principal = identity.principal
         out: dict[int, FetchResult] = {}
+        refs = list(refs)  # history slots become the version they are pinned to
+        for i, pinned in (
+            await self.versions.pin(identity, refs, indices, primary, deadline)
+        ).items():
+            if isinstance(pinned, AwsRef):
+                refs[i] = pinned
+            else:
+                out[i] = pinned
+        indices = [i for i in indices if i not in out]
         jobs: list[Job] = []
         for i in indices:
             key = (NAME, principal, refs[i], primary[i])
