@@ -96,3 +96,37 @@ def test_previous_is_awsprevious_for_secrets_manager_and_a_slot_for_ssm() -> Non
 )
 def test_bad_history_keys_name_the_field(extra: str, needle: str) -> None:
     assert needle in refused(f"{SM}\n  {extra}").message
+
+
+GCP = "backend: gcp\n  name: projects/p1/secrets/db/versions/latest\n  path: db"
+AZURE = "backend: azure\n  vault: kv1\n  name: db\n  path: db"
+
+
+@pytest.mark.parametrize(("base", "previous"), [(GCP, (2, 1)), (AZURE, (2, 1))])
+def test_gcp_and_azure_read_the_same_keys(base: str, previous: tuple[int, int]) -> None:
+    plan = parse(f"{base}\n  versionHistory: 2")
+    assert [s.ids for s in plan.objects] == [("db/0",), ("db/1",)]
+    (one,) = parse(f"{base}\n  previous: true").objects
+    assert (one.ref.history, one.ref.index) == previous  # type: ignore[attr-defined]
+    assert one.ids == ("db",) and not one.optional
+
+
+@pytest.mark.parametrize(
+    ("obj", "needle"),
+    [
+        (
+            GCP.replace("latest", "3") + "\n  versionHistory: 2",
+            "end the name with '/versions/latest'",
+        ),
+        (
+            "backend: gcp\n  name: projects/p1/locations/global/parameters/app/versions/v1\n"
+            "  previous: true",
+            "for Secret Manager secrets",
+        ),
+        (GCP + "\n  versionHistory: 0", "from 1 to 50"),
+        (AZURE + "\n  versionHistory: 51", "from 1 to 50"),
+        (AZURE + "\n  versionHistory: 2\n  previous: true", "not both"),
+    ],
+)
+def test_gcp_and_azure_bad_history_keys(obj: str, needle: str) -> None:
+    assert needle in refused(obj).message
