@@ -273,6 +273,7 @@ class _ChainFetcher(AssumeRoleCredentialFetcher):  # type: ignore[misc]
         self, client_creator: Callable[..., Any], identity: Identity, source: Identity
     ) -> None:
         self._identity = identity
+        self.source = source
         principal = identity.principal
         extra: dict[str, Any] = {"RoleSessionName": identity.session_name or "keyferry"}
         assume = _assume_of(principal)
@@ -408,8 +409,10 @@ class IdentityPool:
         )
         key = ("chained", principal)
         identity = self.get(key)
-        if identity is not None:
+        if identity is not None and identity.fetcher.source is source:
             return identity
+        # New, or the pod's own entry was evicted and made anew: chain from the live one
+        # (the old one no longer gets the pod's newest token).
         identity = Identity(principal=principal, session=None, credentials=None, environ={})
 
         def sts_client(service_name: str, **credentials: Any) -> Any:
@@ -421,6 +424,8 @@ class IdentityPool:
             refresh_using=fetcher.fetch_credentials, method="assume-role"
         )
         identity.session = _Session(identity.credentials, self._loader)
+        with self._lock:
+            self._entries.pop(key, None)
         return self._put(key, identity)
 
     def pod_identity(

@@ -167,3 +167,21 @@ def test_chained_credentials_are_kept_per_target_role(
     result = stack.mount({"objects": objects}, dialect="native", tokens={IRSA: pod_token(IRSA)})
     assert files(result) == {"a": b"canary-a", "b": b"canary-a"}
     assert sorted(c["RoleArn"] for c in assume_calls(proxy)) == sorted([TARGET, other])
+
+
+def test_chain_follows_a_remade_pod_identity(make_stack: MakeStack, proxy: AwsFaults) -> None:
+    """When the pod's own entry is evicted and made anew, the chain starts from the new one
+    (the old one no longer receives the pod's newest token for its refreshes)."""
+    name = cross_account_secret(proxy, "canary-remade")
+    stack = make_stack(settings=CHAINING)
+    params = native(name, assumeRoleArn=TARGET)
+    stack.mount(params, dialect="native")
+    pool = stack.backend.pool
+    (pod_key,) = [k for k in pool._entries if k[0] == "irsa"]
+    (chain_key,) = [k for k in pool._entries if k[0] == "chained"]
+    first = pool._entries[chain_key]
+    del pool._entries[pod_key]
+    assert files(stack.mount(params, dialect="native"))["value"] == b"canary-remade"
+    second = pool._entries[chain_key]
+    assert second is not first and second.fetcher.source is pool._entries[pod_key]
+    assert len(assume_calls(proxy)) == 2
