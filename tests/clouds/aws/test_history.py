@@ -50,7 +50,12 @@ def test_secrets_manager_history_newest_first_and_rotation_reads_only_the_new_ve
     assert versions(rotated)["db/0"] == new  # the driver sees the change and rewrites
     # Rotation: one listing; only the new version is read (the others are pinned, cached).
     assert proxy.count("ListSecretVersionIds") == 1 and proxy.count("GetSecretValue") == 1
-    assert "canary-h" not in stack.metrics_text()
+    metrics = stack.metrics_text()
+    assert (
+        'keyferry_backend_requests_total{backend="aws",operation="ListSecretVersionIds",'
+        'outcome="ok"} 2.0' in metrics
+    )
+    assert "canary-h" not in metrics
 
 
 def test_history_deeper_than_the_versions_writes_what_exists(
