@@ -21,7 +21,13 @@ identity token and any credentials; the proxy enforces what AWS enforces:
   ``MissingAuthenticationTokenException``, ``UnrecognizedClientException``,
   ``ExpiredTokenException`` or ``InvalidSignatureException`` (400, as Secrets
   Manager and SSM answer; STS's query API answers 403 ``InvalidClientTokenId`` /
-  ``SignatureDoesNotMatch``).
+  ``SignatureDoesNotMatch``);
+- then IAM (:attr:`AwsFaults.iam`, :mod:`keyferry_fakes.aws_iam`): ``sts:AssumeRole`` only
+  when the target role's trust policy names the calling role (and its ExternalId), a
+  chained session at most an hour; any call outside a role's identity policy, for a role
+  given one, is AccessDenied. The credentials AssumeRole hands out are recorded too;
+- ``ListSecretVersionIds`` answers as Secrets Manager does (creation dates, deprecated
+  versions only on request, ResourceNotFoundException for a missing secret).
 
 It also records every request (operation, region from the SigV4 credential
 scope, headers, body) so tests can count API calls and see exactly what was sent
@@ -65,9 +71,9 @@ _AUTH = re.compile(
 )
 IRSA_AUDIENCE = "sts.amazonaws.com"
 UNSIGNED_OPERATIONS = frozenset({"AssumeRoleWithWebIdentity"})
+"""STS operations AWS accepts without SigV4 (the token is the credential)."""
 _ISSUING = ("AssumeRoleWithWebIdentity", "AssumeRole")
 """STS operations whose answer holds credentials the fake then accepts."""
-"""STS operations AWS accepts without SigV4 (the token is the credential)."""
 _CLOCK_SKEW = 15 * 60
 _moto: Serving | None = None
 _moto_url = ""
@@ -438,14 +444,15 @@ class AwsFaults:
         refusal = self._check_signature(method, path, rec)
         if refusal is not None:
             return refusal
+        # The signature check found the header well-formed and the credentials issued.
         m = _AUTH.match({k.lower(): v for k, v in rec.headers.items()}.get("authorization", ""))
         with self._mutex:
             caller = self.issued.get(m["key"]) if m else None
-        if caller is None:  # pragma: no cover - the signature check found it
+        if m is None or caller is None:
             return None
         json_api = bool(rec.headers.get("X-Amz-Target"))
         denial = self.iam.authorize(
-            caller.role_arn, m["service"] if m else "", rec.operation, rec.body, json_api
+            caller.role_arn, m["service"], rec.operation, rec.body, json_api
         )
         if denial is None and rec.operation == "AssumeRole":
             denial = self.iam.assume_role(caller.role_arn, bool(caller.session_token), rec.body)
