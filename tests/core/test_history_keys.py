@@ -130,3 +130,21 @@ def test_gcp_and_azure_read_the_same_keys(base: str, previous: tuple[int, int]) 
 )
 def test_gcp_and_azure_bad_history_keys(obj: str, needle: str) -> None:
     assert needle in refused(obj).message
+
+
+@pytest.mark.parametrize("key", ["assumeRoleArn", "versionHistory", "previous"])
+def test_the_drop_in_aws_dialect_does_not_take_the_native_keys(key: str) -> None:
+    """The official provider has none of them (assumeRoleArn only in an open pull request):
+    a drop-in class must keep working there, so they are unknown keys, not ignored ones."""
+    from provider.clouds.aws import dialect as aws
+
+    objects = f"- {{objectName: db, objectType: secretsmanager, {key}: x}}"
+    mount = Mount(
+        pod=Pod("ns", "pod", "uid", "sa"),
+        parameters={"objects": objects, "region": "us-east-1"},
+        dialect="aws",
+        provider_name="aws",
+    )
+    with pytest.raises(KeyferryError) as info:
+        aws.parse(mount)
+    assert info.value.code is Code.INVALID_ARGUMENT and key in info.value.message

@@ -137,3 +137,9 @@ def test_missing_secret_with_history_is_not_found(make_stack: MakeStack) -> None
     with pytest.raises(KeyferryError) as exc:
         make_stack().mount(native(f"hist/{uid()}", versionHistory="2"), dialect="native")
     assert exc.value.code is Code.NOT_FOUND
+
+
+def test_missing_parameter_with_history_is_not_found(make_stack: MakeStack) -> None:
+    with pytest.raises(KeyferryError) as exc:
+        make_stack().mount(native(f"/hist/{uid()}", "ssm", versionHistory="2"), dialect="native")
+    assert exc.value.code is Code.NOT_FOUND and "GetParameterHistory" in exc.value.message

@@ -185,3 +185,18 @@ def test_chain_follows_a_remade_pod_identity(make_stack: MakeStack, proxy: AwsFa
     second = pool._entries[chain_key]
     assert second is not first and second.fetcher.source is pool._entries[pod_key]
     assert len(assume_calls(proxy)) == 2
+
+
+def test_version_history_is_listed_and_read_as_the_assumed_role(
+    make_stack: MakeStack, proxy: AwsFaults
+) -> None:
+    name = cross_account_secret(proxy, "canary-chain-v1")
+    sm, _ = seed_clients(account=OTHER_ACCOUNT)
+    sm.put_secret_value(SecretId=name, SecretString="canary-chain-v2")
+    proxy.iam.allow(TARGET, "secretsmanager:ListSecretVersionIds", f"{name}*")
+    stack = make_stack(settings=CHAINING)
+    result = stack.mount(native(name, assumeRoleArn=TARGET, versionHistory="2"), dialect="native")
+    assert files(result) == {"value/0": b"canary-chain-v2", "value/1": b"canary-chain-v1"}
+    listing = next(r for r in proxy.requests if r.operation == "ListSecretVersionIds")
+    key = listing.headers["Authorization"].split("Credential=")[1].split("/")[0]
+    assert proxy.role_of(key) == TARGET
