@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import Any, Protocol, cast
 
-from . import registry
+from . import history, registry
 from .dialect import (
     TextScalarLoader,
     check_keys,
@@ -77,7 +77,7 @@ def parse(mount: Mount) -> Plan:
     errors: list[KeyferryError] = []
     for i, item in enumerate(items):
         try:
-            specs.append(_object(i, item, mount))
+            specs.extend(history.expand(_object(i, item, mount)))
         except KeyferryError as exc:
             errors.append(exc)
     errors.extend(output_problems((s.label, o) for s in specs for o in s.outputs))
