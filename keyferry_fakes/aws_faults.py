@@ -21,7 +21,13 @@ identity token and any credentials; the proxy enforces what AWS enforces:
   ``MissingAuthenticationTokenException``, ``UnrecognizedClientException``,
   ``ExpiredTokenException`` or ``InvalidSignatureException`` (400, as Secrets
   Manager and SSM answer; STS's query API answers 403 ``InvalidClientTokenId`` /
-  ``SignatureDoesNotMatch``).
+  ``SignatureDoesNotMatch``);
+- then IAM (:attr:`AwsFaults.iam`, :mod:`keyferry_fakes.aws_iam`): ``sts:AssumeRole`` only
+  when the target role's trust policy names the calling role (and its ExternalId), a
+  chained session at most an hour; any call outside a role's identity policy, for a role
+  given one, is AccessDenied. The credentials AssumeRole hands out are recorded too;
+- ``ListSecretVersionIds`` answers as Secrets Manager does (creation dates, deprecated
+  versions only on request, ResourceNotFoundException for a missing secret).
 
 It also records every request (operation, region from the SigV4 credential
 scope, headers, body) so tests can count API calls and see exactly what was sent
@@ -52,6 +58,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape as xml_escape
 
+from keyferry_fakes.aws_iam import Iam
 from keyferry_fakes.faults import Fault, Faults
 from keyferry_fakes.oidc import ISSUER, TokenRejected, service_account_of
 from keyferry_fakes.serving import HTTPServing, Serving
@@ -65,6 +72,8 @@ _AUTH = re.compile(
 IRSA_AUDIENCE = "sts.amazonaws.com"
 UNSIGNED_OPERATIONS = frozenset({"AssumeRoleWithWebIdentity"})
 """STS operations AWS accepts without SigV4 (the token is the credential)."""
+_ISSUING = ("AssumeRoleWithWebIdentity", "AssumeRole")
+"""STS operations whose answer holds credentials the fake then accepts."""
 _CLOCK_SKEW = 15 * 60
 _moto: Serving | None = None
 _moto_url = ""
@@ -190,6 +199,21 @@ def _sts_credentials(xml: bytes) -> dict[str, str]:
     return {child.tag.rsplit("}", 1)[-1]: (child.text or "") for child in node}
 
 
+def _list_secret_version_ids(request: bytes, answer: bytes) -> bytes:
+    """Moto's ListSecretVersionIds, made to answer as Secrets Manager does: moto dates every
+    version "now" and ignores ``IncludeDeprecated``. Moto keeps versions oldest first, so
+    each gets a CreatedDate one millisecond after the one before; versions without a
+    staging label (deprecated) are listed only with ``IncludeDeprecated: true``."""
+    asked = json.loads(request or b"{}")
+    doc = json.loads(answer)
+    versions = doc.get("Versions", [])
+    for i, version in enumerate(versions):
+        version["CreatedDate"] = float(version.get("CreatedDate", 0)) + i / 1000
+    if not asked.get("IncludeDeprecated"):
+        doc["Versions"] = [v for v in versions if v.get("VersionStages")]
+    return json.dumps(doc).encode()
+
+
 def sigv4_signature(
     method: str,
     path: str,
@@ -233,6 +257,8 @@ class AwsFaults:
     issued: dict[str, Issued] = field(default_factory=dict)
     """access key id -> the credentials the fake identity issued."""
     refusals: list[Refusal] = field(default_factory=list)
+    iam: Iam = field(default_factory=Iam)
+    """Role-to-role trust (sts:AssumeRole) and identity policies (:mod:`.aws_iam`)."""
     faults: Faults = field(default_factory=Faults)
     """Throttling, 5xx, resets and slow answers by operation (``where``), applied to
     requests that pass the identity checks and match no :class:`Rule`."""
@@ -276,12 +302,29 @@ class AwsFaults:
                 ctype = "text/xml" if rec.service == "sts" else "application/x-amz-json-1.1"
                 if proxy.faults.apply(self, rec.operation, answer, ctype):
                     return
-                conn = http.client.HTTPConnection(host, port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                if rec.operation == "ListSecretVersionIds":
+                    # Moto answers 500 (a KeyError) for a secret that does not exist; AWS
+                    # answers ResourceNotFoundException, as DescribeSecret does.
+                    described = dict(headers, **{"X-Amz-Target": "secretsmanager.DescribeSecret"})
+                    conn = http.client.HTTPConnection(host, port, timeout=30)
+                    conn.request(self.command, self.path, body=body, headers=described)
+                    check = conn.getresponse()
+                    check.read()
+                    conn.close()
+                    if 400 <= check.status < 500:  # moto: 404
+                        missing = "Secrets Manager can't find the specified secret."
+                        self._error(
+                            Rule(rec.operation, 400, "ResourceNotFoundException", missing), rec
+                        )
+                        return
+                conn = http.client.HTTPConnection(host, port, timeout=30)
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
-                if rec.operation == "AssumeRoleWithWebIdentity" and resp.status == 200:
+                if rec.operation == "ListSecretVersionIds" and resp.status == 200:
+                    data = _list_secret_version_ids(rec.body, data)
+                if rec.operation in _ISSUING and resp.status == 200:
                     proxy._issued_by_sts(rec, data)
                 self.send_response(resp.status)
                 for key, value in resp.getheaders():
@@ -398,7 +441,24 @@ class AwsFaults:
     def _authenticate(self, method: str, path: str, rec: Recorded) -> Refusal | None:
         if rec.operation in UNSIGNED_OPERATIONS:
             return self._check_web_identity(rec)
-        return self._check_signature(method, path, rec)
+        refusal = self._check_signature(method, path, rec)
+        if refusal is not None:
+            return refusal
+        # The signature check found the header well-formed and the credentials issued.
+        m = _AUTH.match({k.lower(): v for k, v in rec.headers.items()}.get("authorization", ""))
+        with self._mutex:
+            caller = self.issued.get(m["key"]) if m else None
+        if m is None or caller is None:
+            return None
+        json_api = bool(rec.headers.get("X-Amz-Target"))
+        denial = self.iam.authorize(
+            caller.role_arn, m["service"], rec.operation, rec.body, json_api
+        )
+        if denial is None and rec.operation == "AssumeRole":
+            denial = self.iam.assume_role(caller.role_arn, bool(caller.session_token), rec.body)
+        if denial is None:
+            return None
+        return self._refuse(rec, denial.status, denial.code, denial.message)
 
     def _check_web_identity(self, rec: Recorded) -> Refusal | None:
         form = {k: v[0] for k, v in parse_qs(rec.body.decode("utf-8", "replace")).items()}
@@ -566,6 +626,7 @@ class AwsFaults:
             self.delay.clear()
             self.trusts.clear()
             self.issued.clear()
+        self.iam.reset()
         self.faults.clear()
 
     def count(self, operation: str | None = None, region: str | None = None) -> int:
@@ -604,8 +665,10 @@ def aws_faults() -> Iterator[AwsFaults]:
         proxy.close()
 
 
-def seed_clients(region: str = "us-east-1") -> tuple[Any, Any]:
-    """boto3 clients talking to moto directly (for test setup only)."""
+def seed_clients(region: str = "us-east-1", account: str = ACCOUNT) -> tuple[Any, Any]:
+    """boto3 clients talking to moto directly (for test setup only), in moto's default
+    account or, for cross-account tests, in ``account`` (moto keeps each account's data
+    apart and serves credentials of a role in that account from it)."""
     import boto3
 
     kwargs = {
@@ -614,4 +677,12 @@ def seed_clients(region: str = "us-east-1") -> tuple[Any, Any]:
         "aws_access_key_id": "testing",
         "aws_secret_access_key": "testing",
     }
+    if account != ACCOUNT:
+        sts = boto3.client("sts", **kwargs)
+        creds = sts.assume_role(
+            RoleArn=f"arn:aws:iam::{account}:role/keyferry-seed", RoleSessionName="seed"
+        )["Credentials"]
+        kwargs["aws_access_key_id"] = creds["AccessKeyId"]
+        kwargs["aws_secret_access_key"] = creds["SecretAccessKey"]
+        kwargs["aws_session_token"] = creds["SessionToken"]
     return boto3.client("secretsmanager", **kwargs), boto3.client("ssm", **kwargs)

@@ -81,6 +81,8 @@ SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
 PARAMETER_VIEWER = "roles/parametermanager.parameterViewer"
 GET_ACCESS_TOKEN = "iam.serviceAccounts.getAccessToken"
 ACCESS_SECRET = "secretmanager.versions.access"
+LIST_VERSIONS = "secretmanager.versions.list"
+SECRET_VIEWER = "roles/secretmanager.viewer"
 RENDER_PARAMETER = "parametermanager.parameterVersions.render"
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     WORKLOAD_IDENTITY_USER: frozenset({GET_ACCESS_TOKEN, "iam.serviceAccounts.getOpenIdToken"}),
@@ -93,7 +95,12 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         }
     ),
     SECRET_ACCESSOR: frozenset({ACCESS_SECRET}),
-    "roles/secretmanager.admin": frozenset({ACCESS_SECRET, "secretmanager.secrets.get"}),
+    SECRET_VIEWER: frozenset(
+        {LIST_VERSIONS, "secretmanager.versions.get", "secretmanager.secrets.get"}
+    ),
+    "roles/secretmanager.admin": frozenset(
+        {ACCESS_SECRET, LIST_VERSIONS, "secretmanager.secrets.get"}
+    ),
     PARAMETER_VIEWER: frozenset(
         {
             "parametermanager.parameterVersions.get",
@@ -183,6 +190,7 @@ class Issued:
 class Version:
     data: bytes
     state: str = "ENABLED"  # ENABLED | DISABLED | DESTROYED
+    created: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -262,7 +270,21 @@ class FakeGoogle:
         )
 
     def federated_principal(self, namespace: str, ksa: str) -> str:
-        return f"principal://{self._pool_prefix()}/subject/ns/{namespace}/sa/{ksa}"
+        if self.pool.endswith(".svc.id.goog"):  # GKE maps the subject to ns/<ns>/sa/<ksa>
+            return f"principal://{self._pool_prefix()}/subject/ns/{namespace}/sa/{ksa}"
+        # Another pool's provider, with the default mapping google.subject=assertion.sub.
+        subject = f"system:serviceaccount:{namespace}:{ksa}"
+        return f"principal://{self._pool_prefix()}/subject/{subject}"
+
+    def outside_gke(self, pool: str = "on-prem", provider: str = "cluster-1") -> str:
+        """Make the pool a workload identity pool of this project outside GKE, whose OIDC
+        provider ``provider`` trusts the cluster's issuer and accepts its own full resource
+        name as the tokens' audience (Google's default); returns that name, the STS audience.
+        ``reset()`` goes back to the GKE pool."""
+        self.pool = pool
+        self.audience = f"//{self._pool_prefix()}/providers/{provider}"
+        self.token_audience = self.audience
+        return self.audience
 
     def federated_members(self, namespace: str, ksa: str) -> frozenset[str]:
         """Every IAM member a federated token of ``namespace/ksa`` matches."""
@@ -448,6 +470,8 @@ class FakeSecretManager(_GrpcFake):
     def _handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         req = secretmanager_v1.AccessSecretVersionRequest
         resp = secretmanager_v1.AccessSecretVersionResponse
+        listing = secretmanager_v1.ListSecretVersionsRequest
+        listed = secretmanager_v1.ListSecretVersionsResponse
         return grpc.method_handlers_generic_handler(
             "google.cloud.secretmanager.v1.SecretManagerService",
             {
@@ -455,7 +479,12 @@ class FakeSecretManager(_GrpcFake):
                     self._access,
                     request_deserializer=req.deserialize,
                     response_serializer=resp.serialize,
-                )
+                ),
+                "ListSecretVersions": grpc.unary_unary_rpc_method_handler(
+                    self._list_versions,
+                    request_deserializer=listing.deserialize,
+                    response_serializer=listed.serialize,
+                ),
             },
         )
 
@@ -471,7 +500,9 @@ class FakeSecretManager(_GrpcFake):
     ) -> int:
         entry = self.secrets.setdefault((project, secret), Secret())
         number = max(entry.versions, default=0) + 1
-        entry.versions[number] = Version(data, state)
+        # Creation times strictly increase with the version number, as Google's do.
+        last = max((v.created for v in entry.versions.values()), default=0.0)
+        entry.versions[number] = Version(data, state, max(time.time(), last + 0.001))
         if alias:
             entry.aliases[alias] = number
         return number
@@ -489,6 +520,75 @@ class FakeSecretManager(_GrpcFake):
             self.google.grant(self.resource(project, secret), SECRET_ACCESSOR, member)
 
     # -- RPC --------------------------------------------------------------------
+    def _list_versions(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """ListSecretVersions: newest first, ``filter`` ``state:<STATE>`` (or none), pages of
+        ``page_size`` (default 25 000) with an opaque ``page_token``; IAM
+        ``secretmanager.versions.list`` on the secret or project, before existence."""
+        caller = self._begin(request.parent, context)
+        m = re.fullmatch(
+            r"projects/(?P<project>[^/]+)(?:/locations/(?P<location>[^/]+))?/secrets/"
+            r"(?P<secret>[^/]+)",
+            request.parent,
+        )
+        if m is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid parent {request.parent}")
+        assert m is not None
+        if (m["location"] or "") != self.location:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"The resource {request.parent} is not served by this endpoint "
+                f"({self.location or 'global'}).",
+            )
+        numbers = {v: k for k, v in PROJECT_NUMBERS.items()}
+        project_id = numbers.get(m["project"], m["project"])
+        resources = (self.resource(project_id, m["secret"]), f"projects/{project_id}")
+        self._authorize(caller, LIST_VERSIONS, request.parent, resources, context)
+        wanted = ""
+        if request.filter:
+            f = re.fullmatch(r"\s*state\s*[:=]\s*(ENABLED|DISABLED|DESTROYED)\s*", request.filter)
+            if f is None:
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"Invalid filter '{request.filter}' (the fake knows state:<STATE>).",
+                )
+            assert f is not None
+            wanted = f.group(1)
+        entry = self.secrets.get((project_id, m["secret"]))
+        number = PROJECT_NUMBERS.get(project_id, project_id)
+        prefix = f"projects/{number}" + (f"/locations/{self.location}" if self.location else "")
+        parent = f"{prefix}/secrets/{m['secret']}"
+        if entry is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"Secret [{parent}] not found.")
+        assert entry is not None
+        if request.page_size < 0 or request.page_size > 25000:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must be in [0, 25000].")
+        size = request.page_size or 25000
+        start = int(request.page_token) if request.page_token.isdigit() else 0
+        if request.page_token and not request.page_token.isdigit():
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Invalid page token.")
+        chosen = sorted(
+            ((n, v) for n, v in entry.versions.items() if not wanted or v.state == wanted),
+            key=lambda nv: nv[0],
+            reverse=True,
+        )
+        page = chosen[start : start + size]
+        versions = []
+        for n, v in page:
+            created = datetime.datetime.fromtimestamp(v.created, datetime.UTC)
+            versions.append(
+                secretmanager_v1.SecretVersion(
+                    name=f"{parent}/versions/{n}",
+                    create_time=created,
+                    state=getattr(secretmanager_v1.SecretVersion.State, v.state),
+                )
+            )
+        more = start + size < len(chosen)
+        return secretmanager_v1.ListSecretVersionsResponse(
+            versions=versions,
+            next_page_token=str(start + size) if more else "",
+            total_size=len(chosen),
+        )
+
     def _access(self, request: Any, context: grpc.ServicerContext) -> Any:
         caller = self._begin(request.name, context)
         parts = _parse(_SM_NAME, request.name)

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import Any, Protocol, cast
 
-from . import registry, templates
+from . import history, registry, templates
 from .dialect import (
     TextScalarLoader,
     check_keys,
@@ -85,7 +85,7 @@ def parse(mount: Mount) -> Plan:
             if templates.is_template(item):
                 rendered.append(templates.parse_object(i, item))
             else:
-                specs.append(_object(i, item, mount))
+                specs.extend(history.expand(_object(i, item, mount)))
         except KeyferryError as exc:
             errors.append(exc)
     outputs = [(s.label, o) for s in specs for o in s.outputs]

@@ -563,3 +563,29 @@ def test_only_cheap_templates_render_on_the_event_loop(template: str, inline: bo
     large = [OutputFile("flags", 0o644, b"x" * (templates.INLINE_INPUT_BYTES + 1), source="t")]
     assert templates.cheap(plan, small) is inline
     assert templates.cheap(plan, large) is False
+
+
+def test_a_secretsync_may_sync_a_template_but_not_an_unwritten_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spc = (REPO / "examples" / "aws" / "template.yaml").read_text()
+    spc = spc.replace("name: app-env\n", "name: app-env\n  namespace: team-a\n", 1)
+
+    def secretsync(source: str) -> str:
+        return (
+            "---\napiVersion: secret-sync.x-k8s.io/v1alpha1\nkind: SecretSync\n"
+            "metadata: {name: app-secret, namespace: team-a}\n"
+            "spec:\n  serviceAccountName: web\n  secretProviderClassName: app-env\n"
+            "  secretObject:\n    type: Opaque\n    data:\n"
+            f"      - {{sourcePath: {source}, targetKey: k}}\n"
+        )
+
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(spc + secretsync("app.env"))
+    bad.write_text(spc + secretsync("api-url"))
+    assert cli_main(["validate", str(good)]) == 0
+    assert "(SecretSync app-secret): ok (1 keys from app-env)" in capsys.readouterr().out
+    assert cli_main(["validate", str(bad)]) == 1
+    assert "sourcePath 'api-url' is not a file of SecretProviderClass app-env" in (
+        capsys.readouterr().err
+    )

@@ -32,18 +32,22 @@ from ...model import Deadline, Mount
 from ...observe import get_logger
 from . import settings as settings_mod
 from .api import NAME, Api, Job, Outcome, Reader, Reading
+from .chain import Chains
 from .credentials import Identity, IdentityPool
 from .errors import classify
 from .identity import Identities
-from .ref import AddressType, Auth, AwsRef, Service
+from .ref import AddressType, AssumeRole, Auth, AwsRef, Service
 from .region import Regions
 from .secretsmanager import SecretsManager
 from .settings import AwsSettings
 from .ssm import ParameterStore
+from .versions import Versions
 
 __all__ = ["AwsBackend", "create"]
 
 _log = get_logger("aws")
+Mode = tuple[Auth, AddressType, AssumeRole | None]
+"""Refs of one mode are read with one identity: the pod's, or a role it assumes."""
 
 
 def create(settings: Mapping[str, Any], services: Services) -> AwsBackend:
@@ -62,6 +66,8 @@ class AwsBackend:
         self.calls = self.api.calls
         """API calls made, by operation (for tests and the benchmark)."""
         self.identities = Identities(settings, services, self.pool, self.api)
+        self.chains = Chains(settings, self.pool, self.api)
+        self.versions = Versions(services, self.api)
         self.regions = Regions(settings, services)
         self.readers: dict[Service, Reader] = {
             "secretsmanager": SecretsManager(settings, services, self.api),
@@ -78,12 +84,14 @@ class AwsBackend:
         results: list[FetchResult | None] = [None] * len(refs)
 
         # 1. tokens (no I/O) per identity mode
-        modes: dict[tuple[Auth, AddressType], list[int]] = {}
+        modes: dict[Mode, list[int]] = {}
         for i, ref in enumerate(refs):
-            modes.setdefault((ref.auth, ref.address_type), []).append(i)
-        token_errors: dict[tuple[Auth, AddressType], KeyferryError] = {}
+            modes.setdefault((ref.auth, ref.address_type, ref.assume), []).append(i)
+        token_errors: dict[Mode, KeyferryError] = {}
         for mode in modes:
             err = self.identities.check_token(mount, mode[0])
+            if err is None and mode[2] is not None:
+                err = self.chains.check(mode[2])  # the server allows the role chain?
             if err is not None:
                 token_errors[mode] = err
 
@@ -123,18 +131,31 @@ class AwsBackend:
     async def _fetch_mode(
         self,
         mount: Mount,
-        mode: tuple[Auth, AddressType],
+        mode: Mode,
         indices: list[int],
         refs: Sequence[AwsRef],
         primary: dict[int, str],
         deadline: Deadline,
     ) -> dict[int, FetchResult]:
-        auth, address_type = mode
+        auth, address_type, assume = mode
         identity = await self.identities.resolve(
             mount, auth, address_type, primary[indices[0]], deadline
         )
+        if assume is not None:
+            identity = await self.chains.resolve(
+                mount, identity, assume, primary[indices[0]], deadline
+            )
         principal = identity.principal
         out: dict[int, FetchResult] = {}
+        refs = list(refs)  # history slots become the version they are pinned to
+        for i, pinned in (
+            await self.versions.pin(identity, refs, indices, primary, deadline)
+        ).items():
+            if isinstance(pinned, AwsRef):
+                refs[i] = pinned
+            else:
+                out[i] = pinned
+        indices = [i for i in indices if i not in out]
         jobs: list[Job] = []
         for i in indices:
             key = (NAME, principal, refs[i], primary[i])

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import botocore.session
@@ -33,6 +33,7 @@ import urllib3.exceptions
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import (
+    AssumeRoleCredentialFetcher,
     AssumeRoleWithWebIdentityCredentialFetcher,
     ContainerProvider,
     DeferredRefreshableCredentials,
@@ -50,7 +51,7 @@ from botocore.utils import RETRYABLE_HTTP_ERRORS, ContainerMetadataFetcher
 
 from .. import budget
 from . import retries
-from .ref import AddressType
+from .ref import AddressType, AssumeRole
 from .settings import AwsSettings
 
 _RETRYABLE_HTTP: tuple[type[BaseException], ...] = RETRYABLE_HTTP_ERRORS
@@ -61,13 +62,20 @@ class Principal:
     """Who AWS sees. Values are cached per principal, never across principals."""
 
     kind: str
-    """``irsa``, ``pod-identity`` or ``node``."""
+    """``irsa``, ``pod-identity``, ``node`` or ``chained`` (a role assumed by ``via``)."""
     namespace: str = ""
     service_account: str = ""
     role_arn: str = ""
+    via: Principal | None = None
+    """``chained``: the pod's own principal, whose credentials assumed ``role_arn``."""
+    external_id: str = field(default="", repr=False)
+    duration: int = 3600
+    """``chained``: the session's DurationSeconds."""
 
     def describe(self) -> str:
         sa = f"service account {self.namespace}/{self.service_account}"
+        if self.kind == "chained" and self.via is not None:
+            return f"role {self.role_arn} (assumed by {self.via.describe()})"
         if self.kind == "irsa":
             return f"role {self.role_arn} (IRSA, {sa})"
         if self.kind == "pod-identity":
@@ -257,6 +265,38 @@ class _WebIdentityFetcher(AssumeRoleWithWebIdentityCredentialFetcher):  # type: 
         return kwargs
 
 
+class _ChainFetcher(AssumeRoleCredentialFetcher):  # type: ignore[misc]
+    """sts:AssumeRole with the pod's credentials (role chaining), the session naming the
+    pod as the first hop's does."""
+
+    def __init__(
+        self, client_creator: Callable[..., Any], identity: Identity, source: Identity
+    ) -> None:
+        self._identity = identity
+        self.source = source
+        principal = identity.principal
+        extra: dict[str, Any] = {"RoleSessionName": identity.session_name or "keyferry"}
+        assume = _assume_of(principal)
+        extra["DurationSeconds"] = assume.duration_seconds
+        if assume.external_id:
+            extra["ExternalId"] = assume.external_id
+        super().__init__(
+            client_creator=client_creator,
+            source_credentials=source.credentials,
+            role_arn=principal.role_arn,
+            extra_args=extra,
+        )
+
+    def _assume_role_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = super()._assume_role_kwargs()
+        kwargs["RoleSessionName"] = self._identity.session_name or "keyferry"
+        return kwargs
+
+
+def _assume_of(principal: Principal) -> AssumeRole:
+    return AssumeRole(principal.role_arn, principal.external_id, principal.duration)
+
+
 class IdentityPool:
     """Identities by principal, least recently used evicted first."""
 
@@ -283,7 +323,14 @@ class IdentityPool:
             max_pool_connections=max(10, s.max_concurrency),
         )
 
-    def _create(self, session: Any, service: str, region: str, config: Config | None = None) -> Any:
+    def _create(
+        self,
+        session: Any,
+        service: str,
+        region: str,
+        config: Config | None = None,
+        **credentials: Any,
+    ) -> Any:
         cfg = self.client_config(region)
         if config is not None:
             cfg = cfg.merge(config)
@@ -294,6 +341,7 @@ class IdentityPool:
                 endpoint_url=self.settings.endpoint(service, region),
                 verify=self.settings.ca_bundle or None,
                 config=cfg,
+                **credentials,
             )
         retries.install(client, self.settings.max_attempts, self.settings.max_backoff_seconds)
         return client
@@ -343,6 +391,41 @@ class IdentityPool:
             refresh_using=fetcher.fetch_credentials, method="assume-role-with-web-identity"
         )
         identity.session = _Session(identity.credentials, self._loader)
+        return self._put(key, identity)
+
+    def chained(self, source: Identity, assume: AssumeRole, sts_region: str) -> Identity:
+        """``assume.role_arn`` assumed with ``source``'s credentials (role chaining):
+        botocore's AssumeRoleCredentialFetcher in DeferredRefreshableCredentials, one entry
+        per (pod principal, role, external id, duration), refreshed before expiry."""
+        first = source.principal
+        principal = Principal(
+            "chained",
+            first.namespace,
+            first.service_account,
+            assume.role_arn,
+            via=first,
+            external_id=assume.external_id,
+            duration=assume.duration_seconds,
+        )
+        key = ("chained", principal)
+        identity = self.get(key)
+        if identity is not None and identity.fetcher.source is source:
+            return identity
+        # New, or the pod's own entry was evicted and made anew: chain from the live one
+        # (the old one no longer gets the pod's newest token).
+        identity = Identity(principal=principal, session=None, credentials=None, environ={})
+
+        def sts_client(service_name: str, **credentials: Any) -> Any:
+            return self._create(self._unsigned_session, "sts", sts_region, None, **credentials)
+
+        fetcher = _ChainFetcher(sts_client, identity, source)
+        identity.fetcher = fetcher
+        identity.credentials = DeferredRefreshableCredentials(
+            refresh_using=fetcher.fetch_credentials, method="assume-role"
+        )
+        identity.session = _Session(identity.credentials, self._loader)
+        with self._lock:
+            self._entries.pop(key, None)
         return self._put(key, identity)
 
     def pod_identity(

@@ -38,6 +38,7 @@ from ...dialect import check_keys, collect, load_yaml, parse_bool, require_list
 from ...errors import InvalidArgument, KeyferryError, did_you_mean
 from ...files import check_path, directory_clashes
 from ...model import Extraction, Mount, ObjectSpec, Output, Plan
+from . import options
 from .fields import (
     ARN_SERVICES,
     OBJECT_TYPES,
@@ -327,6 +328,7 @@ NATIVE_KEYS = (
     "failoverName",
     "auth",
     "addressType",
+    *options.KEYS,
 )
 NATIVE_SERVICES: dict[str, Service] = {
     "secretsmanager": "secretsmanager",
@@ -418,7 +420,7 @@ def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Aws
         auth=auth,
         address_type=cast(AddressType, address),
     )
-    return ref, _default_path(service, name, arn)
+    return options.apply(fields, where, ref), _default_path(service, name, arn)
 
 
 def _native_target(fields: Mapping[str, Any], where: str, service: Service, name: str) -> AwsTarget:

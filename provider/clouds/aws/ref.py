@@ -8,7 +8,7 @@ No SDK imports: a dialect describes an object without loading boto3.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 Service = Literal["secretsmanager", "ssm"]
@@ -103,6 +103,15 @@ class AwsTarget:
 
 
 @dataclass(frozen=True)
+class AssumeRole:
+    """A role the pod's credentials assume before reading (role chaining)."""
+
+    role_arn: str
+    external_id: str = field(default="", repr=False)
+    duration_seconds: int = 3600
+
+
+@dataclass(frozen=True)
 class AwsRef:
     """One value to read from Secrets Manager or SSM Parameter Store as the pod."""
 
@@ -117,6 +126,12 @@ class AwsRef:
     auth: Auth = "irsa"
     address_type: AddressType = "auto"
     """Pod Identity agent address family (ignored for IRSA)."""
+    assume: AssumeRole | None = None
+    """``assumeRoleArn``: read as this role, assumed with the pod's credentials."""
+    history: int = 0
+    """``> 0``: one of the ``history`` most recent versions (``versionHistory``)."""
+    index: int = 0
+    """With ``history``: which version, 0 = the current one."""
 
     @property
     def audience(self) -> str:

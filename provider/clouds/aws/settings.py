@@ -22,11 +22,14 @@ backends:
     max_attempts: 3                   # per call, within the mount's budget
     max_backoff_seconds: 20
     allow_node_identity: false        # never use the node's / provider's own role unless true
+    allow_role_chaining: false        # objects may name an assumeRoleArn only when true
+    role_chaining_roles: "arn:aws:iam::210987654321:role/*"   # only these (globs, comma-separated)
 ```
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -74,9 +77,19 @@ class AwsSettings:
     region_cache_seconds: float = 3600.0
     max_concurrency: int = 8
     allow_node_identity: bool = False
+    allow_role_chaining: bool = False
+    """Objects may name an ``assumeRoleArn``: the pod's credentials assume that role."""
+    role_chaining_roles: str = "*"
+    """With ``allow_role_chaining``: the role ARNs objects may assume, comma-separated globs
+    (``arn:aws:iam::210987654321:role/*``); ``*`` allows any role."""
     app_id: str = "keyferry"
     ca_bundle: str = ""
     """CA bundle for AWS endpoints; empty: the system's."""
+
+    def may_assume(self, role_arn: str) -> bool:
+        """Whether ``role_arn`` matches ``role_chaining_roles``."""
+        patterns = [p.strip() for p in self.role_chaining_roles.split(",") if p.strip()]
+        return any(fnmatch.fnmatchcase(role_arn, p) for p in patterns)
 
     def endpoint(self, service: str, region: str) -> str | None:
         url = self.endpoints.get(service) or self.endpoint_url

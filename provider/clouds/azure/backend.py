@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ... import history
 from ...backend import FetchResult, Services
 from ...breaker import Endpoint
 from ...cache import TTLCache
@@ -246,10 +247,7 @@ class AzureBackend:
             if not versions:
                 raise NotFound(f"{ref.describe()} has no enabled version")
             if ref.index >= len(versions):
-                raise Absent(
-                    f"{ref.describe()}: version history entry {ref.index} does not exist (only "
-                    f"{len(versions)} enabled versions)"
-                )
+                raise Absent(history.describe_slot(ref.index, len(versions), ref.describe()))
             version = versions[ref.index]
         raw = await self._get(ref, url, identity, version, deadline)
         content = await self._convert(ref, raw)

@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, cast
 
+from ... import history
 from ...dialect import check_keys, collect, get_str, parse_bool
 from ...errors import FailedPrecondition, InvalidArgument, KeyferryError, did_you_mean
 from ...model import Mount, Plan
@@ -266,6 +268,7 @@ NATIVE_KEYS = (
     "cloud",
     "useVMManagedIdentity",
     "userAssignedIdentityID",
+    *history.KEYS,
 )
 NATIVE_TYPES = ("secret", "key", "certificate")
 NATIVE_FORMATS = ("pem", "pfx", "cert", "fullchain", "key")
@@ -338,4 +341,5 @@ def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Azu
         cloud=cloud,
         auth=auth,
     )
-    return ref, name
+    count, index = history.read(fields, where)  # versionHistory: objectVersionHistory's twin
+    return replace(ref, history=count, index=index), name

@@ -11,24 +11,28 @@ keyed HMAC of that name and the rendered bytes, because a secret referenced with
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
 
+from ... import history
 from ...backend import FetchResult, Services
 from ...breaker import Verdict, verdict_of
-from ...errors import DeadlineExceeded, Internal, KeyferryError
+from ...cache import TTLCache
+from ...errors import Absent, DeadlineExceeded, Internal, KeyferryError
 from ...model import Deadline, Fetched, Mount
 from ...observe import get_logger
 from ..budget import RESERVE, Call, begin
 from . import settings as settings_module
 from .clients import Clients
 from .identity import Identities, Identity
-from .ref import AuthMode, GcpRef, ParameterVersionRef
+from .ref import AuthMode, GcpRef, ParameterVersionRef, SecretVersionRef
 from .settings import GcpSettings
 
 log = get_logger("gcp")
 
 NAME = "gcp"
+T = TypeVar("T")
 
 
 class GcpBackend:
@@ -40,6 +44,8 @@ class GcpBackend:
         self.clients = Clients(settings)
         self.identities = Identities(settings, services)
         self._semaphore = asyncio.Semaphore(services.config.max_concurrent_fetches)
+        self._lists: TTLCache[tuple[str, ...]] = TTLCache(services.config.cache_ttl_seconds)
+        """Enabled version numbers per (principal, endpoint, secret), for versionHistory."""
         self.api_calls = 0
         self.retries = 0
 
@@ -94,35 +100,13 @@ class GcpBackend:
         if isinstance(auth, KeyferryError):
             raise auth
         identity, token = auth
+        if isinstance(ref, SecretVersionRef) and ref.history:
+            ref = await self._pin(ref, identity, token, deadline)
 
         async def load() -> Fetched:
-            call = begin(
-                NAME,
-                ref.operation,
-                deadline,
-                max_attempts=self.settings.max_attempts,
-                metrics=self.services.metrics,
-                reserve=RESERVE,
-                limit=self.settings.timeout_seconds,
-            )
-            if call.remaining() <= 0:
-                raise DeadlineExceeded(f"no time left in the mount's deadline to fetch {ref.name}")
-            endpoint = self.clients.breaker_endpoint(ref)
-            async with (
-                self.services.breakers.guard(endpoint, deadline, _judge(call)),
-                self._semaphore,
-            ):
-                self.api_calls += 1
-                response = await self.services.timed(
-                    NAME,
-                    ref.operation,
-                    self.clients.fetch,
-                    ref,
-                    token,
-                    call,
-                    self._on_retry,
-                    identity.member,
-                )
+            response = await self._call(
+                ref, ref.operation, deadline, self.clients.fetch, ref, token
+            )(self._on_retry, identity.member)
             version = response.version_name
             if isinstance(ref, ParameterVersionRef):
                 # Keyed by the parameter version as well: two parameters rendering equal
@@ -142,6 +126,50 @@ class GcpBackend:
 
     def _on_retry(self, exc: Exception) -> None:
         self.retries += 1
+
+    def _call(
+        self, ref: GcpRef, operation: str, deadline: Deadline, fn: Callable[..., T], *args: Any
+    ) -> Callable[..., Awaitable[T]]:
+        """``fn(*args, call, *more)`` on the worker pool within the Mount's budget, through
+        the endpoint's breaker and the backend's concurrency limit."""
+
+        async def run(*more: Any) -> T:
+            call = begin(
+                NAME,
+                operation,
+                deadline,
+                max_attempts=self.settings.max_attempts,
+                metrics=self.services.metrics,
+                reserve=RESERVE,
+                limit=self.settings.timeout_seconds,
+            )
+            if call.remaining() <= 0:
+                raise DeadlineExceeded(f"no time left in the mount's deadline to fetch {ref.name}")
+            endpoint = self.clients.breaker_endpoint(ref)
+            async with (
+                self.services.breakers.guard(endpoint, deadline, _judge(call)),
+                self._semaphore,
+            ):
+                self.api_calls += 1
+                return await self.services.timed(NAME, operation, fn, *args, call, *more)
+
+        return run
+
+    async def _pin(
+        self, ref: SecretVersionRef, identity: Identity, token: str, deadline: Deadline
+    ) -> SecretVersionRef:
+        """A ``versionHistory`` / ``previous`` slot as the version it is now: one
+        ListSecretVersions per secret, kept per identity like values and shared by
+        concurrent mounts; a slot beyond the enabled versions is Absent."""
+        key = (NAME, identity.principal, "versions", self.clients.endpoint(ref), ref.parent)
+        listing = self._call(
+            ref, "ListSecretVersions", deadline, self.clients.list_versions, ref, token
+        )
+        numbers = await self._lists.get_or_load(key, lambda: listing(identity.member))
+        if ref.index >= len(numbers):
+            what = f"Secret Manager secret {ref.parent}"
+            raise Absent(history.describe_slot(ref.index, len(numbers), what))
+        return replace(ref, version=numbers[ref.index], history=0, index=0)
 
 
 def create(settings: Mapping[str, Any], services: Services) -> GcpBackend:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import google_crc32c
 import grpc
@@ -29,13 +29,14 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 )
 
 from ...breaker import Endpoint
-from ...errors import Internal
+from ...errors import Internal, PermissionDenied
 from ..budget import Call
 from . import retrying
 from .errors import translate
 from .ref import GcpRef, SecretVersionRef
 from .settings import GcpSettings
 
+T = TypeVar("T")
 USER_AGENT = "keyferry/0.1 (secrets-store-csi-driver provider)"
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
@@ -123,6 +124,23 @@ class Clients:
             self._channels.clear()
             self._clients.clear()
 
+    def _retrying(
+        self,
+        target: Callable[[], T],
+        call: Call,
+        on_retry: Callable[[Exception], None] | None = None,
+    ) -> T:
+        """``target()`` with google-api-core's retries held to ``call``'s budget."""
+        return retrying.run(
+            target,
+            call,
+            initial=self.settings.retry_initial_seconds,
+            maximum=self.settings.retry_max_seconds,
+            outcome_of=retrying.rpc_outcome,
+            asked_of=retrying.rpc_asked,
+            on_retry=on_retry,
+        )
+
     def fetch(
         self,
         ref: GcpRef,
@@ -158,15 +176,39 @@ class Clients:
             return Response(bytes(pm.rendered_payload), str(pm.parameter_version), endpoint)
 
         try:
-            return retrying.run(
-                access,
-                call,
-                initial=self.settings.retry_initial_seconds,
-                maximum=self.settings.retry_max_seconds,
-                outcome_of=retrying.rpc_outcome,
-                asked_of=retrying.rpc_asked,
-                on_retry=on_retry,
+            return self._retrying(access, call, on_retry)
+        except core_exceptions.GoogleAPIError as exc:
+            raise translate(exc, ref, endpoint, call, member) from None
+
+    def list_versions(
+        self, ref: SecretVersionRef, token: str, call: Call, member: str = ""
+    ) -> tuple[str, ...]:
+        """The secret's enabled version numbers, newest first: ListSecretVersions with
+        ``filter: state:ENABLED`` (every page), retried within ``call``'s budget."""
+        client, endpoint = self.client(ref)
+        metadata = [("authorization", f"Bearer {token}")]
+
+        def listing() -> tuple[str, ...]:
+            timeout = max(0.01, min(self.settings.attempt_timeout_seconds, call.remaining()))
+            pager = client.list_secret_versions(
+                request={"parent": ref.parent, "filter": "state:ENABLED", "page_size": 100},
+                retry=None,
+                timeout=timeout,
+                metadata=metadata,
             )
+            found = [(v.create_time, int(v.name.rsplit("/", 1)[-1])) for v in pager]
+            found.sort(reverse=True)
+            return tuple(str(number) for _, number in found)
+
+        try:
+            return self._retrying(listing, call)
+        except core_exceptions.PermissionDenied:
+            who = f"member '{member}'" if member else "the identity the pod uses"
+            raise PermissionDenied(
+                f"Secret Manager denied listing the versions of {ref.parent} "
+                f"(secretmanager.versions.list, for versionHistory/previous): grant {who} "
+                "roles/secretmanager.viewer on the secret or its project"
+            ) from None
         except core_exceptions.GoogleAPIError as exc:
             raise translate(exc, ref, endpoint, call, member) from None
 

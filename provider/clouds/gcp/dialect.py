@@ -38,6 +38,7 @@ from ...dialect import (
 from ...errors import InvalidArgument, KeyferryError, did_you_mean
 from ...files import check_path
 from ...model import Extraction, Mount, ObjectSpec, Output, Plan
+from . import options
 from .ref import (
     FORMATS,
     KEY_JSON,
@@ -54,7 +55,7 @@ EXAMPLE = (
     '\'- resourceName: "projects/my-project/secrets/db/versions/latest"\\n  path: "db-password"\''
 )
 
-NATIVE_KEYS = ("name", "auth")
+NATIVE_KEYS = ("name", "auth", *options.KEYS)
 NATIVE_AUTH: tuple[AuthMode, ...] = ("pod-adc", "provider-adc", "node-publish-secret")
 
 # Keys of the other providers' formats that people carry over.
@@ -338,4 +339,4 @@ def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Has
             f"{where}: gcp name {raw_name!r} {explain_bad_name(raw_name)}; use one of: "
             + "; ".join(FORMATS)
         )
-    return ref, ref.short
+    return options.apply(fields, where, ref), ref.short

@@ -85,6 +85,15 @@ class SecretVersionRef(_Fetch):
     secret: str
     version: str
     location: str = ""
+    history: int = 0
+    """``> 0``: one of the ``history`` newest enabled versions (``versionHistory``)."""
+    index: int = 0
+    """With ``history``: which one, 0 = the newest."""
+
+    @property
+    def parent(self) -> str:
+        """The secret's name (what ListSecretVersions lists)."""
+        return self.name.rsplit("/versions/", 1)[0]
 
     @property
     def name(self) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -21,7 +20,6 @@ from keyferry_fakes.aws_stack import (
     POD,
     POD_IDENTITY,
     ROLE,
-    AwsStack,
     files,
     modes,
     pod_token,
@@ -30,24 +28,7 @@ from keyferry_fakes.aws_stack import (
 from keyferry_fakes.kube import FakeKube
 from keyferry_fakes.oidc import Issuer
 from provider.errors import Code, KeyferryError
-
-MakeStack = Callable[..., AwsStack]
-
-
-@pytest.fixture
-def make_stack(proxy: AwsFaults, kube: FakeKube) -> Iterator[MakeStack]:
-    stacks: list[AwsStack] = []
-
-    def make(**kwargs: Any) -> AwsStack:
-        kwargs.setdefault("endpoint", proxy.url)
-        kwargs.setdefault("kube", kube.settings())
-        stack = AwsStack(**kwargs)
-        stacks.append(stack)
-        return stack
-
-    yield make
-    for stack in stacks:
-        stack.close()
+from tests.clouds.aws.conftest import MakeStack
 
 
 def uid() -> str:

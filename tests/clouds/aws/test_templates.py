@@ -132,3 +132,36 @@ def test_an_input_the_identity_may_not_read_fails_the_mount_and_no_file_is_rende
         details = err.value.details() or ""
         assert "objects[0]" in details and "template" not in details
         assert CANARY not in details
+
+
+def test_a_template_over_version_history_accepts_the_old_and_the_new_password(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube
+) -> None:
+    sm, _ = seed_clients("us-east-1")
+    name = f"prod/rotating-{uuid.uuid4().hex[:8]}"
+    sm.create_secret(Name=name, SecretString=json.dumps({"password": "first"}))
+    objects = [
+        {
+            "backend": "aws",
+            "service": "secretsmanager",
+            "name": name,
+            "region": "us-east-1",
+            "versionHistory": 2,
+            "write": False,
+            "extract": [{"path": "pw", "jsonKey": "password"}],
+        },
+        {
+            "template": "PASSWORD={{ values['pw/0'] }}\n"
+            "OLD_PASSWORD={{ values['pw/1'] | default('') }}\n",
+            "path": "app.env",
+        },
+    ]
+    params = {"objects": json.dumps(objects)}
+    with server(tmp_path, proxy, kube) as srv:
+        one = srv.mount("keyferry", params, tokens=irsa())
+        assert files(one) == {"app.env": b"PASSWORD=first\nOLD_PASSWORD=\n"}
+        sm.put_secret_value(SecretId=name, SecretString=json.dumps({"password": "second"}))
+        two = srv.mount("keyferry", params, tokens=irsa())
+    assert files(two) == {"app.env": b"PASSWORD=second\nOLD_PASSWORD=first\n"}
+    assert versions(two)["app.env"] != versions(one)["app.env"]
+    assert set(versions(two)) == {"pw/0", "pw/1", "app.env"}
