@@ -70,13 +70,15 @@ from .backend import Services
 from .cache import TTLCache
 from .dialect import check_keys, get_str, parse_bool, parse_mode
 from .errors import (
-    FailedPrecondition,
+    Code,
+    Internal,
     InvalidArgument,
     KeyferryError,
     MountFailed,
     NotFound,
     ObjectError,
     ResourceExhausted,
+    Unavailable,
     clip,
 )
 from .files import check_path, path_problem
@@ -289,8 +291,16 @@ def collect(
             cause = (
                 got
                 if isinstance(got, KeyferryError)
-                else FailedPrecondition(f"unexpected {type(got).__name__}")
+                else Internal(f"unexpected {type(got).__name__}")
             )
+            if cause.code is Code.NOT_FOUND:
+                # Listed, then gone: the listing is older than the object's removal. Not the
+                # selection's NOT_FOUND (which skips an optional selection: its files would
+                # vanish from the volume), a transient state the next listing resolves.
+                cause = Unavailable(
+                    f"{cause.message}; it was removed after the selection was listed (listings "
+                    "are kept for cache_ttl_seconds), the next listing leaves it out"
+                )
             errors.append(ObjectError(f"selected object {clip(member.name, 120)!r}", cause))
             continue
         members.append((member, got))

@@ -225,6 +225,24 @@ def test_rotation_sees_secrets_added_and_removed(
         assert versions(mount(srv, one_secret)) == before
 
 
+def test_a_secret_deleted_while_its_listing_is_cached_fails_the_mount_never_drops_files(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube, prefix: str
+) -> None:
+    """Even for an optional selection: skipping it would remove its files from the volume."""
+    sm, _ = seed_clients("us-east-1")
+    for rel in ("a", "b"):
+        sm.create_secret(Name=prefix + rel, SecretString=rel)
+    proxy.grant(ROLE, LIST_SECRETS)
+    item = {"backend": "aws", "select": {"namePrefix": prefix}, "path": "s", "optional": True}
+    with server(tmp_path, proxy, kube, cache_ttl_seconds=300) as srv:
+        assert set(files(mount(srv, native(item)))) == {"s/a", "s/b"}
+        sm.delete_secret(SecretId=prefix + "b", ForceDeleteWithoutRecovery=True)
+        srv.emb.provider.services.values.clear()  # values expired, the listing not yet
+        code, details = failure(srv, native(item))
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert "selected object 'b'" in details and "removed after the selection was listed" in details
+
+
 def test_hostile_names_and_too_many_matches_fail_naming_them(
     tmp_path: Path, proxy: AwsFaults, kube: FakeKube, prefix: str
 ) -> None:
