@@ -129,7 +129,7 @@ class Selected(Fetched):
 def too_many(what: str, limit: int) -> ResourceExhausted:
     """The error for a listing that found more than ``limit`` matches."""
     return ResourceExhausted(
-        f"{what} matches more than {limit} objects, the server's max_selected_objects; "
+        f"{what}: more than {limit} objects match (the server's max_selected_objects); "
         "narrow the selection (a longer prefix, a tag) or raise max_selected_objects in the "
         f"keyferry server configuration (at most {MAX_SELECTED_OBJECTS}). Nothing was "
         "mounted: a truncated selection would drop files silently"
