@@ -271,7 +271,7 @@ def check_listing(spec: ObjectSpec, listing: Listing, limit: int) -> Listing:
     errors: list[KeyferryError] = []
     seen: set[str] = set()
     for member in listing:
-        problem = path_problem(member.name) or path_problem(f"{directory}/{member.name}")
+        problem = path_problem(f"{directory}/{member.name}")  # '', '/x', '..' included
         if problem:
             errors.append(
                 InvalidArgument(

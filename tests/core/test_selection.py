@@ -177,6 +177,44 @@ def test_symlinks_never_lead_a_selection_outside_the_root(
     assert "outside the root" not in (err.value.details() or "")
 
 
+def test_a_mounted_kubernetes_secret_directory_selects_its_keys(
+    srv: Server, root: Path, tmp_path: Path
+) -> None:
+    # The layout kubelet writes: each key -> ..data/<key>, ..data -> a timestamped directory.
+    secret = root / "mounted"
+    (secret / "..2026_11_29").mkdir(parents=True)
+    (secret / "..2026_11_29" / "token").write_text("t")
+    (secret / "..2026_11_29" / "ca.crt").write_text("c")
+    (secret / "..data").symlink_to("..2026_11_29")
+    (secret / "token").symlink_to("..data/token")
+    (secret / "ca.crt").symlink_to("..data/ca.crt")
+    (secret / "dangling").symlink_to("..data/gone")
+    with pytest.raises(grpc.RpcError) as err:
+        srv.mount("keyferry", objects("- {backend: local, select: {directory: mounted}}"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # named, not skipped
+    assert "'dangling' is a symlink to a missing file" in (err.value.details() or "")
+    (secret / "dangling").unlink()
+    for recursive in ("false", "true"):
+        item = f"- {{backend: local, select: {{directory: mounted, recursive: {recursive}}}}}"
+        resp = srv.mount("keyferry", objects(item))
+        expected = {"mounted/ca.crt": (0o644, b"c"), "mounted/token": (0o644, b"t")}
+        if recursive == "true":  # the real directory is walked; the ..data link is not
+            expected |= {
+                "mounted/..2026_11_29/ca.crt": (0o644, b"c"),
+                "mounted/..2026_11_29/token": (0o644, b"t"),
+            }
+        assert files_of(resp) == expected
+
+
+def test_a_name_that_is_not_a_safe_file_name_fails_naming_it(srv: Server, root: Path) -> None:
+    (root / "app" / "bell\x07").write_text("x")
+    with pytest.raises(grpc.RpcError) as err:
+        srv.mount("keyferry", SELECT_APP)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = err.value.details() or ""
+    assert "selected object 'bell\\x07'" in details and "control character" in details
+
+
 def plan_error(text: str) -> str:
     mount = Mount(pod=Pod("ns", "p"), parameters={"objects": text})
     with pytest.raises(KeyferryError) as err:

@@ -136,10 +136,12 @@ class LocalBackend:
         return self._each("list", queries, lambda query: self._list(query, limit))
 
     def _list(self, query: LocalSelection, limit: int) -> Listing:
-        """Every regular file (or symlink, checked when it is read) in the directory, with
-        paths relative to it. The directory and every directory walked are opened with
-        O_NOFOLLOW one element at a time: no symlinked directory is entered. FIFOs,
-        sockets and devices are errors naming them, never skipped."""
+        """Every regular file (or symlink to one, checked when it is read) in the directory,
+        with paths relative to it. The directory and every directory walked are opened with
+        O_NOFOLLOW one element at a time: a symlink to a directory is a directory that is
+        never entered (the layout of a mounted Kubernetes Secret: ``..data`` -> a
+        directory, each key -> ``..data/<key>``). FIFOs, sockets and devices are errors
+        naming them, never skipped."""
         assert self.root is not None
         shown = query.directory or "."
         what = f"local directory {shown!r}"
@@ -196,6 +198,13 @@ class LocalBackend:
                     finally:
                         os.close(child)
                 continue
+            if entry.is_symlink() and entry.is_dir():
+                continue  # a directory, never entered through a symlink (e.g. a Secret's ..data)
+            if entry.is_symlink() and not entry.is_file():
+                raise FailedPrecondition(
+                    f"{what}: {relative!r} is a symlink to a missing file or to something that "
+                    "is not a regular file; remove it or make it point to a file"
+                )
             if not (entry.is_file(follow_symlinks=False) or entry.is_symlink()):
                 raise InvalidArgument(
                     f"{what}: {relative!r} is not a regular file (a FIFO, socket or device); "
