@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from keyferry_fakes.harness import Server
+from provider.clouds.local.backend import MAX_DEPTH
 from provider.errors import KeyferryError
 from provider.model import Mount, Pod
 from provider.pipeline import make_plan
@@ -207,6 +208,16 @@ def test_a_name_that_is_not_a_safe_file_name_fails_naming_it(srv: Server, root: 
     code, details = refused(srv, SELECT_APP)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "selected object 'bell\\x07'" in details and "control character" in details
+
+
+def test_a_recursive_walk_is_bounded_in_depth(srv: Server, root: Path) -> None:
+    deep = root / "deep"
+    (deep / "/".join(["d"] * (MAX_DEPTH + 1))).mkdir(parents=True)
+    code, details = refused(
+        srv, objects("- {backend: local, select: {directory: deep, recursive: true}}")
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"more than {MAX_DEPTH} directories deep" in details
 
 
 def plan_error(text: str) -> str:

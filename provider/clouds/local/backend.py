@@ -8,6 +8,7 @@ symlink pointing outside — is rejected.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import stat
 import time
@@ -186,8 +187,20 @@ class LocalBackend:
         what: str,
     ) -> None:
         base = f"{query.directory}/" if query.directory else ""
+        if prefix.count("/") >= MAX_DEPTH:
+            raise InvalidArgument(
+                f"{what}: {prefix.rstrip('/')!r} is more than {MAX_DEPTH} directories deep; "
+                "select a directory further down"
+            )
         with os.scandir(fd) as entries:
-            listed = sorted((e.name, e.is_dir(follow_symlinks=False), e) for e in entries)
+            listed = sorted(
+                (e.name, e.is_dir(follow_symlinks=False), e)
+                for e in itertools.islice(entries, MAX_ENTRIES + 1)
+            )
+        if len(listed) > MAX_ENTRIES:
+            raise ResourceExhausted(
+                f"{what}: a directory holds more than {MAX_ENTRIES} entries; select a smaller one"
+            )
         for name, is_dir, entry in listed:
             relative = f"{prefix}{name}"
             if is_dir:
@@ -226,6 +239,10 @@ class LocalBackend:
 
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+MAX_DEPTH = 32
+"""Directories a recursive selection walks down, at most."""
+MAX_ENTRIES = 10_000
+"""Entries read from one directory, at most (a selection's files are capped lower)."""
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 """O_NONBLOCK: opening a FIFO placed under the root returns at once (and is refused as
 not a regular file) instead of waiting for a writer."""
