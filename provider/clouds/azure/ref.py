@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from ... import sync_controller
 from ...errors import FailedPrecondition, InvalidArgument, KeyferryError
 from ...model import Mount
 
@@ -128,7 +129,6 @@ def require_workload_token(mount: Mount, where: str) -> None:
     if WORKLOAD_AUDIENCE not in mount.tokens:
         raise FailedPrecondition(
             f"{where}: workload identity needs the pod's service-account token for audience "
-            f"'{WORKLOAD_AUDIENCE}', but the driver sent none; add "
-            f"'- audience: {WORKLOAD_AUDIENCE}' to tokenRequests of the CSIDriver "
-            "secrets-store.csi.k8s.io"
+            f"'{WORKLOAD_AUDIENCE}', but the request carries none; "
+            + sync_controller.token_fix(mount, WORKLOAD_AUDIENCE)
         )
