@@ -646,6 +646,12 @@ def link(
                     f"line {line}: values[{path!r}] is the output of {rendered[path].label}; "
                     "a template reads the fetched objects' outputs only"
                 )
+            elif path in readable and readable[path].selection is not None:
+                problems.append(
+                    f"line {line}: values[{path!r}] is the directory of the selection "
+                    f"{readable[path].label}; a template reads the files of objects mounted "
+                    "by 'name'"
+                )
             elif path not in readable:
                 problems.append(
                     f"line {line}: values[{path!r}] names no output of this class"

@@ -589,3 +589,13 @@ def test_a_secretsync_may_sync_a_template_but_not_an_unwritten_input(
     assert "sourcePath 'api-url' is not a file of SecretProviderClass app-env" in (
         capsys.readouterr().err
     )
+
+
+def test_a_selection_is_not_a_template_input() -> None:
+    selection = "- {backend: local, select: {directory: conf}, path: conf}\n"
+    message = parse_error("{{ values['conf'] }}" + BOTH, inputs=INPUTS + selection)
+    assert "values['conf'] is the directory of the selection objects[2]" in message
+    text = selection.replace("path: conf}", "path: conf, write: false}")
+    with pytest.raises(KeyferryError) as err:
+        native.parse(Mount(pod=Pod(), parameters={"objects": text}))
+    assert "'write' does not apply to 'select'" in err.value.message
