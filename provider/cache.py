@@ -81,6 +81,10 @@ class TTLCache(Generic[T]):
             self._evict()
         self._entries[key] = _Entry(value, now + ttl, now, keep)
 
+    def loading(self, key: Hashable) -> bool:
+        """Whether a load of ``key`` is in flight (a :meth:`get_or_load` now would join it)."""
+        return key in self._inflight
+
     def invalidate(self, key: Hashable) -> None:
         self._entries.pop(key, None)
 

@@ -24,6 +24,8 @@ from .registry import DIALECTS
 PROVIDER_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{0,30}$")
 DEFAULT_SOCKET_DIR = Path("/var/run/secrets-store-csi-providers")
 ENV_PREFIX = "KEYFERRY_"
+MAX_SELECTED_OBJECTS = 1000
+"""The hard bound on ``max_selected_objects`` (``provider.selection``)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,10 @@ class Config:
     past kubelet's deadline."""
     cache_ttl_seconds: float = 30.0
     """How long a fetched value is reused for the same identity (0 = coalescing only)."""
+    max_selected_objects: int = 100
+    """The most objects one ``select`` of the native dialect may match (at most 1000);
+    more fails the Mount with RESOURCE_EXHAUSTED naming the selection, never a truncated
+    mount. An object's ``maxMatches`` can only lower it."""
     stale_if_error_seconds: float = 0.0
     """Last-known-good, off at 0: while a backend is unavailable (UNAVAILABLE or
     DEADLINE_EXCEEDED, never a denial or a missing object), a Mount may be served the value
@@ -104,6 +110,7 @@ _SCALARS: dict[str, type] = {
     "max_concurrent_fetches": int,
     "max_concurrent_mounts": int,
     "cache_ttl_seconds": float,
+    "max_selected_objects": int,
     "stale_if_error_seconds": float,
     "fail_fast_threshold": int,
     "fail_fast_seconds": float,
@@ -240,6 +247,11 @@ def load(
     for name in ("max_response_bytes", "max_concurrent_fetches", "max_concurrent_mounts"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"config {name}: must be > 0")
+    if not 1 <= config.max_selected_objects <= MAX_SELECTED_OBJECTS:
+        raise ConfigError(
+            f"config max_selected_objects: must be from 1 to {MAX_SELECTED_OBJECTS} "
+            f"(got {config.max_selected_objects})"
+        )
     for name in (
         "cache_ttl_seconds",
         "stale_if_error_seconds",

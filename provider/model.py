@@ -90,6 +90,17 @@ class ObjectSpec:
     ids: tuple[str, ...]
     """ObjectVersion ids reported for this object; each gets the fetched version."""
     optional: bool = False
+    selection: Selection | None = None
+    """Set when ``ref`` selects many objects (:mod:`provider.selection`): ``outputs`` is
+    then the one directory the members are written under."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How a selecting object's members become files (:mod:`provider.selection`)."""
+
+    max_matches: int = 0
+    """The object's own cap (``maxMatches``); 0: the server's ``max_selected_objects``."""
 
 
 @dataclass(frozen=True)

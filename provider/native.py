@@ -42,7 +42,17 @@ from .files import check_path
 from .model import Decoding, Extraction, Mount, ObjectSpec, Output, Plan
 
 PARAMETERS = ("objects",)
-COMMON_KEYS = ("backend", "path", "mode", "decode", "optional", "id", "extract")
+COMMON_KEYS = (
+    "backend",
+    "path",
+    "mode",
+    "decode",
+    "optional",
+    "id",
+    "extract",
+    "select",
+    "maxMatches",
+)
 EXTRACT_KEYS = ("path", "mode", "decode", "jmesPath", "jsonKey", "yamlKey")
 DECODINGS: tuple[Decoding, ...] = ("utf-8", "base64", "hex")
 EXAMPLE = "'- backend: local\\n  name: db/password\\n  path: db-password'"
@@ -108,6 +118,12 @@ def _object(index: int, item: Any, mount: Mount) -> ObjectSpec:
     backend = get_str(item, "backend", where, required=True).strip()
     hook = _hook(backend, where)
     fields = check_keys(item, (*COMMON_KEYS, *hook.NATIVE_KEYS), where)
+    if "select" in fields:  # many objects under one directory
+        from .selection import native_object
+
+        return native_object(where, backend, fields, mount, _decoding)
+    if "maxMatches" in fields:
+        raise InvalidArgument(f"{where}: 'maxMatches' applies only to objects with 'select'")
     ref, default_path = hook.native_ref(
         {k: v for k, v in fields.items() if k in hook.NATIVE_KEYS}, where, mount
     )

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from . import files, registry, render
-from .backend import Registry, digest_part
+from . import files, registry, render, selection
+from .backend import Backend, Registry, digest_part
 from .errors import (
     Absent,
     Code,
     DeadlineExceeded,
+    FailedPrecondition,
     Internal,
     InvalidArgument,
     KeyferryError,
@@ -117,8 +119,7 @@ class Pipeline:
             out_files.extend(output or ())
             if result.stale_seconds is not None:
                 stale.append((spec, result.stale_seconds))
-            version = result.version or self._content_version(spec, result)
-            for object_id in spec.ids:
+            for object_id, version in self._versions(spec, result):
                 previous = versions.get(object_id)
                 if previous is not None and previous[0] != version:
                     errors.append(
@@ -152,13 +153,29 @@ class Pipeline:
             stale=tuple((spec.label, age) for spec, age in stale),
         )
 
-    def _content_version(self, spec: ObjectSpec, fetched: Fetched) -> str:
-        key = (spec.backend, spec.ref)
+    def _versions(self, spec: ObjectSpec, fetched: Fetched) -> list[tuple[str, str]]:
+        """(ObjectVersion id, version) pairs of one fetched object."""
+        if not isinstance(fetched, selection.Selected):
+            version = fetched.version or self._content_version(spec.backend, spec.ref, fetched)
+            return [(object_id, version) for object_id in spec.ids]
+        members = [
+            (m.name, f.version or self._content_version(spec.backend, m.ref, f))
+            for m, f in fetched.members
+        ]
+        whole = selection.version(self.registry.services, members)
+        return [
+            pair
+            for object_id in spec.ids
+            for pair in [(object_id, whole), *((f"{object_id}/{n}", v) for n, v in members)]
+        ]
+
+    def _content_version(self, backend: str, ref: Hashable, fetched: Fetched) -> str:
+        key = (backend, ref)
         prefix = self._version_prefixes.get(key)
         if prefix is None:  # the (backend, ref) parts of the HMAC, encoded once per ref
             if len(self._version_prefixes) >= 4096:
                 self._version_prefixes.clear()
-            prefix = digest_part(spec.backend.encode()) + digest_part(repr(spec.ref).encode())
+            prefix = digest_part(backend.encode()) + digest_part(repr(ref).encode())
             self._version_prefixes[key] = prefix
         digest = self.registry.services.keyed_digest_of(prefix + digest_part(fetched.content))
         return "hmac-sha256:" + digest[:32]
@@ -166,16 +183,83 @@ class Pipeline:
     async def _fetch_all(
         self, mount: Mount, plan: Plan, deadline: Deadline
     ) -> list[Fetched | Exception]:
+        listings: dict[int, selection.Listing | Exception] = {}
+        if any(spec.selection for spec in plan.objects):  # list first, then fetch members
+            listings = await self._list_all(mount, plan, deadline)
         unique: dict[str, dict[Hashable, None]] = {}  # refs per backend, once, in order
-        for spec in plan.objects:
-            unique.setdefault(spec.backend, {})[spec.ref] = None
-        by_backend = {name: list(refs) for name, refs in unique.items()}
-        results: dict[tuple[str, Hashable], Fetched | Exception] = {}
+        for i, spec in enumerate(plan.objects):
+            if spec.selection is None:
+                unique.setdefault(spec.backend, {})[spec.ref] = None
+                continue
+            listing = listings[i]
+            if not isinstance(listing, Exception):
+                for member in listing:
+                    unique.setdefault(spec.backend, {})[member.ref] = None
+        results: dict[tuple[str, Hashable], Fetched | Exception] = await self._per_backend(
+            deadline, unique, lambda backend, refs: backend.fetch(mount, refs, deadline)
+        )
+        out: list[Fetched | Exception] = []
+        for i, spec in enumerate(plan.objects):
+            if spec.selection is None:
+                out.append(results[(spec.backend, spec.ref)])
+                continue
+            listing = listings[i]
+            if isinstance(listing, Exception):
+                out.append(listing)
+                continue
+            mine = {m.ref: results[(spec.backend, m.ref)] for m in listing}
+            out.append(selection.collect(listing, mine))
+        return out
 
-        async def run(name: str, refs: Sequence[Hashable]) -> None:
+    async def _list_all(
+        self, mount: Mount, plan: Plan, deadline: Deadline
+    ) -> dict[int, selection.Listing | Exception]:
+        """Every selection of the plan listed (one ``select`` per backend, concurrently)
+        and checked against its object's cap and directory."""
+        limit = self.registry.services.config.max_selected_objects
+        queries: dict[str, dict[Hashable, None]] = {}
+        for spec in plan.objects:
+            if spec.selection is not None:
+                queries.setdefault(spec.backend, {})[spec.ref] = None
+
+        def select(backend: Backend[Any], refs: list[Hashable]) -> Awaitable[list[Any]]:
+            select = getattr(backend, "select", None)
+            if select is None:
+                raise FailedPrecondition(f"backend {backend.name} cannot select many objects")
+            listed: Awaitable[list[Any]] = select(mount, refs, deadline, limit)
+            return listed
+
+        found: dict[tuple[str, Hashable], selection.Listing | Exception] = await self._per_backend(
+            deadline, queries, select
+        )
+        out: dict[int, selection.Listing | Exception] = {}
+        for i, spec in enumerate(plan.objects):
+            if spec.selection is None:
+                continue
+            listing = found[(spec.backend, spec.ref)]
+            if not isinstance(listing, Exception):
+                try:
+                    listing = selection.check_listing(spec, listing, limit)
+                except KeyferryError as exc:
+                    listing = exc
+            out[i] = listing
+        return out
+
+    async def _per_backend(
+        self,
+        deadline: Deadline,
+        by_backend: Mapping[str, Mapping[Hashable, None]],
+        call: Callable[[Backend[Any], list[Hashable]], Awaitable[list[Any]]],
+    ) -> dict[tuple[str, Hashable], Any]:
+        """``call(backend, refs)`` for every backend concurrently within the Mount's
+        deadline: one result per (backend, ref); a failure of the whole call becomes every
+        ref's result. Past the deadline, DEADLINE_EXCEEDED naming the slow backends."""
+        results: dict[tuple[str, Hashable], Any] = {}
+
+        async def run(name: str, refs: list[Hashable]) -> None:
             try:
                 backend = await self.registry.get(name)
-                got = await backend.fetch(mount, refs, deadline)
+                got = await call(backend, refs)
                 if len(got) != len(refs):
                     raise RuntimeError(
                         f"backend {name} returned {len(got)} results for {len(refs)}"
@@ -189,9 +273,10 @@ class Pipeline:
             # No task per backend when there is one: the timeout cancels this one.
             async with asyncio.timeout(deadline.remaining()):
                 if len(by_backend) == 1:
-                    await run(*next(iter(by_backend.items())))
+                    name, refs = next(iter(by_backend.items()))
+                    await run(name, list(refs))
                 else:
-                    await asyncio.gather(*(run(n, r) for n, r in by_backend.items()))
+                    await asyncio.gather(*(run(n, list(r)) for n, r in by_backend.items()))
         except TimeoutError:
             slow = sorted(n for n, r in by_backend.items() if any((n, x) not in results for x in r))
             raise DeadlineExceeded(
@@ -199,7 +284,7 @@ class Pipeline:
                 f"(still waiting on backend {', '.join(slow)}); the backend is slow or "
                 "unreachable from this node"
             ) from None
-        return [results[(spec.backend, spec.ref)] for spec in plan.objects]
+        return results
 
 
 INLINE_RENDER_BYTES = 64 * 1024
@@ -212,7 +297,7 @@ def _cheap_to_render(plan: Plan, fetched: Sequence[Fetched | Exception]) -> bool
     size = 0
     for result in fetched:
         if isinstance(result, Fetched):
-            size += len(result.content)
+            size += selection.size(result)
     if size > INLINE_RENDER_BYTES:
         return False
     for spec in plan.objects:
@@ -233,6 +318,9 @@ def _render_all(
             out.append(None)
             continue
         try:
+            if isinstance(result, selection.Selected):
+                out.append(selection.render(spec, result, default_mode, render.decode))
+                continue
             out.append(render.render(spec, result, default_mode))
         except Exception as exc:  # reported per object by the caller
             out.append(exc)

@@ -25,6 +25,7 @@ SAMPLES: dict[str, str] = {
     "max_concurrent_fetches": "3",
     "max_concurrent_mounts": "9",
     "cache_ttl_seconds": "5",
+    "max_selected_objects": "20",
     "stale_if_error_seconds": "300",
     "fail_fast_threshold": "5",
     "fail_fast_seconds": "2",

@@ -11,9 +11,9 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ...backend import FetchResult, Services
 from ...errors import (
@@ -24,7 +24,11 @@ from ...errors import (
     ResourceExhausted,
 )
 from ...model import Deadline, Fetched, Mount
-from .ref import LocalRef
+from ...selection import Listing, Member, too_many
+from .ref import LocalRef, LocalSelection
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class LocalBackend:
@@ -38,25 +42,28 @@ class LocalBackend:
     async def fetch(
         self, mount: Mount, refs: Sequence[LocalRef], deadline: Deadline
     ) -> list[FetchResult]:
-        if self.root is None:
-            raise FailedPrecondition(
-                "the local backend is disabled on this node; set local_root in the keyferry "
-                "server configuration (flag --local-root) to enable it"
-            )
+        self._enabled()
         # Read on the event loop: a small file under a node-local root takes a few
         # microseconds, a hop to a worker thread costs ~100 times that. (The local backend
         # serves development clusters and the demo; a root on a network filesystem that
         # can stall belongs to no production node.)
-        start = time.monotonic()
-        out: list[FetchResult] = []
         plain_dirs: set[str] = set()  # directories this Mount found not to be symlinks
-        for ref in refs:
+        return self._each("read", refs, lambda ref: self._read(ref, plain_dirs))
+
+    def _each(
+        self, operation: str, items: Sequence[T], fn: Callable[[T], R]
+    ) -> list[R | Exception]:
+        """``fn`` of every item, a failure as that item's result; timed and counted as one
+        ``operation`` in the backend request metrics."""
+        start = time.monotonic()
+        out: list[R | Exception] = []
+        for item in items:
             try:
-                out.append(self._read(ref, plain_dirs))
+                out.append(fn(item))
             except Exception as exc:
                 out.append(exc)
         outcome = "error" if any(isinstance(r, Exception) for r in out) else "ok"
-        self.services.metrics.backend_call("local", "read", outcome, time.monotonic() - start)
+        self.services.metrics.backend_call("local", operation, outcome, time.monotonic() - start)
         return out
 
     def _read(self, ref: LocalRef, plain_dirs: set[str]) -> Fetched:
@@ -120,11 +127,97 @@ class LocalBackend:
             )
         return os.open(resolved, _OPEN_FLAGS)
 
+    async def select(
+        self, mount: Mount, queries: Sequence[LocalSelection], deadline: Deadline, limit: int
+    ) -> list[Listing | Exception]:
+        """The files of each directory, listed on the event loop like reads (bounded by
+        ``limit``); not cached: the next Mount sees a file added or removed at once."""
+        self._enabled()
+        return self._each("list", queries, lambda query: self._list(query, limit))
+
+    def _list(self, query: LocalSelection, limit: int) -> Listing:
+        """Every regular file (or symlink, checked when it is read) in the directory, with
+        paths relative to it. The directory and every directory walked are opened with
+        O_NOFOLLOW one element at a time: no symlinked directory is entered. FIFOs,
+        sockets and devices are errors naming them, never skipped."""
+        assert self.root is not None
+        shown = query.directory or "."
+        what = f"local directory {shown!r}"
+        try:
+            fd = os.open(self._root_text or "/", _DIR_FLAGS)
+            try:
+                for part in query.directory.split("/") if query.directory else ():
+                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    os.close(fd)
+                    fd = child
+                members: list[Member] = []
+                self._walk(fd, "", query, members, limit, what)
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            raise NotFound(f"{what} does not exist under the local root") from None
+        except NotADirectoryError:
+            raise InvalidArgument(
+                f"{what} is not a directory (a selection lists real directories below the "
+                "local root; a symlink to a directory is not followed)"
+            ) from None
+        except PermissionError:
+            raise PermissionDenied(f"keyferry may not list {what}") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise InvalidArgument(
+                    f"{what} is or passes through a symlink; a selection lists real "
+                    "directories below the local root only"
+                ) from None
+            raise InvalidArgument(
+                f"{what} cannot be listed: {exc.strerror or type(exc).__name__}"
+            ) from None
+        return tuple(members)
+
+    def _walk(
+        self,
+        fd: int,
+        prefix: str,
+        query: LocalSelection,
+        members: list[Member],
+        limit: int,
+        what: str,
+    ) -> None:
+        base = f"{query.directory}/" if query.directory else ""
+        with os.scandir(fd) as entries:
+            listed = sorted((e.name, e.is_dir(follow_symlinks=False), e) for e in entries)
+        for name, is_dir, entry in listed:
+            relative = f"{prefix}{name}"
+            if is_dir:
+                if query.recursive:
+                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                    try:
+                        self._walk(child, f"{relative}/", query, members, limit, what)
+                    finally:
+                        os.close(child)
+                continue
+            if not (entry.is_file(follow_symlinks=False) or entry.is_symlink()):
+                raise InvalidArgument(
+                    f"{what}: {relative!r} is not a regular file (a FIFO, socket or device); "
+                    "remove it or select a directory that holds only files"
+                )
+            members.append(Member(relative, LocalRef(path=f"{base}{relative}")))
+            if len(members) > limit:
+                raise too_many(f"select of {what}", limit)
+
+    def _enabled(self) -> None:
+        if self.root is None:
+            raise FailedPrecondition(
+                "the local backend is disabled on this node; set local_root in the keyferry "
+                "server configuration (flag --local-root) to enable it"
+            )
+
     async def close(self) -> None:
         return None
 
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 """O_NONBLOCK: opening a FIFO placed under the root returns at once (and is refused as
 not a regular file) instead of waiting for a writer."""
 

@@ -1,0 +1,213 @@
+"""``select:`` in the native dialect (provider/selection.py), with the local backend as the
+first implementation: end to end over the real socket, and the hostile inputs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+
+from keyferry_fakes.harness import Server
+from provider.errors import KeyferryError
+from provider.model import Mount, Pod
+from provider.pipeline import make_plan
+from tests.core.test_server import objects
+
+CANARY = "CANARY-selected-7d41b2"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "root"
+    (r / "app" / "nested" / "deeper").mkdir(parents=True)
+    (r / "app" / "db-password").write_text(CANARY)
+    (r / "app" / "api-key").write_text("key-1")
+    (r / "app" / "nested" / "tls.crt").write_text("cert")
+    (r / "app" / "nested" / "deeper" / "x").write_text("deep")
+    (r / "other.txt").write_text("other")
+    return r
+
+
+@pytest.fixture
+def srv(serve: Callable[..., Server], root: Path) -> Server:
+    return serve(local_root=root)
+
+
+SELECT_APP = objects("- {backend: local, select: {directory: app}, path: secrets}")
+
+
+def files_of(resp: object) -> dict[str, tuple[int, bytes]]:
+    return {f.path: (f.mode, f.contents) for f in resp.files}  # type: ignore[attr-defined]
+
+
+def versions_of(resp: object) -> dict[str, str]:
+    return {v.id: v.version for v in resp.object_version}  # type: ignore[attr-defined]
+
+
+def test_a_selection_writes_each_file_under_the_directory_with_mode_and_versions(
+    srv: Server,
+) -> None:
+    params = objects(
+        "- {backend: local, select: {directory: app}, path: secrets, mode: '0600'}",
+        "- {backend: local, name: other.txt}",
+    )
+    resp = srv.mount("keyferry", params)
+    assert files_of(resp) == {
+        "secrets/api-key": (0o600, b"key-1"),
+        "secrets/db-password": (0o600, CANARY.encode()),
+        "other.txt": (0o644, b"other"),
+    }
+    versions = versions_of(resp)
+    assert set(versions) == {"secrets", "secrets/api-key", "secrets/db-password", "other.txt"}
+    assert all(v.startswith("hmac-sha256:") for v in versions.values())
+    assert all(CANARY not in v for v in versions.values())
+
+
+def test_recursive_selection_names_files_by_their_path_below_the_directory(srv: Server) -> None:
+    resp = srv.mount(
+        "keyferry", objects("- {backend: local, select: {directory: app, recursive: true}}")
+    )
+    assert sorted(files_of(resp)) == [
+        "app/api-key",
+        "app/db-password",
+        "app/nested/deeper/x",
+        "app/nested/tls.crt",
+    ]
+
+
+def test_the_selection_version_changes_when_a_file_is_added_or_removed_not_otherwise(
+    srv: Server, root: Path
+) -> None:
+    first = versions_of(srv.mount("keyferry", SELECT_APP))
+    assert versions_of(srv.mount("keyferry", SELECT_APP)) == first
+    (root / "app" / "new").write_text("new")
+    added = versions_of(srv.mount("keyferry", SELECT_APP))
+    assert added["secrets"] != first["secrets"] and "secrets/new" in added
+    assert added["secrets/api-key"] == first["secrets/api-key"]
+    (root / "app" / "new").unlink()
+    assert versions_of(srv.mount("keyferry", SELECT_APP)) == first
+    (root / "app" / "api-key").write_text("key-2")
+    rotated = versions_of(srv.mount("keyferry", SELECT_APP))
+    assert rotated["secrets/api-key"] != first["secrets/api-key"]
+    assert rotated["secrets"] != first["secrets"]
+
+
+def test_an_empty_selection_is_not_found_unless_optional(srv: Server, root: Path) -> None:
+    (root / "empty").mkdir()
+    with pytest.raises(grpc.RpcError) as err:
+        srv.mount("keyferry", objects("- {backend: local, select: {directory: empty}}"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "objects[0] (local: select empty)" in (err.value.details() or "")
+    assert "matches no objects" in (err.value.details() or "")
+    resp = srv.mount(
+        "keyferry",
+        objects(
+            "- {backend: local, select: {directory: empty}, optional: true}",
+            "- {backend: local, name: other.txt}",
+        ),
+    )
+    assert list(files_of(resp)) == ["other.txt"]
+
+
+def test_more_matches_than_the_cap_fail_naming_the_count_and_the_setting(
+    serve: Callable[..., Server], root: Path
+) -> None:
+    s = serve(local_root=root, max_selected_objects=1)
+    with pytest.raises(grpc.RpcError) as err:
+        s.mount("keyferry", SELECT_APP)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    details = err.value.details() or ""
+    assert "more than 1 objects" in details and "max_selected_objects" in details
+
+
+def test_max_matches_lowers_the_cap_for_one_object(srv: Server) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        srv.mount(
+            "keyferry",
+            objects("- {backend: local, select: {directory: app}, path: s, maxMatches: 1}"),
+        )
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "matches 2 objects, over maxMatches 1" in (err.value.details() or "")
+
+
+def test_a_member_that_collides_with_another_member_fails_naming_both(
+    srv: Server, root: Path
+) -> None:
+    # app/nested is a directory of the recursive selection; a second selection writing a
+    # file named like it under the same directory cannot share the directory.
+    params = objects(
+        "- {backend: local, select: {directory: app}, path: s}",
+        "- {backend: local, name: other.txt, path: s/api-key}",
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        srv.mount("keyferry", params)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "objects[1]" in (err.value.details() or "")
+
+
+def test_a_fifo_in_the_directory_is_an_error_naming_it_not_a_hang_or_a_skip(
+    srv: Server, root: Path
+) -> None:
+    os.mkfifo(root / "app" / "pipe")
+    with pytest.raises(grpc.RpcError) as err:
+        srv.mount("keyferry", SELECT_APP)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'pipe' is not a regular file" in (err.value.details() or "")
+
+
+def test_symlinks_never_lead_a_selection_outside_the_root(
+    srv: Server, root: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("outside the root")
+    (root / "away").symlink_to(outside)
+    with pytest.raises(grpc.RpcError) as err:
+        srv.mount("keyferry", objects("- {backend: local, select: {directory: away}, path: a}"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "symlink" in (err.value.details() or "")
+    (root / "app" / "leak").symlink_to(outside / "secret")
+    with pytest.raises(grpc.RpcError) as err:
+        srv.mount("keyferry", SELECT_APP)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "outside the local root" in (err.value.details() or "")
+    assert "outside the root" not in (err.value.details() or "")
+
+
+def plan_error(text: str) -> str:
+    mount = Mount(pod=Pod("ns", "p"), parameters={"objects": text})
+    with pytest.raises(KeyferryError) as err:
+        make_plan(mount)
+    return err.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("- {backend: local, name: a, select: {directory: app}}", "either 'name'"),
+        ("- {backend: local, select: {directry: app}}", "did you mean 'directory'"),
+        ("- {backend: local, select: {}}", "'select' must be a mapping"),
+        ("- {backend: local, select: app}", "'select' must be a mapping"),
+        ("- {backend: local, select: {directory: ''}}", "select directory is empty"),
+        ("- {backend: local, select: {directory: ../up}, path: x}", "without '..'"),
+        ("- {backend: local, select: {directory: .}}", "'path' is required"),
+        ("- {backend: local, select: {directory: app}, path: ../x}", "'..' element"),
+        ("- {backend: local, select: {directory: app}, maxMatches: 0}", "maxMatches '0'"),
+        ("- {backend: local, select: {directory: app}, maxMatches: 5000}", "from 1 to 1000"),
+        ("- {backend: local, name: a, maxMatches: 5}", "only to objects with 'select'"),
+        (
+            "- {backend: local, select: {directory: app}, extract: [{path: p, jsonKey: k}]}",
+            "'extract' does not apply to 'select'",
+        ),
+        (
+            "- {backend: local, select: {directory: app}, path: s}\n"
+            "- {backend: local, name: other.txt, path: s/x}",
+            "needs a directory 's'",
+        ),
+    ],
+)
+def test_bad_selections_are_invalid_argument_naming_the_field(text: str, expected: str) -> None:
+    assert expected in plan_error(text)
