@@ -19,11 +19,12 @@ from ...breaker import Verdict, verdict_of
 from ...errors import DeadlineExceeded, Internal, KeyferryError
 from ...model import Deadline, Fetched, Mount
 from ...observe import get_logger
+from ...selection import Listing, Listings, Member, too_many
 from ..budget import RESERVE, Call, begin
 from . import settings as settings_module
 from .clients import Clients
 from .identity import Identities, Identity
-from .ref import AuthMode, GcpRef, ParameterVersionRef
+from .ref import AuthMode, GcpRef, ParameterVersionRef, SecretSelection
 from .settings import GcpSettings
 
 log = get_logger("gcp")
@@ -40,6 +41,7 @@ class GcpBackend:
         self.clients = Clients(settings)
         self.identities = Identities(settings, services)
         self._semaphore = asyncio.Semaphore(services.config.max_concurrent_fetches)
+        self._listings = Listings(NAME, services)
         self.api_calls = 0
         self.retries = 0
 
@@ -139,6 +141,76 @@ class GcpBackend:
             if stale is None:
                 raise
             return stale
+
+    async def select(
+        self,
+        mount: Mount,
+        queries: Sequence[SecretSelection],
+        deadline: Deadline,
+        limit: int,
+    ) -> list[Listing | Exception]:
+        """Each selection's secrets (ListSecrets with its label filter, as the pod's
+        identity), cached per principal; members are read at ``latest``
+        (:mod:`provider.selection`)."""
+        results = await asyncio.gather(
+            *(self._select_one(mount, query, deadline, limit) for query in queries),
+            return_exceptions=True,
+        )
+        out: list[Listing | Exception] = []
+        for query, result in zip(queries, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+            if isinstance(result, Exception) and not isinstance(result, KeyferryError):
+                log.error(
+                    "unexpected error listing in the gcp backend",
+                    exc_info=result,
+                    extra={"backend": NAME, "resource": query.name},
+                )
+                result = Internal(f"unexpected {type(result).__name__} listing {query.name}")
+            out.append(result)
+        return out
+
+    async def _select_one(
+        self, mount: Mount, query: SecretSelection, deadline: Deadline, limit: int
+    ) -> Listing:
+        identity, token = await self.identities.authorize(query, mount, deadline)
+
+        async def load() -> Listing:
+            call = begin(
+                NAME,
+                query.operation,
+                deadline,
+                max_attempts=self.settings.max_attempts,
+                metrics=self.services.metrics,
+                reserve=RESERVE,
+                limit=self.settings.timeout_seconds,
+            )
+            if call.remaining() <= 0:
+                raise DeadlineExceeded(f"no time left in the mount's deadline to list {query.name}")
+            async with (
+                self.services.breakers.guard(
+                    self.clients.breaker_endpoint(query), deadline, _judge(call)
+                ),
+                self._semaphore,
+            ):
+                self.api_calls += 1
+                ids = await self.services.timed(
+                    NAME,
+                    query.operation,
+                    self.clients.list_secrets,
+                    query,
+                    token,
+                    call,
+                    limit,
+                    self._on_retry,
+                    identity.member,
+                )
+            if ids is None:
+                raise too_many(query.describe(), limit)
+            return tuple(Member(secret, query.member(secret)) for secret in ids)
+
+        # The cap is part of the key: a listing cut off at one cap says nothing at another.
+        return await self._listings.get((NAME, identity.principal, query, limit), load)
 
     def _on_retry(self, exc: Exception) -> None:
         self.retries += 1
