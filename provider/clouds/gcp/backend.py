@@ -24,7 +24,7 @@ from ..budget import RESERVE, Call, begin
 from . import settings as settings_module
 from .clients import Clients
 from .identity import Identities, Identity
-from .ref import AuthMode, GcpRef, ParameterVersionRef, SecretSelection
+from .ref import AuthMode, GcpLocator, GcpRef, ParameterVersionRef, SecretSelection
 from .settings import GcpSettings
 
 log = get_logger("gcp")
@@ -98,17 +98,7 @@ class GcpBackend:
         identity, token = auth
 
         async def load() -> Fetched:
-            call = begin(
-                NAME,
-                ref.operation,
-                deadline,
-                max_attempts=self.settings.max_attempts,
-                metrics=self.services.metrics,
-                reserve=RESERVE,
-                limit=self.settings.timeout_seconds,
-            )
-            if call.remaining() <= 0:
-                raise DeadlineExceeded(f"no time left in the mount's deadline to fetch {ref.name}")
+            call = self._begin(ref, deadline, "fetch")
             endpoint = self.clients.breaker_endpoint(ref)
             async with (
                 self.services.breakers.guard(endpoint, deadline, _judge(call)),
@@ -176,17 +166,7 @@ class GcpBackend:
         identity, token = await self.identities.authorize(query, mount, deadline)
 
         async def load() -> Listing:
-            call = begin(
-                NAME,
-                query.operation,
-                deadline,
-                max_attempts=self.settings.max_attempts,
-                metrics=self.services.metrics,
-                reserve=RESERVE,
-                limit=self.settings.timeout_seconds,
-            )
-            if call.remaining() <= 0:
-                raise DeadlineExceeded(f"no time left in the mount's deadline to list {query.name}")
+            call = self._begin(query, deadline, "list")
             async with (
                 self.services.breakers.guard(
                     self.clients.breaker_endpoint(query), deadline, _judge(call)
@@ -211,6 +191,21 @@ class GcpBackend:
 
         # The cap is part of the key: a listing cut off at one cap says nothing at another.
         return await self._listings.get((NAME, identity.principal, query, limit), load)
+
+    def _begin(self, ref: GcpLocator, deadline: Deadline, verb: str) -> Call:
+        """One API call's share of the Mount's budget (:mod:`..budget`)."""
+        call = begin(
+            NAME,
+            ref.operation,
+            deadline,
+            max_attempts=self.settings.max_attempts,
+            metrics=self.services.metrics,
+            reserve=RESERVE,
+            limit=self.settings.timeout_seconds,
+        )
+        if call.remaining() <= 0:
+            raise DeadlineExceeded(f"no time left in the mount's deadline to {verb} {ref.name}")
+        return call
 
     def _on_retry(self, exc: Exception) -> None:
         self.retries += 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import google_crc32c
 import grpc
@@ -36,6 +36,7 @@ from .errors import translate
 from .ref import GcpLocator, GcpRef, SecretSelection, SecretVersionRef
 from .settings import GcpSettings
 
+T = TypeVar("T")
 USER_AGENT = "keyferry/0.1 (secrets-store-csi-driver provider)"
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
@@ -157,9 +158,22 @@ class Clients:
             )
             return Response(bytes(pm.rendered_payload), str(pm.parameter_version), endpoint)
 
+        return self._run(access, ref, endpoint, call, on_retry, member)
+
+    def _run(
+        self,
+        target: Callable[[], T],
+        ref: GcpLocator,
+        endpoint: str,
+        call: Call,
+        on_retry: Callable[[Exception], None] | None,
+        member: str,
+    ) -> T:
+        """``target`` retried within ``call``'s budget (:mod:`.retrying`); its failure as a
+        keyferry error naming ``ref``."""
         try:
             return retrying.run(
-                access,
+                target,
                 call,
                 initial=self.settings.retry_initial_seconds,
                 maximum=self.settings.retry_max_seconds,
@@ -205,18 +219,7 @@ class Clients:
                     return None
             return ids
 
-        try:
-            return retrying.run(
-                listing,
-                call,
-                initial=self.settings.retry_initial_seconds,
-                maximum=self.settings.retry_max_seconds,
-                outcome_of=retrying.rpc_outcome,
-                asked_of=retrying.rpc_asked,
-                on_retry=on_retry,
-            )
-        except core_exceptions.GoogleAPIError as exc:
-            raise translate(exc, selection, endpoint, call, member) from None
+        return self._run(listing, selection, endpoint, call, on_retry, member)
 
 
 MAX_PAGE_SIZE = 25000
