@@ -235,3 +235,12 @@ def test_bad_selections_are_invalid_argument_before_any_call(
 ) -> None:
     text = f"- backend: azure\n  {WHO}\n  select: {select}\n  path: app{extra}\n"
     assert expected in plan_error(text)
+
+
+def test_a_failing_listing_is_retried_within_the_budget_and_counted(
+    srv: Server, fake: FakeAzure
+) -> None:
+    fake.vault.inject(503, 1, path="/kv1/secrets")
+    assert sorted(files_of(mount(srv, SELECT_APP))) == ["app/app-api", "app/app-db"]
+    attempts = 'keyferry_backend_attempts_total{backend="azure",operation="list_secrets"'
+    assert srv.metric(f'{attempts},outcome="server_error"}}') == 1.0

@@ -267,3 +267,17 @@ def test_a_version_pin_or_name_does_not_mix_with_a_selection() -> None:
     with pytest.raises(KeyferryError) as info:
         make_plan(Mount(pod=Pod("ns", "p"), parameters={"objects": text}))
     assert "not both" in info.value.message
+
+
+def test_a_throttled_listing_is_retried_within_the_budget_and_counted(
+    srv: Server, stack: GoogleStack
+) -> None:
+    stack.secret_manager.fail(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, 1, retry_delay=0.01, where="projects/my-project"
+    )
+    resp = mount(srv, stack, SELECT_WEB)
+    assert sorted(files_of(resp)) == ["web/web-api", "web/web-db"]
+    assert stack.secret_manager.calls.count("projects/my-project") == 2
+    attempts = 'keyferry_backend_attempts_total{backend="gcp",operation="ListSecrets"'
+    assert srv.metric(f'{attempts},outcome="throttled"}}') == 1.0
+    assert srv.metric(f'{attempts},outcome="ok"}}') == 1.0
