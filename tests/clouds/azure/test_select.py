@@ -244,3 +244,25 @@ def test_a_failing_listing_is_retried_within_the_budget_and_counted(
     assert sorted(files_of(mount(srv, SELECT_APP))) == ["app/app-api", "app/app-db"]
     attempts = 'keyferry_backend_attempts_total{backend="azure",operation="list_secrets"'
     assert srv.metric(f'{attempts},outcome="server_error"}}') == 1.0
+
+
+def test_a_listing_outage_opens_the_vaults_breaker_then_fails_fast(
+    serve: Callable[..., Server], fake: FakeAzure, kube: FakeKube
+) -> None:
+    srv = serve(
+        providers="keyferry",
+        backends={"azure": fake.settings(retry_total=0)},  # one answer per call
+        kubernetes=kube.settings(),
+        cache_ttl_seconds=0,
+    )
+    srv.breaker_clock()
+    fake.vault.inject(503, times=100_000, path="/kv1/secrets")
+    for _ in range(3):  # fail_fast_threshold
+        err = refused(srv, SELECT_APP)
+        assert err.code() is grpc.StatusCode.UNAVAILABLE
+        assert "listing the secrets of vault 'kv1'" in (err.details() or "")
+    sent = fake.vault.requests["GET /kv1/secrets"]
+    err = refused(srv, SELECT_APP)
+    assert err.code() is grpc.StatusCode.UNAVAILABLE
+    assert "is down: 3 calls in a row failed" in (err.details() or "")
+    assert fake.vault.requests["GET /kv1/secrets"] == sent  # nothing went out

@@ -281,3 +281,29 @@ def test_a_throttled_listing_is_retried_within_the_budget_and_counted(
     attempts = 'keyferry_backend_attempts_total{backend="gcp",operation="ListSecrets"'
     assert srv.metric(f'{attempts},outcome="throttled"}}') == 1.0
     assert srv.metric(f'{attempts},outcome="ok"}}') == 1.0
+
+
+def test_a_listing_outage_opens_the_locations_breaker_then_fails_fast(
+    serve: Callable[..., Server], stack: GoogleStack, kube: FakeKube
+) -> None:
+    stack.google.bind(GSA, NS, KSA)
+    stack.google.grant("projects/my-project", SECRET_VIEWER, MEMBER)
+    srv = serve(
+        providers="keyferry",
+        # a short retry budget per call: an outage answers soon
+        backends={"gcp": stack.settings(timeout_seconds=0.3, attempt_timeout_seconds=0.1)},
+        kubernetes=kube.settings(),
+        cache_ttl_seconds=0,
+    )
+    srv.breaker_clock()
+    sm = stack.secret_manager
+    sm.fail(grpc.StatusCode.UNAVAILABLE, times=100_000)
+    for _ in range(3):  # fail_fast_threshold
+        err = refused(srv, stack, SELECT_WEB)
+        assert err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        assert "projects/my-project" in (err.details() or "")
+    sent = len(sm.calls)
+    err = refused(srv, stack, SELECT_WEB)
+    assert err.code() is grpc.StatusCode.UNAVAILABLE
+    assert f"gcp endpoint {sm.endpoint} is down" in (err.details() or "")
+    assert len(sm.calls) == sent  # nothing went out
