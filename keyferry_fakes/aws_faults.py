@@ -23,6 +23,13 @@ identity token and any credentials; the proxy enforces what AWS enforces:
   Manager and SSM answer; STS's query API answers 403 ``InvalidClientTokenId`` /
   ``SignatureDoesNotMatch``).
 
+Permissions: reading a named secret or parameter is allowed to every issued identity
+(tests deny it with :meth:`AwsFaults.fail`), but the list actions are not: as in IAM, a
+role may call ``secretsmanager:ListSecrets`` (also needed for ``BatchGetSecretValue``
+with ``Filters``) or ``ssm:GetParametersByPath`` only once :meth:`AwsFaults.grant` gave
+it that action, else 400 ``AccessDeniedException`` "... is not authorized to perform:
+<action> ...", the message AWS sends.
+
 It also records every request (operation, region from the SigV4 credential
 scope, headers, body) so tests can count API calls and see exactly what was sent
 (e.g. the WebIdentityToken), and answers chosen operations with chosen errors
@@ -71,6 +78,8 @@ _moto_url = ""
 _lock = threading.Lock()
 
 ACCOUNT = "123456789012"
+LIST_ACTIONS = frozenset({"secretsmanager:ListSecrets", "ssm:GetParametersByPath"})
+"""Actions an identity may call only once :meth:`AwsFaults.grant` allowed them to its role."""
 _DEFAULT_CODES = {
     400: "ThrottlingException",
     429: "TooManyRequestsException",
@@ -233,6 +242,8 @@ class AwsFaults:
     issued: dict[str, Issued] = field(default_factory=dict)
     """access key id -> the credentials the fake identity issued."""
     refusals: list[Refusal] = field(default_factory=list)
+    grants: dict[str, set[str]] = field(default_factory=dict)
+    """role ARN -> the :data:`LIST_ACTIONS` its policies allow."""
     faults: Faults = field(default_factory=Faults)
     """Throttling, 5xx, resets and slow answers by operation (``where``), applied to
     requests that pass the identity checks and match no :class:`Rule`."""
@@ -257,6 +268,8 @@ class AwsFaults:
                 body = self.rfile.read(length) if length else b""
                 rec = proxy._record(self.headers, body)
                 refusal = proxy._authenticate(self.command, self.path, rec)
+                if refusal is None:
+                    refusal = proxy._authorize(rec)
                 if refusal is not None:
                     self._error(
                         Rule(rec.operation, refusal.status, refusal.code, refusal.message), rec
@@ -383,6 +396,43 @@ class AwsFaults:
         with self._mutex:
             self.issued[issued.access_key] = issued
         return issued
+
+    def grant(self, role_arn: str, *actions: str) -> None:
+        """Let ``role_arn`` call the list ``actions`` (of :data:`LIST_ACTIONS`)."""
+        unknown = set(actions) - LIST_ACTIONS
+        if unknown:
+            raise ValueError(f"not a list action: {sorted(unknown)}")
+        with self._mutex:
+            self.grants.setdefault(role_arn, set()).update(actions)
+
+    def _authorize(self, rec: Recorded) -> Refusal | None:
+        """IAM for the list actions: the signing identity's role must have been granted
+        each one the request needs."""
+        needed = []
+        action = f"{rec.service}:{rec.operation}"
+        if action in LIST_ACTIONS:
+            needed.append(action)
+        if rec.operation == "BatchGetSecretValue" and "Filters" in json.loads(rec.body or b"{}"):
+            needed.append("secretsmanager:ListSecrets")
+        if not needed:
+            return None
+        auth = {k.lower(): v for k, v in rec.headers.items()}.get("authorization", "")
+        m = _AUTH.match(auth)
+        with self._mutex:
+            issued = self.issued.get(m["key"]) if m else None
+            role = issued.role_arn if issued else ""
+            allowed = self.grants.get(role, set())
+        for action in needed:
+            if action not in allowed:
+                who = role.replace(":iam::", ":sts::").replace(":role/", ":assumed-role/")
+                return self._refuse(
+                    rec,
+                    400,
+                    "AccessDeniedException",
+                    f"User: {who}/keyferry is not authorized to perform: {action} because no "
+                    f"identity-based policy allows the {action} action",
+                )
+        return None
 
     def role_of(self, access_key: str) -> str | None:
         with self._mutex:
@@ -556,8 +606,8 @@ class AwsFaults:
             self.refusals.clear()
 
     def reset(self) -> None:
-        """Back to the state of a new proxy: no rules, delays, trust policies or issued
-        credentials, nothing recorded. The proxy keeps its URL; moto keeps its data
+        """Back to the state of a new proxy: no rules, delays, trust policies, grants or
+        issued credentials, nothing recorded. The proxy keeps its URL; moto keeps its data
         (tests name what they create uniquely)."""
         with self._mutex:
             self.rules.clear()
@@ -565,6 +615,7 @@ class AwsFaults:
             self.refusals.clear()
             self.delay.clear()
             self.trusts.clear()
+            self.grants.clear()
             self.issued.clear()
         self.faults.clear()
 

@@ -30,12 +30,14 @@ from ...cache import TTLCache
 from ...errors import Internal, KeyferryError
 from ...model import Deadline, Mount
 from ...observe import get_logger
+from ...selection import Listing
 from . import settings as settings_mod
 from .api import NAME, Api, Job, Outcome, Reader, Reading
 from .credentials import Identity, IdentityPool
 from .errors import classify
 from .identity import Identities
-from .ref import AddressType, Auth, AwsRef, Service
+from .listing import Lister
+from .ref import AddressType, Auth, AwsRef, AwsSelection, Service
 from .region import Regions
 from .secretsmanager import SecretsManager
 from .settings import AwsSettings
@@ -68,9 +70,17 @@ class AwsBackend:
             "ssm": ParameterStore(self.api),
         }
         self._inflight: TTLCache[Outcome] = TTLCache(0)  # coalescing only, nothing kept
+        self.lister = Lister(services, self.api, self.identities, self.regions)
 
     async def close(self) -> None:
         self.regions.clear()
+        self.lister.listings.clear()
+
+    async def select(
+        self, mount: Mount, queries: Sequence[AwsSelection], deadline: Deadline, limit: int
+    ) -> list[Listing | Exception]:
+        """The secrets or parameters each selection matches (:mod:`.listing`)."""
+        return await self.lister.select(mount, queries, deadline, limit)
 
     async def fetch(
         self, mount: Mount, refs: Sequence[AwsRef], deadline: Deadline

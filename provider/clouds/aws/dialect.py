@@ -36,7 +36,7 @@ from typing import Any, cast
 
 from ...dialect import check_keys, collect, load_yaml, parse_bool, require_list
 from ...errors import InvalidArgument, KeyferryError, did_you_mean
-from ...files import check_path, directory_clashes
+from ...files import check_path, directory_clashes, path_problem
 from ...model import Extraction, Mount, ObjectSpec, Output, Plan
 from .fields import (
     ARN_SERVICES,
@@ -49,7 +49,17 @@ from .fields import (
     service_for,
     text,
 )
-from .ref import AddressType, Arn, Auth, AwsRef, AwsTarget, Service, is_arn, parse_arn
+from .ref import (
+    AddressType,
+    Arn,
+    Auth,
+    AwsRef,
+    AwsSelection,
+    AwsTarget,
+    Service,
+    is_arn,
+    parse_arn,
+)
 
 PARAMETERS = (
     "objects",
@@ -368,14 +378,9 @@ def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Aws
         region = check_region(region, f"{where} region")
     elif arn is not None and arn.region:
         region = check_region(arn.region, f"{where} ARN region")
-    service_text = text(fields.get("service"), where, "service").strip().lower()
-    if service_text:
-        service = NATIVE_SERVICES.get(service_text)
-        if service is None:
-            raise InvalidArgument(
-                f"{where}: service {service_text!r} is not an AWS secret store"
-                f"{did_you_mean(service_text, ('secretsmanager', 'ssm'))}"
-            )
+    named = _service(fields, where)
+    if named is not None:
+        service = named
         object_type = _OBJECT_TYPE[service]
     elif not is_arn(name):
         raise InvalidArgument(
@@ -399,16 +404,7 @@ def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Aws
             raise InvalidArgument(f"{where}: 'failoverName' needs 'failoverRegion'")
         service_for(failover_name, _OBJECT_TYPE[service], failover_region, f"{where} failoverName")
         failover = AwsTarget(failover_name, target.version_id, target.version_label)
-    auth_text = text(fields.get("auth"), where, "auth").strip().lower() or "irsa"
-    auth = NATIVE_AUTH.get(auth_text)
-    if auth is None:
-        hint = did_you_mean(auth_text, ("irsa", "podIdentity"))
-        raise InvalidArgument(f"{where}: auth {auth_text!r} is not valid{hint}")
-    address = text(fields.get("addressType"), where, "addressType").strip().lower() or "auto"
-    if address not in ADDRESS_TYPES:
-        raise InvalidArgument(
-            f"{where}: addressType {address!r} is not valid{did_you_mean(address, ADDRESS_TYPES)}"
-        )
+    auth, address = _identity(fields, where)
     ref = AwsRef(
         service=service,
         target=target,
@@ -419,6 +415,35 @@ def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Aws
         address_type=cast(AddressType, address),
     )
     return ref, _default_path(service, name, arn)
+
+
+def _service(fields: Mapping[str, Any], where: str) -> Service | None:
+    """``service``, or ``None`` when it is not given."""
+    service_text = text(fields.get("service"), where, "service").strip().lower()
+    if not service_text:
+        return None
+    service = NATIVE_SERVICES.get(service_text)
+    if service is None:
+        raise InvalidArgument(
+            f"{where}: service {service_text!r} is not an AWS secret store"
+            f"{did_you_mean(service_text, ('secretsmanager', 'ssm'))}"
+        )
+    return service
+
+
+def _identity(fields: Mapping[str, Any], where: str) -> tuple[Auth, str]:
+    """``auth`` and ``addressType``: which pod identity reads the object."""
+    auth_text = text(fields.get("auth"), where, "auth").strip().lower() or "irsa"
+    auth = NATIVE_AUTH.get(auth_text)
+    if auth is None:
+        hint = did_you_mean(auth_text, ("irsa", "podIdentity"))
+        raise InvalidArgument(f"{where}: auth {auth_text!r} is not valid{hint}")
+    address = text(fields.get("addressType"), where, "addressType").strip().lower() or "auto"
+    if address not in ADDRESS_TYPES:
+        raise InvalidArgument(
+            f"{where}: addressType {address!r} is not valid{did_you_mean(address, ADDRESS_TYPES)}"
+        )
+    return auth, address
 
 
 def _native_target(fields: Mapping[str, Any], where: str, service: Service, name: str) -> AwsTarget:
@@ -444,3 +469,109 @@ def _default_path(service: Service, name: str, arn: Arn | None) -> str:
         prefix = "secret:" if service == "secretsmanager" else "parameter/"
         name = resource[len(prefix) :] if resource.startswith(prefix) else resource
     return name.strip("/")
+
+
+# --------------------------------------------------------------------------- select
+
+SELECT_KEYS = ("namePrefix", "tags", "path", "recursive")
+_SELECT_SERVICE: dict[str, Service] = {
+    "namePrefix": "secretsmanager",
+    "tags": "secretsmanager",
+    "path": "ssm",
+    "recursive": "ssm",
+}
+_SELECT_FIELDS = ("service", "region", "auth", "addressType")
+MAX_TAGS = 10
+"""ListSecrets takes at most 10 filters; more tags than that select nothing useful."""
+
+
+def native_select(
+    select: Mapping[str, Any], fields: Mapping[str, Any], where: str, mount: Mount
+) -> tuple[AwsSelection, str]:
+    """``select`` of a ``backend: aws`` object (:mod:`provider.selection`): Secrets Manager
+    ``namePrefix`` and/or ``tags`` (ListSecrets), or SSM ``path`` with ``recursive``
+    (GetParametersByPath). ``service`` may be left out (the keys say which store);
+    ``region``, ``auth`` and ``addressType`` work as for one object. The current value of
+    each match is mounted: version pins and failover do not apply to a selection."""
+    misplaced = [k for k in fields if k not in _SELECT_FIELDS]
+    if misplaced:
+        raise InvalidArgument(
+            f"{where}: '{misplaced[0]}' does not apply to 'select' (each selected object is "
+            f"read at its current version); allowed beside it: {', '.join(_SELECT_FIELDS)}"
+        )
+    stores = {_SELECT_SERVICE[k] for k in select}
+    named = _service(fields, where)
+    if named is not None:
+        stores.add(named)
+    if len(stores) != 1:
+        raise InvalidArgument(
+            f"{where}: select mixes Secrets Manager keys (namePrefix, tags) and SSM keys "
+            "(path, recursive); one object selects in one store"
+        )
+    service = stores.pop()
+    region = text(fields.get("region"), where, "region").strip()
+    if region:
+        region = check_region(region, f"{where} region")
+    auth, address = _identity(fields, where)
+    common: dict[str, Any] = {
+        "region": region,
+        "auth": auth,
+        "address_type": cast(AddressType, address),
+    }
+    if service == "ssm":
+        return _ssm_select(select, where, common)
+    prefix = text(select.get("namePrefix"), where, "namePrefix")
+    if "namePrefix" in select and not prefix.strip():
+        raise InvalidArgument(
+            f"{where}: select namePrefix is empty, which would select every secret the "
+            "identity can list; give a prefix (e.g. 'app/prod/') or select by tags"
+        )
+    tags = _tags(select.get("tags"), f"{where} select tags")
+    if not prefix and not tags:
+        raise InvalidArgument(
+            f"{where}: select needs 'namePrefix' or 'tags' for Secrets Manager (or 'path' for SSM)"
+        )
+    if is_arn(prefix):
+        raise InvalidArgument(f"{where}: select namePrefix is a name prefix, not an ARN")
+    default = prefix.strip("/") if prefix and not path_problem(prefix.strip("/")) else ""
+    selection = AwsSelection("secretsmanager", name_prefix=prefix, tags=tags, **common)
+    return selection, default
+
+
+def _ssm_select(
+    select: Mapping[str, Any], where: str, common: dict[str, Any]
+) -> tuple[AwsSelection, str]:
+    path = text(select.get("path"), where, "path").strip()
+    if not path:
+        raise InvalidArgument(f"{where}: select needs 'path' for SSM, e.g. path: /app/prod")
+    if not path.startswith("/") or "//" in path or len(path) > 2048:
+        raise InvalidArgument(
+            f"{where}: select path {path[:80]!r} must be an SSM hierarchy: it starts with "
+            "'/', has no empty level and is at most 2048 characters (e.g. /app/prod)"
+        )
+    trimmed = path.rstrip("/")
+    if not trimmed:
+        raise InvalidArgument(
+            f"{where}: select path '/' would select every parameter the identity can read; "
+            "name a hierarchy such as /app/prod"
+        )
+    recursive = parse_bool(select.get("recursive", False), f"{where} select recursive")
+    default = trimmed.strip("/")
+    selection = AwsSelection("ssm", path=trimmed, recursive=recursive, **common)
+    return selection, default if not path_problem(default) else ""
+
+
+def _tags(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping) or not value:
+        raise InvalidArgument(f"{where}: must be a mapping of tag key to value, e.g. {{team: a}}")
+    if len(value) > MAX_TAGS:
+        raise InvalidArgument(f"{where}: at most {MAX_TAGS} tags")
+    tags: list[tuple[str, str]] = []
+    for key, tag in value.items():
+        key_text = text(key, where, "tag key").strip()
+        if not key_text:
+            raise InvalidArgument(f"{where}: a tag key is empty")
+        tags.append((key_text, text(tag, f"{where} {key_text}", key_text)))
+    return tuple(sorted(tags))

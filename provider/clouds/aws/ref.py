@@ -129,3 +129,46 @@ class AwsRef:
     @property
     def service_title(self) -> str:
         return "Secrets Manager" if self.service == "secretsmanager" else "SSM Parameter Store"
+
+
+@dataclass(frozen=True)
+class AwsSelection:
+    """Many values selected in one store (the native dialect's ``select``): Secrets Manager
+    secrets by name prefix and/or exact tags (ListSecrets), or SSM parameters under a path
+    (GetParametersByPath). Read in one region as the pod, like :class:`AwsRef`."""
+
+    service: Service
+    name_prefix: str = ""
+    tags: tuple[tuple[str, str], ...] = ()
+    """Every (key, value) must be on a secret, exactly; sorted."""
+    path: str = ""
+    """The SSM hierarchy, without a trailing ``/``."""
+    recursive: bool = False
+    region: str = ""
+    auth: Auth = "irsa"
+    address_type: AddressType = "auto"
+
+    def member(self, name: str) -> AwsRef:
+        """The plain ref that reads one selected secret or parameter (its current value)."""
+        return AwsRef(
+            service=self.service,
+            target=AwsTarget(name),
+            region=self.region,
+            auth=self.auth,
+            address_type=self.address_type,
+        )
+
+    def relative(self, name: str) -> str:
+        """A selected name relative to the selection: below the prefix or path (one ``/``
+        after it dropped), or the whole name when tags alone select."""
+        base = self.name_prefix if self.service == "secretsmanager" else self.path
+        rest = name[len(base) :] if base and name.startswith(base) else name
+        return rest[1:] if base and not base.endswith("/") and rest.startswith("/") else rest
+
+    def describe(self) -> str:
+        if self.service == "ssm":
+            how = "recursively" if self.recursive else "directly"
+            return f"SSM parameters {how} under {self.path!r}"
+        bits = [f"name prefix {self.name_prefix!r}"] if self.name_prefix else []
+        bits += [f"tag {k}={v}" for k, v in self.tags]
+        return "Secrets Manager secrets with " + " and ".join(bits)

@@ -342,16 +342,22 @@ def test_concurrent_identical_mounts_share_one_batch_call(
         srv.mount("aws", params, tokens=irsa())  # credentials and clients warm
         proxy.clear()
         proxy.delay["BatchGetSecretValue"] = 0.5  # keep the first call in flight
-        gate = threading.Barrier(pods)
-
-        def one(i: int) -> int:
-            gate.wait()
-            pod = (DEFAULT_POD[0], f"web-{i}", str(uuid.uuid4()), DEFAULT_POD[3])
-            return len(srv.mount("aws", params, tokens=irsa(pod), pod=pod).files)
-
-        with ThreadPoolExecutor(pods) as pool:
-            assert list(pool.map(one, range(pods))) == [3] * pods
+        assert rollout(srv, "aws", params, pods) == [3] * pods
     assert 1 <= proxy.count("BatchGetSecretValue") < pods
+
+
+def rollout(srv: Any, socket: str, params: dict[str, str], pods: int) -> list[int]:
+    """``pods`` pods of one service account mounting ``params`` at once: the number of
+    files each got."""
+    gate = threading.Barrier(pods)
+
+    def one(i: int) -> int:
+        gate.wait()
+        pod = (DEFAULT_POD[0], f"web-{i}", str(uuid.uuid4()), DEFAULT_POD[3])
+        return len(srv.mount(socket, params, tokens=irsa(pod), pod=pod).files)
+
+    with ThreadPoolExecutor(pods) as pool:
+        return list(pool.map(one, range(pods)))
 
 
 def test_aws_secrets_and_tokens_never_reach_logs_errors_or_metrics(

@@ -9,7 +9,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
@@ -213,6 +213,55 @@ def test_secret_stores_refuse_expired_issued_credentials(
         "ExpiredTokenException",
         "The security token included in the request is expired",
     )
+
+
+_LISTS: dict[str, tuple[str, Callable[[Any, str], list[str]]]] = {
+    "secretsmanager:ListSecrets": (
+        "secretsmanager",
+        lambda c, name: [
+            s["Name"]
+            for s in c.list_secrets(Filters=[{"Key": "name", "Values": [name]}])["SecretList"]
+        ],
+    ),
+    "secretsmanager:ListSecrets (BatchGetSecretValue with Filters)": (
+        "secretsmanager",
+        lambda c, name: [
+            s["Name"]
+            for s in c.batch_get_secret_value(Filters=[{"Key": "name", "Values": [name]}])[
+                "SecretValues"
+            ]
+        ],
+    ),
+    "ssm:GetParametersByPath": (
+        "ssm",
+        lambda c, name: [
+            p["Name"] for p in c.get_parameters_by_path(Path=name.rsplit("/", 1)[0])["Parameters"]
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("action", list(_LISTS))
+def test_list_actions_are_denied_until_the_role_is_granted_them(
+    proxy: AwsFaults, secret: str, parameter: str, action: str
+) -> None:
+    service, listing = _LISTS[action]
+    name = secret if service == "secretsmanager" else parameter
+    creds = irsa_credentials(proxy)
+    c = client(proxy, service, creds)
+    needed = action.split(" ")[0]
+    status, code, message = error(lambda: listing(c, name))
+    assert (status, code) == (400, "AccessDeniedException")
+    assert message == (
+        "User: arn:aws:sts::123456789012:assumed-role/web/keyferry is not authorized to "
+        f"perform: {needed} because no identity-based policy allows the {needed} action"
+    )
+    proxy.grant("arn:aws:iam::123456789012:role/other", needed)  # another role's grant
+    assert error(lambda: listing(c, name))[1] == "AccessDeniedException"
+    proxy.grant(ROLE, needed)
+    assert name in listing(c, name)
+    proxy.reset()  # a reset forgets grants
+    assert proxy.grants == {}
 
 
 def test_secrets_manager_refuses_a_stale_signature(proxy: AwsFaults, secret: str) -> None:

@@ -1,0 +1,169 @@
+"""``select`` for the ``aws`` backend (:mod:`provider.selection`): list, as the pod.
+
+- Secrets Manager: ``ListSecrets`` (100 a page) with the service's filters — ``name``
+  (a case-sensitive prefix match), ``tag-key`` and ``tag-value`` — then every result is
+  checked again here: the name must start with the prefix exactly and every tag must be
+  on the secret with exactly its value (the service matches tag keys and values each by
+  prefix and independently of each other). Secrets scheduled for deletion are left out,
+  as the service does by default. The members' values are then read by the backend's
+  ``fetch`` with the class's other secrets (``BatchGetSecretValue``, 20 a call).
+- SSM: ``GetParametersByPath`` (10 a page, decrypted, recursive or not). It returns the
+  values too: they go into the value cache under the member's key, so the Mount's
+  ``fetch`` reads none of them again (while ``cache_ttl_seconds`` is above 0).
+
+A listing is cached per (principal, selection, region) for ``cache_ttl_seconds`` and
+identical concurrent listings share one set of calls (:class:`provider.selection.Listings`).
+Past the server's ``max_selected_objects`` the listing stops and the Mount fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from botocore import xform_name
+
+from ...backend import Services
+from ...errors import KeyferryError
+from ...model import Deadline, Fetched, Mount
+from ...selection import Listing, Listings, Member, too_many
+from .api import NAME, Api
+from .credentials import Identity
+from .identity import Identities
+from .ref import AwsSelection
+from .region import Regions
+
+_DENIED = ("AccessDeniedException", "AccessDenied")
+_PERMISSIONS = {
+    "ListSecrets": "secretsmanager:ListSecrets",
+    "GetParametersByPath": "ssm:GetParametersByPath on the path (and kms:Decrypt for SecureString)",
+}
+"""What a denied list call needs (IAM actions)."""
+
+
+class Lister:
+    def __init__(
+        self, services: Services, api: Api, identities: Identities, regions: Regions
+    ) -> None:
+        self.services = services
+        self.api = api
+        self.identities = identities
+        self.regions = regions
+        self.listings = Listings(NAME, services)
+
+    async def select(
+        self, mount: Mount, queries: Sequence[AwsSelection], deadline: Deadline, limit: int
+    ) -> list[Listing | Exception]:
+        probes = [query.member("") for query in queries]
+        regions = await self.regions.primary(mount, probes, deadline)
+        listed = await asyncio.gather(
+            *(
+                self._one(mount, query, region, deadline, limit)
+                for query, region in zip(queries, regions, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        out: list[Listing | Exception] = []
+        for item in listed:
+            if isinstance(item, BaseException) and not isinstance(item, Exception):
+                raise item
+            out.append(item)
+        return out
+
+    async def _one(
+        self,
+        mount: Mount,
+        query: AwsSelection,
+        region: str | KeyferryError,
+        deadline: Deadline,
+        limit: int,
+    ) -> Listing:
+        if isinstance(region, KeyferryError):
+            raise region
+        problem = self.identities.check_token(mount, query.auth)
+        if problem is not None:
+            raise problem
+        identity = await self.identities.resolve(
+            mount, query.auth, query.address_type, region, deadline
+        )
+        key = (identity.principal, query, region, limit)
+        lister = self._parameters if query.service == "ssm" else self._secrets
+        return await self.listings.get(
+            key, lambda: lister(identity, query, region, deadline, limit)
+        )
+
+    async def _secrets(
+        self, identity: Identity, query: AwsSelection, region: str, deadline: Deadline, limit: int
+    ) -> Listing:
+        filters: list[dict[str, Any]] = []
+        if query.name_prefix:
+            filters.append({"Key": "name", "Values": [query.name_prefix]})
+        if query.tags:  # narrows the listing; each tag is checked exactly below
+            key, value = query.tags[0]
+            filters.append({"Key": "tag-key", "Values": [key]})
+            filters.append({"Key": "tag-value", "Values": [value]})
+        members: list[Member] = []
+        request = {"Filters": filters, "MaxResults": 100}
+        async for page in self._pages(identity, query, region, deadline, "ListSecrets", request):
+            for secret in page.get("SecretList", []) or []:
+                name = str(secret.get("Name", ""))
+                if secret.get("DeletedDate") or not name.startswith(query.name_prefix):
+                    continue
+                tags = {(str(t.get("Key")), str(t.get("Value"))) for t in secret.get("Tags") or []}
+                if not all(tag in tags for tag in query.tags):
+                    continue
+                members.append(Member(query.relative(name), query.member(name)))
+                if len(members) > limit:
+                    raise too_many(query.describe(), limit)
+        return tuple(members)
+
+    async def _parameters(
+        self, identity: Identity, query: AwsSelection, region: str, deadline: Deadline, limit: int
+    ) -> Listing:
+        ttl = self.services.config.cache_ttl_seconds
+        members: list[Member] = []
+        request = {"Path": query.path, "Recursive": query.recursive, "WithDecryption": True}
+        operation = "GetParametersByPath"
+        async for page in self._pages(identity, query, region, deadline, operation, request):
+            for param in page.get("Parameters", []) or []:
+                name = str(param.get("Name", ""))
+                ref = query.member(name)
+                fetched = Fetched(
+                    content=str(param.get("Value", "")).encode("utf-8"),
+                    version=str(param.get("Version", "")),
+                    content_type=str(param.get("Type", "")),
+                    served_by=region,
+                )
+                # The value came with the listing: the Mount's fetch finds it here.
+                self.services.values.put((NAME, identity.principal, ref, region), fetched, ttl=ttl)
+                members.append(Member(query.relative(name), ref))
+                if len(members) > limit:
+                    raise too_many(query.describe(), limit)
+        return tuple(members)
+
+    async def _pages(
+        self,
+        identity: Identity,
+        query: AwsSelection,
+        region: str,
+        deadline: Deadline,
+        operation: str,
+        request: dict[str, Any],
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every page of one list operation (``NextToken``), each call through the gate; a
+        denial names the permission and who needs it."""
+        client = await self.api.client(identity, query.service, region)
+        method = getattr(client, xform_name(operation))
+        what = f"{operation} in {region} ({query.describe()})"
+        hints = dict.fromkeys(_DENIED, identity.principal.needs(_PERMISSIONS[operation]))
+        token = ""
+        while True:
+            kwargs = {**request, "NextToken": token} if token else request
+            page: dict[str, Any] = await self.api.call(
+                query.service, operation, method, deadline, what=what, hints=hints, **kwargs
+            )
+            yield page
+            token = page.get("NextToken") or ""
+            if not token:
+                return

@@ -1,0 +1,289 @@
+"""``select`` on the native socket with ``backend: aws``: Secrets Manager by name prefix
+and tags (ListSecrets), SSM by path (GetParametersByPath), through a real keyferry server,
+boto3, the strict SigV4/IAM proxy and moto. The list actions must be granted to the role
+(keyferry_fakes/aws_faults.py ``grant``), as in IAM."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from keyferry_fakes.aws_faults import AwsFaults, seed_clients
+from keyferry_fakes.harness import running_server
+from keyferry_fakes.kube import FakeKube
+from tests.clouds.aws.test_e2e import ROLE, files, irsa, rollout, versions
+
+CANARY = "CANARY-aws-selected-5be01c"
+LIST_SECRETS = "secretsmanager:ListSecrets"
+BY_PATH = "ssm:GetParametersByPath"
+
+
+def server(tmp_path: Path, proxy: AwsFaults, kube: FakeKube, **config: Any) -> Any:
+    return running_server(
+        tmp_path,
+        providers="keyferry",
+        backends={"aws": {"endpoint_url": proxy.url, "region": "us-east-1"}},
+        kubernetes=kube.settings(),
+        **{"cache_ttl_seconds": 0, **config},
+    )
+
+
+def native(*items: dict[str, Any]) -> dict[str, str]:
+    return {"objects": json.dumps(list(items))}
+
+
+def mount(srv: Any, params: dict[str, str]) -> Any:
+    return srv.mount("keyferry", params, tokens=irsa())
+
+
+def failure(srv: Any, params: dict[str, str]) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as err:
+        mount(srv, params)
+    return err.value.code(), err.value.details() or ""
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"sel-{uuid.uuid4().hex[:8]}/"
+
+
+def test_a_name_prefix_mounts_each_secret_below_it_with_its_version(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube, prefix: str
+) -> None:
+    sm, _ = seed_clients("us-east-1")
+    made = {
+        rel: sm.create_secret(Name=prefix + rel, SecretString=f"{CANARY}-{rel}")
+        for rel in ("db-password", "api-key", "nested/tls-key")
+    }
+    sm.create_secret(Name=prefix.rstrip("/") + "-sibling", SecretString="not below the prefix")
+    sm.create_secret(Name=prefix + "going", SecretString="scheduled for deletion")
+    sm.delete_secret(SecretId=prefix + "going", RecoveryWindowInDays=7)
+    proxy.grant(ROLE, LIST_SECRETS)
+    item = {"backend": "aws", "select": {"namePrefix": prefix}, "path": "app", "mode": "0400"}
+    with server(tmp_path, proxy, kube) as srv:
+        resp = mount(srv, native(item))
+    assert files(resp) == {f"app/{rel}": f"{CANARY}-{rel}".encode() for rel in made}
+    assert {f.mode for f in resp.files} == {0o400}
+    got = versions(resp)
+    assert {k: v for k, v in got.items() if k != "app"} == {
+        f"app/{rel}": m["VersionId"] for rel, m in made.items()
+    }
+    assert got["app"].startswith("hmac-sha256:")
+    # One page of ListSecrets, then one BatchGetSecretValue for the three values.
+    assert proxy.count("ListSecrets") == 1
+    assert proxy.count("BatchGetSecretValue") == 1 and proxy.count("GetSecretValue") == 0
+
+
+def test_the_default_directory_is_the_prefix_and_a_selection_mixes_with_plain_objects(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube, prefix: str
+) -> None:
+    sm, _ = seed_clients("us-east-1")
+    sm.create_secret(Name=prefix + "a", SecretString="a")
+    plain = f"plain-{uuid.uuid4().hex[:8]}"
+    sm.create_secret(Name=plain, SecretString="p")
+    proxy.grant(ROLE, LIST_SECRETS)
+    params = native(
+        {"backend": "aws", "service": "secretsmanager", "select": {"namePrefix": prefix}},
+        {"backend": "aws", "service": "secretsmanager", "name": plain, "path": "plain"},
+    )
+    with server(tmp_path, proxy, kube) as srv:
+        resp = mount(srv, params)
+    assert files(resp) == {prefix + "a": b"a", "plain": b"p"}
+    assert proxy.count("BatchGetSecretValue") == 1  # the member and the plain secret
+
+
+def test_tags_select_exactly_although_the_service_matches_each_by_prefix(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube, prefix: str
+) -> None:
+    team = uuid.uuid4().hex[:8]
+    sm, _ = seed_clients("us-east-1")
+
+    def secret(name: str, tags: dict[str, str]) -> None:
+        sm.create_secret(
+            Name=prefix + name,
+            SecretString=name,
+            Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
+        )
+
+    secret("both", {"team": team, "env": "prod"})
+    secret("team-only", {"team": team})
+    secret("longer-value", {"team": team + "x", "env": "prod"})  # tag-value prefix match
+    secret("swapped", {"team": "prod", "env": team})  # key and value on different tags
+    proxy.grant(ROLE, LIST_SECRETS)
+    item = {"backend": "aws", "select": {"tags": {"team": team, "env": "prod"}}, "path": "t"}
+    with server(tmp_path, proxy, kube) as srv:
+        resp = mount(srv, native(item))
+    assert files(resp) == {f"t/{prefix}both": b"both"}
+
+
+def test_a_listing_the_role_may_not_make_is_permission_denied_naming_the_action(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube, prefix: str
+) -> None:
+    sm, _ = seed_clients("us-east-1")
+    sm.create_secret(Name=prefix + "a", SecretString=CANARY)
+    with server(tmp_path, proxy, kube) as srv:
+        code, details = failure(srv, native({"backend": "aws", "select": {"namePrefix": prefix}}))
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        assert "ListSecrets" in details and f"{ROLE}" in details
+        assert f"needs {LIST_SECRETS}" in details
+        assert [r.operation for r in proxy.refusals] == ["ListSecrets"]
+        assert proxy.count("BatchGetSecretValue") == 0  # nothing fetched
+        code, details = failure(
+            srv, native({"backend": "aws", "select": {"path": "/" + prefix}, "path": "p"})
+        )
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        assert f"needs {BY_PATH}" in details
+        assert CANARY not in details and CANARY not in "\n".join(srv.logs)
+
+
+def test_ssm_path_selects_direct_children_or_the_whole_tree_in_one_call_per_page(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube, prefix: str
+) -> None:
+    _, ssm = seed_clients("us-east-1")
+    base = "/" + prefix + "app"
+    ssm.put_parameter(Name=f"{base}/url", Value="https://db", Type="String")
+    ssm.put_parameter(Name=f"{base}/password", Value=CANARY, Type="SecureString")
+    ssm.put_parameter(Name=f"{base}/tls/key", Value="k", Type="SecureString")
+    ssm.put_parameter(Name=f"{base}-other", Value="x", Type="String")
+    proxy.grant(ROLE, BY_PATH)
+    flat = {"backend": "aws", "select": {"path": base}, "path": "cfg"}
+    tree = {"backend": "aws", "select": {"path": base + "/", "recursive": "true"}, "path": "all"}
+    with server(tmp_path, proxy, kube, cache_ttl_seconds=60) as srv:
+        resp = mount(srv, native(flat, tree))
+    assert files(resp) == {
+        "cfg/password": CANARY.encode(),
+        "cfg/url": b"https://db",
+        "all/password": CANARY.encode(),
+        "all/url": b"https://db",
+        "all/tls/key": b"k",
+    }
+    assert versions(resp)["all/tls/key"] == "1"
+    # The values came with the listing (decrypted): no GetParameters at all.
+    assert proxy.count("GetParametersByPath") == 2 and proxy.count("GetParameters") == 0
+    sent = [json.loads(r.body) for r in proxy.requests if r.operation == "GetParametersByPath"]
+    assert all(body["WithDecryption"] is True for body in sent)
+    assert sorted(body["Recursive"] for body in sent) == [False, True]
+
+
+@pytest.fixture
+def one_secret(proxy: AwsFaults, prefix: str) -> dict[str, str]:
+    """A prefix with one secret below it, the role granted ListSecrets: the class."""
+    sm, _ = seed_clients("us-east-1")
+    sm.create_secret(Name=prefix + "a", SecretString="a")
+    proxy.grant(ROLE, LIST_SECRETS)
+    return native({"backend": "aws", "select": {"namePrefix": prefix}, "path": "s"})
+
+
+def test_listings_are_cached_per_identity_and_counted(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube, one_secret: dict[str, str]
+) -> None:
+    with server(tmp_path, proxy, kube, cache_ttl_seconds=300) as srv:
+        first = mount(srv, one_secret)
+        assert versions(mount(srv, one_secret)) == versions(first)
+        assert proxy.count("ListSecrets") == 1 and proxy.count("GetSecretValue") == 1
+        events = 'keyferry_cache_events_total{cache="aws-listings",result="%s"}'
+        assert srv.metric(events % "miss") == 1 and srv.metric(events % "hit") == 1
+        calls = (
+            'keyferry_backend_requests_total{backend="aws",operation="ListSecrets",outcome="ok"}'
+        )
+        assert srv.metric(calls) == 1
+
+
+def test_concurrent_identical_mounts_share_one_listing(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube, prefix: str, one_secret: dict[str, str]
+) -> None:
+    pods = 6
+    with server(tmp_path, proxy, kube, cache_ttl_seconds=300) as srv:
+        mount(srv, native({"backend": "aws", "service": "secretsmanager", "name": prefix + "a"}))
+        proxy.clear()
+        proxy.delay["ListSecrets"] = 0.5  # keep the first listing in flight
+        assert rollout(srv, "keyferry", one_secret, pods) == [1] * pods
+        coalesced = srv.metric(
+            'keyferry_cache_events_total{cache="aws-listings",result="coalesced"}'
+        )
+    assert 1 <= proxy.count("ListSecrets") < pods
+    assert coalesced is not None and coalesced >= 1
+
+
+def test_rotation_sees_secrets_added_and_removed(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube, prefix: str, one_secret: dict[str, str]
+) -> None:
+    sm, _ = seed_clients("us-east-1")
+    with server(tmp_path, proxy, kube) as srv:
+        before = versions(mount(srv, one_secret))
+        sm.create_secret(Name=prefix + "b", SecretString="b")
+        added = versions(mount(srv, one_secret))
+        assert set(added) == {"s", "s/a", "s/b"} and added["s"] != before["s"]
+        sm.delete_secret(SecretId=prefix + "b", RecoveryWindowInDays=7)
+        assert versions(mount(srv, one_secret)) == before
+
+
+def test_hostile_names_and_too_many_matches_fail_naming_them(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube, prefix: str
+) -> None:
+    sm, _ = seed_clients("us-east-1")
+    for rel in ("ok", "../escape", "a/../../b"):
+        sm.create_secret(Name=prefix + rel, SecretString=CANARY)
+    proxy.grant(ROLE, LIST_SECRETS)
+    params = native({"backend": "aws", "select": {"namePrefix": prefix}, "path": "s"})
+    with server(tmp_path, proxy, kube, max_selected_objects=2) as srv:
+        code, details = failure(srv, params)
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "more than 2 objects" in details and "max_selected_objects" in details
+        assert proxy.count("BatchGetSecretValue") == 0
+    with server(tmp_path, proxy, kube) as srv:
+        code, details = failure(srv, params)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'../escape'" in details and "'a/../../b'" in details
+    assert "'..' element" in details and CANARY not in details
+
+
+def test_a_name_colliding_with_another_member_fails_naming_both(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube, prefix: str
+) -> None:
+    sm, _ = seed_clients("us-east-1")
+    sm.create_secret(Name=prefix + "db", SecretString="file")
+    sm.create_secret(Name=prefix + "db/password", SecretString="needs db as a directory")
+    proxy.grant(ROLE, LIST_SECRETS)
+    params = native({"backend": "aws", "select": {"namePrefix": prefix}, "path": "s"})
+    with server(tmp_path, proxy, kube) as srv:
+        code, details = failure(srv, params)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'s/db/password' needs a directory 's/db'" in details
+
+
+@pytest.mark.parametrize(
+    ("select", "extra", "expected"),
+    [
+        ({"namePrefix": ""}, {}, "namePrefix is empty"),
+        ({"path": "/"}, {}, "would select every parameter"),
+        ({"path": "app"}, {}, "starts with '/'"),
+        ({"namePrefix": "a/", "path": "/a"}, {}, "mixes Secrets Manager keys"),
+        ({"namePrefix": "a/"}, {"service": "ssm"}, "mixes Secrets Manager keys"),
+        ({"namePrefix": "a/"}, {"versionStage": "AWSPREVIOUS"}, "'versionStage' does not apply"),
+        ({"namePrefix": "a/"}, {"failoverRegion": "us-east-2"}, "'failoverRegion' does not"),
+        ({"namePrefix": "a/"}, {"name": "a"}, "either 'name'"),
+        ({"namePrefx": "a/"}, {}, "did you mean 'namePrefix'"),
+        ({"tags": {"team": "a"}}, {}, "'path' is required"),
+        ({"tags": "team=a"}, {"path": "t"}, "mapping of tag key to value"),
+        ({"recursive": "true"}, {}, "needs 'path' for SSM"),
+    ],
+)
+def test_bad_aws_selections_are_invalid_argument_before_any_call(
+    tmp_path: Path,
+    proxy: AwsFaults,
+    kube: FakeKube,
+    select: dict[str, Any],
+    extra: dict[str, Any],
+    expected: str,
+) -> None:
+    with server(tmp_path, proxy, kube) as srv:
+        code, details = failure(srv, native({"backend": "aws", "select": select, **extra}))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert expected in details
+    assert proxy.requests == []
