@@ -315,8 +315,8 @@ def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Azu
         conversion = cast(Conversion, "raw" if fmt == "cert" else fmt)
     else:
         kind, conversion = "secret", cast(Conversion, fmt or "raw")
-    ref = replace(_vault_ref(fields, where, mount), kind=kind, name=name, version=version)
-    return replace(ref, conversion=conversion), name
+    ref = _vault_ref(fields, where, mount)
+    return replace(ref, kind=kind, name=name, version=version, conversion=conversion), name
 
 
 SELECT_KEYS = ("namePrefix", "tags", "includeCertificates")
@@ -342,7 +342,7 @@ def native_select(
     type_text = get_str(fields, "type", where).strip().lower() or "secret"
     if type_text != "secret":
         raise InvalidArgument(
-            f"{where}: 'select' lists secrets only (type: secret), not {type_text!r}; "
+            f"{where}: 'select' lists secrets only (type: secret), not {clip(type_text, 40)!r}; "
             "certificates come with includeCertificates: true"
         )
     check_vault_name(get_str(fields, "vault", where, required=True).strip(), f"{where} vault")
