@@ -594,6 +594,8 @@ class FakeKeyVault(_TLSServer):
             self._barrier: threading.Barrier | None = None
             self._held = ""
             self._clock = 1_700_000_000
+            self.listing_paused: threading.Event | None = None
+            """Set by :meth:`pause_listing`: ``GET /secrets`` answers once it is set."""
 
     def vault_url_template(self) -> str:
         return f"{self.url}/{{name}}"
@@ -726,6 +728,13 @@ class FakeKeyVault(_TLSServer):
             self._barrier = threading.Barrier(count, timeout=30)
             self._held = prefix
 
+    def pause_listing(self) -> threading.Event:
+        """From now on every authorised ``GET /secrets`` waits until the returned event is
+        set: a listing provably in flight, without sleeping."""
+        with self.lock:
+            self.listing_paused = threading.Event()
+            return self.listing_paused
+
     def connected(self) -> None:
         with self.lock:
             self.connections += 1
@@ -805,6 +814,8 @@ class FakeKeyVault(_TLSServer):
             self._forbidden(h, vault, issued, kind, name, op)
             return
         if listing:
+            if self.listing_paused is not None:
+                self.listing_paused.wait(timeout=30)
             self._list_secrets(h, vault, dict(urllib.parse.parse_qsl(split.query)))
             return
         barrier = self._barrier

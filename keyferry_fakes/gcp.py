@@ -508,6 +508,8 @@ class FakeSecretManager(_GrpcFake):
         self.secrets: dict[tuple[str, str], Secret] = {}
         self.page_size = 2
         """ListSecrets' page when the client asks for none (small, so clients page)."""
+        self.listing_paused: threading.Event | None = None
+        """Set by :meth:`pause_listing`: ListSecrets answers once it is set."""
         self.corrupt_checksum = False
         self.send_checksum = True
 
@@ -561,6 +563,12 @@ class FakeSecretManager(_GrpcFake):
         for member in members:
             self.google.grant(self.resource(project, secret), SECRET_ACCESSOR, member)
 
+    def pause_listing(self) -> threading.Event:
+        """From now on every ListSecrets waits (authenticated, before answering) until the
+        returned event is set: a listing provably in flight, without sleeping."""
+        self.listing_paused = threading.Event()
+        return self.listing_paused
+
     def delete(self, project: str, secret: str) -> None:
         del self.secrets[(project, secret)]
 
@@ -588,6 +596,8 @@ class FakeSecretManager(_GrpcFake):
         _, project_id, location = self._locate(_SM_PARENT, request.parent, context)
         # Listing is granted on the project only (there is no secret to hold it on).
         self._authorize(caller, LIST_SECRETS, request.parent, [f"projects/{project_id}"], context)
+        if self.listing_paused is not None:
+            self.listing_paused.wait(timeout=30)
         if request.page_size < 0:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative.")
         try:

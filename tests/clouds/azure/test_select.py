@@ -6,6 +6,7 @@ Key Vault and Entra ID with the real Azure SDKs."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -14,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from keyferry_fakes.azure import TENANT, FakeAzure, pod_token
 from keyferry_fakes.azure_certs import chain
-from keyferry_fakes.harness import Server
+from keyferry_fakes.harness import Server, wait_until
 from keyferry_fakes.kube import FakeKube
 from provider.errors import KeyferryError
 from provider.model import Mount, Pod
@@ -266,3 +267,15 @@ def test_a_listing_outage_opens_the_vaults_breaker_then_fails_fast(
     assert err.code() is grpc.StatusCode.UNAVAILABLE
     assert "is down: 3 calls in a row failed" in (err.details() or "")
     assert fake.vault.requests["GET /kv1/secrets"] == sent  # nothing went out
+
+
+def test_concurrent_identical_mounts_share_one_listing(srv: Server, fake: FakeAzure) -> None:
+    pods = 4
+    paused = fake.vault.pause_listing()
+    coalesced = 'keyferry_cache_events_total{cache="azure-listings",result="coalesced"}'
+    with ThreadPoolExecutor(pods) as pool:
+        mounts = [pool.submit(mount, srv, SELECT_APP) for _ in range(pods)]
+        wait_until(lambda: srv.metric(coalesced) == pods - 1)  # all in flight at once
+        paused.set()
+        assert [len(m.result().files) for m in mounts] == [2] * pods
+    assert fake.vault.with_token["/kv1/secrets"] == 2  # one listing (two pages of two)

@@ -5,13 +5,14 @@ native socket against the Google fakes; each match read at ``latest``."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 import pytest
 
 from keyferry_fakes.gcp import SECRET_VIEWER, GoogleStack
-from keyferry_fakes.harness import DEFAULT_POD, Server
+from keyferry_fakes.harness import DEFAULT_POD, Server, wait_until
 from keyferry_fakes.kube import FakeKube
 from provider.errors import KeyferryError
 from provider.model import Mount, Pod
@@ -307,3 +308,18 @@ def test_a_listing_outage_opens_the_locations_breaker_then_fails_fast(
     assert err.code() is grpc.StatusCode.UNAVAILABLE
     assert f"gcp endpoint {sm.endpoint} is down" in (err.details() or "")
     assert len(sm.calls) == sent  # nothing went out
+
+
+def test_concurrent_identical_mounts_share_one_listing(
+    start: Callable[..., Server], stack: GoogleStack
+) -> None:
+    srv = start(cache_ttl_seconds=0)  # coalescing only: nothing is kept after the answer
+    pods = 4
+    paused = stack.secret_manager.pause_listing()
+    coalesced = 'keyferry_cache_events_total{cache="gcp-listings",result="coalesced"}'
+    with ThreadPoolExecutor(pods) as pool:
+        mounts = [pool.submit(mount, srv, stack, SELECT_WEB) for _ in range(pods)]
+        wait_until(lambda: srv.metric(coalesced) == pods - 1)  # all in flight at once
+        paused.set()
+        assert [len(m.result().files) for m in mounts] == [2] * pods
+    assert stack.secret_manager.calls.count("projects/my-project") == 1
