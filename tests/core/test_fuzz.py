@@ -228,8 +228,32 @@ COMMON: dict[str, list[Any]] = {
         [{"path": "x", "jmesPath": "length(@)"}, {"path": "y", "jsonKey": "pass"}],
     ],
 }
+SELECTIONS: dict[str, list[Any]] = {
+    "local": [
+        {"directory": "dir"},
+        {"directory": ".", "recursive": "true"},
+        {"directory": "missing"},
+        {"directory": "plain.txt"},
+        {"directory": "dir", "recursive": "false"},
+    ],
+    "aws": [
+        {"namePrefix": "app/"},
+        {"tags": {"team": "a"}},
+        {"namePrefix": "app/", "tags": {"team": "a", "env": "prod"}},
+        {"path": "/app/prod", "recursive": "true"},
+        {"path": "/app"},
+    ],
+}
 NATIVE = [
     Shape({"backend": ["local"], "name": LOCAL_NAMES}, COMMON),
+    Shape(  # local too: those can succeed over the socket
+        {"backend": ["local"], "select": SELECTIONS["local"]},
+        {**COMMON, "maxMatches": ["1", "3", "1000"]},
+    ),
+    Shape(
+        {"backend": ["aws"], "select": SELECTIONS["aws"]},
+        {"region": ["us-east-1"], "auth": ["irsa", "podIdentity"], "path": PATHS},
+    ),
     Shape(
         {"backend": ["aws"], "name": ["MySecret", "/app/db", ARN_SECRET, ARN_PARAMETER]},
         {
@@ -312,7 +336,7 @@ AZURE_PARAMS = Shape(
 def parameters(rng: random.Random, dialect: str) -> dict[str, str]:
     params: dict[str, Any]
     if dialect == "native":  # half of them local only: those can succeed over the socket
-        params = {"objects": listing(rng, *(NATIVE if rng.random() < 0.5 else NATIVE[:1]))}
+        params = {"objects": listing(rng, *(NATIVE if rng.random() < 0.5 else NATIVE[:2]))}
     elif dialect == "aws":
         params = {**AWS_PARAMS.make(rng), "objects": listing(rng, AWS_OBJECT, AWS_SSM)}
     elif dialect == "gcp":

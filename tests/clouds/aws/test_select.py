@@ -67,6 +67,8 @@ def test_a_name_prefix_mounts_each_secret_below_it_with_its_version(
     item = {"backend": "aws", "select": {"namePrefix": prefix}, "path": "app", "mode": "0400"}
     with server(tmp_path, proxy, kube) as srv:
         resp = mount(srv, native(item))
+        haystack = "\n".join(srv.logs) + srv.metrics_text()
+    assert srv.logs and CANARY not in haystack
     assert files(resp) == {f"app/{rel}": f"{CANARY}-{rel}".encode() for rel in made}
     assert {f.mode for f in resp.files} == {0o400}
     got = versions(resp)
