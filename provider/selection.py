@@ -37,14 +37,25 @@ The contract, for a backend that supports selections
   objects. Order does not matter (the pipeline sorts by name). Names are returned as the
   store has them: the pipeline checks each with the one path validator and fails the
   object naming a name that cannot be a safe path; nothing is dropped silently.
-- More than ``limit`` matches: stop listing and return :func:`too_many` (never a
-  truncated listing). No match: return an empty listing (the pipeline answers NOT_FOUND
-  naming the object, or skips it when ``optional``).
-- Cache listings per principal with :class:`Listings` (TTL ``cache_ttl_seconds``,
-  concurrent identical listings coalesced, ``keyferry_cache_events_total{cache=
-  "<backend>-listings"}``); count each list call in the backend request metrics (the
-  operation name of the cloud's API, e.g. ``ListSecrets``). A listing the identity may not
-  make fails with PERMISSION_DENIED naming the permission to grant.
+- ``limit`` is the server's ``max_selected_objects``: past it, stop listing (no further
+  page) and fail that query with :func:`too_many` (never a truncated listing); the
+  pipeline applies an object's lower ``maxMatches`` itself. No match: return an empty
+  listing (the pipeline answers NOT_FOUND naming the object, or skips it when
+  ``optional``). Raise only for failures common to every query, like ``fetch``.
+- Cache listings per principal with :class:`Listings`: ``await listings.get(key, load)``
+  with ``key`` naming the principal, the query and whatever else decides the answer
+  (region, ``limit``); TTL ``cache_ttl_seconds``, concurrent identical listings share one
+  ``load()``, counted in ``keyferry_cache_events_total{cache="<backend>-listings",
+  result="hit"|"miss"|"coalesced"}``. Make each list call through the backend's call gate
+  so that it is counted in ``keyferry_backend_requests_total`` under the cloud API's
+  operation name (``ListSecrets``, ``GetParametersByPath``) and guarded by the endpoint's
+  breaker. A listing the identity may not make fails with PERMISSION_DENIED naming the
+  permission to grant. A list API that returns values too (SSM's) may put them into
+  ``Services.values`` under the key the backend's ``fetch`` looks up, so they are not read
+  twice (see :mod:`provider.clouds.aws.listing`).
+- A member whose read is NOT_FOUND (deleted after a cached listing) is reported as
+  UNAVAILABLE naming it (:func:`collect`): NOT_FOUND would skip an ``optional`` selection
+  and empty its directory at rotation.
 
 **Pipeline** (:mod:`provider.pipeline`): lists every selection of a Mount first (per
 backend, concurrently), then fetches plain objects and members in one ``fetch`` per
@@ -70,13 +81,15 @@ from .backend import Services
 from .cache import TTLCache
 from .dialect import check_keys, get_str, parse_bool, parse_mode
 from .errors import (
-    FailedPrecondition,
+    Code,
+    Internal,
     InvalidArgument,
     KeyferryError,
     MountFailed,
     NotFound,
     ObjectError,
     ResourceExhausted,
+    Unavailable,
     clip,
 )
 from .files import check_path, path_problem
@@ -127,7 +140,7 @@ class Selected(Fetched):
 def too_many(what: str, limit: int) -> ResourceExhausted:
     """The error for a listing that found more than ``limit`` matches."""
     return ResourceExhausted(
-        f"{what} matches more than {limit} objects, the server's max_selected_objects; "
+        f"{what}: more than {limit} objects match (the server's max_selected_objects); "
         "narrow the selection (a longer prefix, a tag) or raise max_selected_objects in the "
         f"keyferry server configuration (at most {MAX_SELECTED_OBJECTS}). Nothing was "
         "mounted: a truncated selection would drop files silently"
@@ -258,7 +271,7 @@ def check_listing(spec: ObjectSpec, listing: Listing, limit: int) -> Listing:
     errors: list[KeyferryError] = []
     seen: set[str] = set()
     for member in listing:
-        problem = path_problem(member.name) or path_problem(f"{directory}/{member.name}")
+        problem = path_problem(f"{directory}/{member.name}")  # '', '/x', '..' included
         if problem:
             errors.append(
                 InvalidArgument(
@@ -289,8 +302,16 @@ def collect(
             cause = (
                 got
                 if isinstance(got, KeyferryError)
-                else FailedPrecondition(f"unexpected {type(got).__name__}")
+                else Internal(f"unexpected {type(got).__name__}")
             )
+            if cause.code is Code.NOT_FOUND:
+                # Listed, then gone: the listing is older than the object's removal. Not the
+                # selection's NOT_FOUND (which skips an optional selection: its files would
+                # vanish from the volume), a transient state the next listing resolves.
+                cause = Unavailable(
+                    f"{cause.message}; it was removed after the selection was listed (listings "
+                    "are kept for cache_ttl_seconds), the next listing leaves it out"
+                )
             errors.append(ObjectError(f"selected object {clip(member.name, 120)!r}", cause))
             continue
         members.append((member, got))

@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from keyferry_fakes.harness import Server
+from provider.clouds.local.backend import MAX_DEPTH
 from provider.errors import KeyferryError
 from provider.model import Mount, Pod
 from provider.pipeline import make_plan
@@ -37,6 +38,13 @@ def srv(serve: Callable[..., Server], root: Path) -> Server:
 
 
 SELECT_APP = objects("- {backend: local, select: {directory: app}, path: secrets}")
+
+
+def refused(srv: Server, params: dict[str, str]) -> tuple[grpc.StatusCode, str]:
+    """The status code and message of a Mount that must fail."""
+    with pytest.raises(grpc.RpcError) as err:
+        srv.mount("keyferry", params)
+    return err.value.code(), err.value.details() or ""
 
 
 def files_of(resp: object) -> dict[str, tuple[int, bytes]]:
@@ -97,11 +105,10 @@ def test_the_selection_version_changes_when_a_file_is_added_or_removed_not_other
 
 def test_an_empty_selection_is_not_found_unless_optional(srv: Server, root: Path) -> None:
     (root / "empty").mkdir()
-    with pytest.raises(grpc.RpcError) as err:
-        srv.mount("keyferry", objects("- {backend: local, select: {directory: empty}}"))
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    assert "objects[0] (local: select empty)" in (err.value.details() or "")
-    assert "matches no objects" in (err.value.details() or "")
+    code, details = refused(srv, objects("- {backend: local, select: {directory: empty}}"))
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert "objects[0] (local: select empty)" in details
+    assert "matches no objects" in details
     resp = srv.mount(
         "keyferry",
         objects(
@@ -116,21 +123,16 @@ def test_more_matches_than_the_cap_fail_naming_the_count_and_the_setting(
     serve: Callable[..., Server], root: Path
 ) -> None:
     s = serve(local_root=root, max_selected_objects=1)
-    with pytest.raises(grpc.RpcError) as err:
-        s.mount("keyferry", SELECT_APP)
-    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    details = err.value.details() or ""
+    code, details = refused(s, SELECT_APP)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "more than 1 objects" in details and "max_selected_objects" in details
 
 
 def test_max_matches_lowers_the_cap_for_one_object(srv: Server) -> None:
-    with pytest.raises(grpc.RpcError) as err:
-        srv.mount(
-            "keyferry",
-            objects("- {backend: local, select: {directory: app}, path: s, maxMatches: 1}"),
-        )
-    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "matches 2 objects, over maxMatches 1" in (err.value.details() or "")
+    item = "- {backend: local, select: {directory: app}, path: s, maxMatches: 1}"
+    code, details = refused(srv, objects(item))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "matches 2 objects, over maxMatches 1" in details
 
 
 def test_a_member_that_collides_with_another_member_fails_naming_both(
@@ -142,20 +144,18 @@ def test_a_member_that_collides_with_another_member_fails_naming_both(
         "- {backend: local, select: {directory: app}, path: s}",
         "- {backend: local, name: other.txt, path: s/api-key}",
     )
-    with pytest.raises(grpc.RpcError) as err:
-        srv.mount("keyferry", params)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "objects[1]" in (err.value.details() or "")
+    code, details = refused(srv, params)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "objects[1]" in details
 
 
 def test_a_fifo_in_the_directory_is_an_error_naming_it_not_a_hang_or_a_skip(
     srv: Server, root: Path
 ) -> None:
     os.mkfifo(root / "app" / "pipe")
-    with pytest.raises(grpc.RpcError) as err:
-        srv.mount("keyferry", SELECT_APP)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "'pipe' is not a regular file" in (err.value.details() or "")
+    code, details = refused(srv, SELECT_APP)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'pipe' is not a regular file" in details
 
 
 def test_symlinks_never_lead_a_selection_outside_the_root(
@@ -165,16 +165,59 @@ def test_symlinks_never_lead_a_selection_outside_the_root(
     outside.mkdir()
     (outside / "secret").write_text("outside the root")
     (root / "away").symlink_to(outside)
-    with pytest.raises(grpc.RpcError) as err:
-        srv.mount("keyferry", objects("- {backend: local, select: {directory: away}, path: a}"))
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "symlink" in (err.value.details() or "")
+    code, details = refused(srv, objects("- {backend: local, select: {directory: away}, path: a}"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "symlink" in details
     (root / "app" / "leak").symlink_to(outside / "secret")
-    with pytest.raises(grpc.RpcError) as err:
-        srv.mount("keyferry", SELECT_APP)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "outside the local root" in (err.value.details() or "")
-    assert "outside the root" not in (err.value.details() or "")
+    code, details = refused(srv, SELECT_APP)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "outside the local root" in details
+    assert "outside the root" not in details
+
+
+def test_a_mounted_kubernetes_secret_directory_selects_its_keys(
+    srv: Server, root: Path, tmp_path: Path
+) -> None:
+    # The layout kubelet writes: each key -> ..data/<key>, ..data -> a timestamped directory.
+    secret = root / "mounted"
+    (secret / "..2026_11_29").mkdir(parents=True)
+    (secret / "..2026_11_29" / "token").write_text("t")
+    (secret / "..2026_11_29" / "ca.crt").write_text("c")
+    (secret / "..data").symlink_to("..2026_11_29")
+    (secret / "token").symlink_to("..data/token")
+    (secret / "ca.crt").symlink_to("..data/ca.crt")
+    (secret / "dangling").symlink_to("..data/gone")
+    code, details = refused(srv, objects("- {backend: local, select: {directory: mounted}}"))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION  # named, not skipped
+    assert "'dangling' is a symlink to a missing file" in details
+    (secret / "dangling").unlink()
+    for recursive in ("false", "true"):
+        item = f"- {{backend: local, select: {{directory: mounted, recursive: {recursive}}}}}"
+        resp = srv.mount("keyferry", objects(item))
+        expected = {"mounted/ca.crt": (0o644, b"c"), "mounted/token": (0o644, b"t")}
+        if recursive == "true":  # the real directory is walked; the ..data link is not
+            expected |= {
+                "mounted/..2026_11_29/ca.crt": (0o644, b"c"),
+                "mounted/..2026_11_29/token": (0o644, b"t"),
+            }
+        assert files_of(resp) == expected
+
+
+def test_a_name_that_is_not_a_safe_file_name_fails_naming_it(srv: Server, root: Path) -> None:
+    (root / "app" / "bell\x07").write_text("x")
+    code, details = refused(srv, SELECT_APP)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "selected object 'bell\\x07'" in details and "control character" in details
+
+
+def test_a_recursive_walk_is_bounded_in_depth(srv: Server, root: Path) -> None:
+    deep = root / "deep"
+    (deep / "/".join(["d"] * (MAX_DEPTH + 1))).mkdir(parents=True)
+    code, details = refused(
+        srv, objects("- {backend: local, select: {directory: deep, recursive: true}}")
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"more than {MAX_DEPTH} directories deep" in details
 
 
 def plan_error(text: str) -> str:

@@ -187,7 +187,7 @@ class AzureBackend:
                 raise too_many(query.describe(), limit)
             return tuple(Member(name, replace(query.base, name=name)) for name in names)
 
-        return await self._listings.get((NAME, identity.key, url, query), load)
+        return await self._listings.get((NAME, identity.key, url, query, limit), load)
 
     # -- fetching --
 

@@ -8,6 +8,7 @@ symlink pointing outside — is rejected.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import stat
 import time
@@ -136,10 +137,12 @@ class LocalBackend:
         return self._each("list", queries, lambda query: self._list(query, limit))
 
     def _list(self, query: LocalSelection, limit: int) -> Listing:
-        """Every regular file (or symlink, checked when it is read) in the directory, with
-        paths relative to it. The directory and every directory walked are opened with
-        O_NOFOLLOW one element at a time: no symlinked directory is entered. FIFOs,
-        sockets and devices are errors naming them, never skipped."""
+        """Every regular file (or symlink to one, checked when it is read) in the directory,
+        with paths relative to it. The directory and every directory walked are opened with
+        O_NOFOLLOW one element at a time: a symlink to a directory is a directory that is
+        never entered (the layout of a mounted Kubernetes Secret: ``..data`` -> a
+        directory, each key -> ``..data/<key>``). FIFOs, sockets and devices are errors
+        naming them, never skipped."""
         assert self.root is not None
         shown = query.directory or "."
         what = f"local directory {shown!r}"
@@ -184,8 +187,20 @@ class LocalBackend:
         what: str,
     ) -> None:
         base = f"{query.directory}/" if query.directory else ""
+        if prefix.count("/") >= MAX_DEPTH:
+            raise InvalidArgument(
+                f"{what}: {prefix.rstrip('/')!r} is more than {MAX_DEPTH} directories deep; "
+                "select a directory further down"
+            )
         with os.scandir(fd) as entries:
-            listed = sorted((e.name, e.is_dir(follow_symlinks=False), e) for e in entries)
+            listed = sorted(
+                (e.name, e.is_dir(follow_symlinks=False), e)
+                for e in itertools.islice(entries, MAX_ENTRIES + 1)
+            )
+        if len(listed) > MAX_ENTRIES:
+            raise ResourceExhausted(
+                f"{what}: a directory holds more than {MAX_ENTRIES} entries; select a smaller one"
+            )
         for name, is_dir, entry in listed:
             relative = f"{prefix}{name}"
             if is_dir:
@@ -196,6 +211,13 @@ class LocalBackend:
                     finally:
                         os.close(child)
                 continue
+            if entry.is_symlink() and entry.is_dir():
+                continue  # a directory, never entered through a symlink (e.g. a Secret's ..data)
+            if entry.is_symlink() and not entry.is_file():
+                raise FailedPrecondition(
+                    f"{what}: {relative!r} is a symlink to a missing file or to something that "
+                    "is not a regular file; remove it or make it point to a file"
+                )
             if not (entry.is_file(follow_symlinks=False) or entry.is_symlink()):
                 raise InvalidArgument(
                     f"{what}: {relative!r} is not a regular file (a FIFO, socket or device); "
@@ -217,6 +239,10 @@ class LocalBackend:
 
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+MAX_DEPTH = 32
+"""Directories a recursive selection walks down, at most."""
+MAX_ENTRIES = 10_000
+"""Entries read from one directory, at most (a selection's files are capped lower)."""
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 """O_NONBLOCK: opening a FIFO placed under the root returns at once (and is refused as
 not a regular file) instead of waiting for a writer."""

@@ -181,6 +181,45 @@ def one_secret(proxy: AwsFaults, prefix: str) -> dict[str, str]:
     return native({"backend": "aws", "select": {"namePrefix": prefix}, "path": "s"})
 
 
+def test_listings_follow_every_page_and_values_are_read_twenty_a_call(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube, prefix: str
+) -> None:
+    sm, ssm = seed_clients("us-east-1")
+    for i in range(105):  # two ListSecrets pages of 100
+        sm.create_secret(Name=f"{prefix}s{i:03}", SecretString=f"v{i}")
+    base = "/" + prefix.rstrip("/")
+    for i in range(12):  # two GetParametersByPath pages of 10
+        ssm.put_parameter(Name=f"{base}/p{i:02}", Value=f"p{i}", Type="SecureString")
+    proxy.grant(ROLE, LIST_SECRETS, BY_PATH)
+    params = native(
+        {"backend": "aws", "select": {"namePrefix": prefix}, "path": "sm"},
+        {"backend": "aws", "select": {"path": base}, "path": "ssm"},
+    )
+    with server(tmp_path, proxy, kube, max_selected_objects=200, cache_ttl_seconds=60) as srv:
+        got = files(mount(srv, params))
+    assert len(got) == 117
+    assert got["sm/s104"] == b"v104" and got["ssm/p11"] == b"p11"
+    assert proxy.count("ListSecrets") == 2 and proxy.count("GetParametersByPath") == 2
+    assert proxy.count("BatchGetSecretValue") == 6  # ceil(105 / 20)
+    assert proxy.count("GetSecretValue") == 0 and proxy.count("GetParameters") == 0
+
+
+def test_a_listing_past_the_cap_stops_at_the_page_that_crossed_it(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube, prefix: str
+) -> None:
+    _, ssm = seed_clients("us-east-1")
+    base = "/" + prefix.rstrip("/")
+    for i in range(25):
+        ssm.put_parameter(Name=f"{base}/p{i:02}", Value="v", Type="String")
+    proxy.grant(ROLE, BY_PATH)
+    params = native({"backend": "aws", "select": {"path": base}, "path": "p"})
+    with server(tmp_path, proxy, kube, max_selected_objects=5) as srv:
+        code, details = failure(srv, params)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"SSM parameters directly under '{base}': more than 5 objects match" in details
+    assert proxy.count("GetParametersByPath") == 1
+
+
 def test_listings_are_cached_per_identity_and_counted(
     tmp_path: Path, proxy: AwsFaults, kube: FakeKube, one_secret: dict[str, str]
 ) -> None:
@@ -223,6 +262,24 @@ def test_rotation_sees_secrets_added_and_removed(
         assert set(added) == {"s", "s/a", "s/b"} and added["s"] != before["s"]
         sm.delete_secret(SecretId=prefix + "b", RecoveryWindowInDays=7)
         assert versions(mount(srv, one_secret)) == before
+
+
+def test_a_secret_deleted_while_its_listing_is_cached_fails_the_mount_never_drops_files(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube, prefix: str
+) -> None:
+    """Even for an optional selection: skipping it would remove its files from the volume."""
+    sm, _ = seed_clients("us-east-1")
+    for rel in ("a", "b"):
+        sm.create_secret(Name=prefix + rel, SecretString=rel)
+    proxy.grant(ROLE, LIST_SECRETS)
+    item = {"backend": "aws", "select": {"namePrefix": prefix}, "path": "s", "optional": True}
+    with server(tmp_path, proxy, kube, cache_ttl_seconds=300) as srv:
+        assert set(files(mount(srv, native(item)))) == {"s/a", "s/b"}
+        sm.delete_secret(SecretId=prefix + "b", ForceDeleteWithoutRecovery=True)
+        srv.emb.provider.services.values.clear()  # values expired, the listing not yet
+        code, details = failure(srv, native(item))
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert "selected object 'b'" in details and "removed after the selection was listed" in details
 
 
 def test_hostile_names_and_too_many_matches_fail_naming_them(
