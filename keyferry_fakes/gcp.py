@@ -287,7 +287,21 @@ class FakeGoogle:
         )
 
     def federated_principal(self, namespace: str, ksa: str) -> str:
-        return f"principal://{self._pool_prefix()}/subject/ns/{namespace}/sa/{ksa}"
+        if self.pool.endswith(".svc.id.goog"):  # GKE maps the subject to ns/<ns>/sa/<ksa>
+            return f"principal://{self._pool_prefix()}/subject/ns/{namespace}/sa/{ksa}"
+        # Another pool's provider, with the default mapping google.subject=assertion.sub.
+        subject = f"system:serviceaccount:{namespace}:{ksa}"
+        return f"principal://{self._pool_prefix()}/subject/{subject}"
+
+    def outside_gke(self, pool: str = "on-prem", provider: str = "cluster-1") -> str:
+        """Make the pool a workload identity pool of this project outside GKE, whose OIDC
+        provider ``provider`` trusts the cluster's issuer and accepts its own full resource
+        name as the tokens' audience (Google's default); returns that name, the STS audience.
+        ``reset()`` goes back to the GKE pool."""
+        self.pool = pool
+        self.audience = f"//{self._pool_prefix()}/providers/{provider}"
+        self.token_audience = self.audience
+        return self.audience
 
     def federated_members(self, namespace: str, ksa: str) -> frozenset[str]:
         """Every IAM member a federated token of ``namespace/ksa`` matches."""

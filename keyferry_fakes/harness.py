@@ -22,10 +22,16 @@ from typing import Any
 import grpc
 
 from provider import config as kconfig
+from provider import sync_controller
 from provider._proto.v1alpha1 import service_pb2 as pb
 from provider._proto.v1alpha1 import service_pb2_grpc as pb_grpc
 from provider.cli.embedded import EmbeddedProvider
-from provider.cli.manifest import SecretProviderClass, driver_attributes, encode_attributes
+from provider.cli.manifest import (
+    SecretProviderClass,
+    driver_attributes,
+    encode_attributes,
+    sync_controller_attributes,
+)
 from provider.model import Pod
 from provider.observe import setup_logging
 
@@ -71,6 +77,50 @@ def driver_request(
         current_object_version=[
             pb.ObjectVersion(id=k, version=v) for k, v in (current or {}).items()
         ],
+    )
+
+
+SYNC_CONTROLLER_POD = (
+    "secrets-store-sync-controller-manager-6d5f7c9b8-x2x7q",
+    "0d6c4a4e-9f1b-4c39-8b7e-3f1f5a2c7d10",
+)
+"""The sync controller's own pod (its SYNC_CONTROLLER_POD_NAME and _UID environment)."""
+SYNC_CONTROLLER_TOKEN_SECONDS = 600
+"""The lifetime of the tokens the sync controller requests (its token manager's)."""
+
+
+def sync_controller_request(
+    params: Mapping[str, str],
+    *,
+    namespace: str,
+    service_account: str,
+    tokens: Mapping[str, str] | None = None,
+    controller_pod: tuple[str, str] = SYNC_CONTROLLER_POD,
+    expiration: str = EXPIRATION,
+) -> pb.MountRequest:
+    """The MountRequest the secrets-store-sync-controller sends for a SecretSync in
+    ``namespace`` naming ``service_account`` and a class with ``params``
+    (docs/sync-controller.md): the class's parameters, its own pod's name and uid (``""``
+    when its environment does not set them), the SecretSync's namespace and ServiceAccount,
+    the tokens it requested for that ServiceAccount per configured audience (no tokens key
+    when none is configured), ``{}`` for secrets, permission 0644 as JSON, no current
+    versions and the fixed target path. No ``secretProviderClass`` or ``ephemeral`` key."""
+    spc = SecretProviderClass(
+        name="", namespace=namespace, provider="", parameters=params, source="test"
+    )
+    attrs = sync_controller_attributes(
+        spc,
+        namespace,
+        service_account,
+        controller_pod=controller_pod,
+        tokens=tokens,
+        expiration=expiration,
+    )
+    return pb.MountRequest(
+        attributes=encode_attributes(attrs),
+        secrets="{}",
+        permission="420",
+        target_path=sync_controller.TARGET_PATH,
     )
 
 
@@ -169,6 +219,17 @@ class Server:
                 request, timeout=timeout
             )
             return reply
+
+    def sync_mount(
+        self,
+        name: str,
+        params: Mapping[str, str],
+        *,
+        timeout: float = 60,
+        **kwargs: Any,
+    ) -> pb.MountResponse:
+        """Mount as the secrets-store-sync-controller calls it (:func:`sync_controller_request`)."""
+        return self.send(name, sync_controller_request(params, **kwargs), timeout=timeout)
 
     def breaker_clock(self) -> Clock:
         """Put the server's fail-fast breakers on a :class:`Clock` the test moves."""

@@ -57,13 +57,21 @@ class Issuer:
         namespace: str = "team-a",
         service_account: str = "web",
         *,
-        pod: str = "web-0",
+        pod: str | None = "web-0",
         lifetime: int = 3600,
         issuer: str | None = None,
         subject: str | None = None,
     ) -> str:
-        """A projected ServiceAccount token as kubelet hands it to the driver."""
+        """A projected ServiceAccount token as kubelet hands it to the driver; with
+        ``pod=None`` one bound to no pod, as a TokenRequest without a ``boundObjectRef``
+        returns it (what the secrets-store-sync-controller sends)."""
         now = int(time.time())
+        bound: dict[str, Any] = {
+            "namespace": namespace,
+            "serviceaccount": {"name": service_account, "uid": str(uuid.uuid4())},
+        }
+        if pod is not None:
+            bound["pod"] = {"name": pod, "uid": str(uuid.uuid4())}
         return self.sign(
             {
                 "aud": [audience],
@@ -72,11 +80,7 @@ class Issuer:
                 "nbf": now,
                 "iss": issuer or self.url,
                 "sub": subject or f"system:serviceaccount:{namespace}:{service_account}",
-                "kubernetes.io": {
-                    "namespace": namespace,
-                    "serviceaccount": {"name": service_account, "uid": str(uuid.uuid4())},
-                    "pod": {"name": pod, "uid": str(uuid.uuid4())},
-                },
+                "kubernetes.io": bound,
             }
         )
 

@@ -27,7 +27,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
-from . import __version__, files, protocol, registry
+from . import __version__, files, protocol, registry, sync_controller
 from ._proto.v1alpha1 import service_pb2 as pb
 from ._proto.v1alpha1 import service_pb2_grpc as pb_grpc
 from .backend import Registry, Services
@@ -369,4 +369,5 @@ def _who(mount: Mount) -> dict[str, Any]:
         "pod": {"namespace": mount.pod.namespace, "name": mount.pod.name, "uid": mount.pod.uid},
         "service_account": mount.pod.service_account,
         "secret_provider_class": mount.secret_provider_class,
+        **sync_controller.caller(mount),
     }

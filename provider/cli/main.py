@@ -16,14 +16,14 @@ from typing import Any
 
 import grpc
 
-from .. import __version__, config
+from .. import __version__, config, sync_controller
 from .._proto.v1alpha1 import service_pb2 as pb
 from .._proto.v1alpha1 import service_pb2_grpc as pb_grpc
 from ..errors import ConfigError, KeyferryError
 from ..files import path_problem
 from ..model import OutputFile, Pod
 from ..observe import setup_logging
-from . import manifest
+from . import manifest, secretsync
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_DIR = REPO / "examples" / "demo"
@@ -82,6 +82,8 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     failures = checked = 0
+    written: dict[tuple[str, str], set[str]] = {}
+    syncs: list[secretsync.SecretSync] = []
     for path in args.files:
         skipped: list[str] = []
         try:
@@ -103,12 +105,45 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 failures += 1
             else:
                 print(f"{item.source}: ok ({len(plan.objects)} objects, dialect {plan.dialect})")
+                paths = {o.path for obj in plan.objects for o in obj.outputs}
+                written[(item.namespace, item.name)] = paths
+        found = secretsync.load(path)
+        syncs.extend(found)
         for other in skipped:
-            print(f"{other}: skipped, not a SecretProviderClass")
+            if not any(other == s.source for s in found):
+                print(f"{other}: skipped, not a SecretProviderClass")
+    for sync in syncs:
+        failures += _validate_sync(sync, written)
     if checked == 0 and failures == 0:
         print("no SecretProviderClass found", file=sys.stderr)
         return 1
     return 1 if failures else 0
+
+
+def _validate_sync(sync: secretsync.SecretSync, written: dict[tuple[str, str], set[str]]) -> int:
+    """Print what ``keyferry validate`` finds about one SecretSync; 1 if it is wrong."""
+    files = written.get((sync.namespace, sync.class_name))
+    if files is None:  # a class or a SecretSync without a namespace matches any
+        files = next(
+            (
+                f
+                for (ns, name), f in written.items()
+                if name == sync.class_name and "" in (ns, sync.namespace)
+            ),
+            None,
+        )
+    problems = secretsync.check(sync, files)
+    if problems:
+        print(f"{sync.source}: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    if files is None:
+        print(
+            f"{sync.source}: ok; its SecretProviderClass {sync.class_name} is not among the "
+            "files, so its sourcePaths were not checked"
+        )
+    else:
+        print(f"{sync.source}: ok ({len(sync.data)} keys from {sync.class_name})")
+    return 0
 
 
 def _pick(path: str, name: str | None) -> manifest.SecretProviderClass:
@@ -137,6 +172,8 @@ def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
 
 
 def build_request(args: argparse.Namespace, spc: manifest.SecretProviderClass) -> pb.MountRequest:
+    if getattr(args, "sync_controller", False):  # `keyferry demo` has no such flag
+        return _sync_controller_request(args, spc)
     namespace, _, pod_name = (args.pod or "default/keyferry-cli").partition("/")
     pod = Pod(
         namespace=namespace,
@@ -158,6 +195,34 @@ def build_request(args: argparse.Namespace, spc: manifest.SecretProviderClass) -
         attributes=manifest.encode_attributes(attrs),
         secrets=json.dumps(secrets) if secrets else "null",
         target_path=f"/var/lib/kubelet/pods/{pod.uid}/volumes/kubernetes.io~csi/secrets/mount",
+        permission="420",
+    )
+
+
+def _sync_controller_request(
+    args: argparse.Namespace, spc: manifest.SecretProviderClass
+) -> pb.MountRequest:
+    """The request the secrets-store-sync-controller sends for a SecretSync in the pod's
+    namespace naming --service-account; --pod's name and --pod-uid stand for the
+    controller's own pod (default: none)."""
+    if args.secret or args.volume_attribute:
+        raise SystemExit(
+            "--sync-controller: the controller sends no nodePublishSecretRef (--secret) and no "
+            "volume attributes (--volume-attribute)"
+        )
+    namespace, _, controller = (args.pod or spc.namespace or "default").partition("/")
+    tokens = {aud: Path(f).read_text().strip() for aud, f in _pairs(args.token, "--token").items()}
+    attrs = manifest.sync_controller_attributes(
+        spc,
+        namespace,
+        args.service_account,
+        controller_pod=(controller, args.pod_uid),
+        tokens=tokens,
+    )
+    return pb.MountRequest(
+        attributes=manifest.encode_attributes(attrs),
+        secrets="{}",
+        target_path=sync_controller.TARGET_PATH,
         permission="420",
     )
 
@@ -303,6 +368,12 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=FILE",
         help="nodePublishSecretRef data",
+    )
+    m.add_argument(
+        "--sync-controller",
+        action="store_true",
+        help="send the request the secrets-store-sync-controller sends for a SecretSync in "
+        "the --pod namespace naming --service-account (docs/sync-controller.md)",
     )
     m.add_argument("--socket", help="a running provider's socket; default: an in-process one")
     m.add_argument("--out", help="write the files here with the driver's atomic layout")

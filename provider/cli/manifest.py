@@ -155,6 +155,39 @@ def driver_attributes(
     return attrs
 
 
+def sync_controller_attributes(
+    spc: SecretProviderClass,
+    namespace: str,
+    service_account: str,
+    *,
+    controller_pod: tuple[str, str] = ("", ""),
+    tokens: Mapping[str, str] | None = None,
+    expiration: str = "",
+) -> dict[str, str]:
+    """The ``attributes`` map the secrets-store-sync-controller builds for a SecretSync in
+    ``namespace`` naming ``service_account`` (docs/sync-controller.md): the class's
+    parameters only, its own pod's name and uid, the SecretSync's namespace and
+    ServiceAccount, and its tokens as Go's json.Marshal writes them (none: no key)."""
+    attrs: dict[str, str] = dict(spc.parameters)
+    attrs.update(
+        {
+            POD_NAME: controller_pod[0],
+            POD_UID: controller_pod[1],
+            POD_NAMESPACE: namespace,
+            SERVICE_ACCOUNT: service_account,
+        }
+    )
+    if tokens:
+        attrs[TOKENS_KEY] = json.dumps(
+            {
+                aud: {"token": tok, "expirationTimestamp": expiration}
+                for aud, tok in sorted(tokens.items())
+            },
+            separators=(",", ":"),
+        )
+    return attrs
+
+
 def encode_attributes(attributes: Mapping[str, str]) -> str:
     return attributes_json(attributes)
 

@@ -211,3 +211,44 @@ def test_azure_federated_credential_names_the_service_account() -> None:
             ref: Any = obj.ref
             assert ref.vault == vault[1]
             assert not ref.auth.client_id  # taken from the ServiceAccount annotation
+
+
+# The SecretSync's sourcePath as the controller's CRD admits it: one name, or name/N.
+SOURCE_PATH = re.compile(
+    r"^[A-Za-z0-9.]([-A-Za-z0-9]+([-._a-zA-Z0-9]?[A-Za-z0-9])*)?(\/([0-9]+))*$"
+)
+
+
+def test_the_sync_controller_example_syncs_files_its_class_writes() -> None:
+    folder = EXAMPLES / "sync-controller"
+    items = [d for d in yaml.safe_load_all((folder / "secretsync.yaml").read_text()) if d]
+    (sa,) = of_kind(items, "ServiceAccount")
+    (sync,) = of_kind(items, "SecretSync")
+    (spc,) = [c for c in manifest.load(folder / "secretsync.yaml") if not isinstance(c, Exception)]
+    assert {d["metadata"]["namespace"] for d in items} == {sa["metadata"]["namespace"]}
+    assert sync["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+    assert sync["spec"]["secretProviderClassName"] == spc.name
+    assert IDENTITY_ANNOTATION["aws"] in sa["metadata"]["annotations"]
+    plan = manifest.static_plan(spc)
+    written = {o.path for obj in plan.objects for o in obj.outputs}
+    for entry in sync["spec"]["secretObject"]["data"]:
+        assert entry["sourcePath"] in written and SOURCE_PATH.match(entry["sourcePath"]), entry
+    # A request from the controller names no node: every object names its region.
+    assert all(getattr(obj.ref, "region", "") for obj in plan.objects)
+
+    values = yaml.safe_load((folder / "helm-values.yaml").read_text())
+    assert IRSA_AUDIENCE in [a["audience"] for a in values["tokenRequestAudience"]]
+    (sidecar,) = values["providerContainer"]
+    assert "--socket-dir=/provider" in sidecar["args"]
+    providers = next(a for a in sidecar["args"] if a.startswith("--providers="))
+    assert spc.provider in providers.split("=", 1)[1].split(",")
+    assert {"name": "providervol", "mountPath": "/provider"} in sidecar["volumeMounts"]
+
+    rbac = list(yaml.safe_load_all((folder / "keyferry-rbac.yaml").read_text()))
+    (role,) = of_kind(rbac, "ClusterRole")
+    (binding,) = of_kind(rbac, "ClusterRoleBinding")
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]}
+    ]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == "secrets-store-sync-controller-manager"

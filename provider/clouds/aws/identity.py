@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import re
 
+from ... import sync_controller
 from ...backend import Services
 from ...errors import (
     Code,
@@ -46,9 +47,11 @@ _SESSION_NAME_BAD = re.compile(r"[^\w+=,.@-]")
 
 
 def role_session_name(mount: Mount) -> str:
-    """``<namespace>.<pod>`` in the characters and length STS allows (2..64)."""
+    """``<namespace>.<pod>`` (``<namespace>.<service account>`` when the request names no pod
+    of its namespace, as the sync controller's) in the characters and length STS allows
+    (2..64)."""
     pod = mount.pod
-    name = f"{pod.namespace}.{pod.name or pod.service_account}"
+    name = f"{pod.namespace}.{sync_controller.workload_pod(mount) or pod.service_account}"
     name = _SESSION_NAME_BAD.sub("-", name)[:64]
     return name if len(name) >= 2 else "keyferry"
 
@@ -83,9 +86,9 @@ class Identities:
         if other in mount.tokens:
             switch = 'usePodIdentity: "true"' if auth == "irsa" else 'usePodIdentity: "false"'
             hint = f"; or, if this pod should use the other method, set {switch}"
+        fix = sync_controller.token_fix(mount, wanted)
         return FailedPrecondition(
-            f"{mode} needs the pod's token: {problem}. Add '- audience: {wanted}' to "
-            f"spec.tokenRequests of the CSIDriver secrets-store.csi.k8s.io{hint}"
+            f"{mode} needs the pod's token: {problem}. {fix[0].upper()}{fix[1:]}{hint}"
         )
 
     async def resolve(
@@ -142,6 +145,12 @@ class Identities:
             "secrets-store.csi.k8s.io says (expirationSeconds): check those and the node's "
             "clock"
         )
+        if sync_controller.from_sync_controller(mount):
+            token_hint = (
+                f"the service-account token for audience '{IRSA_AUDIENCE}' has expired; the "
+                f"{sync_controller.NAME} requests 10-minute tokens and renews them before they "
+                "expire: check the clocks of its node and of the API server"
+            )
         oidc_hint = (
             "STS cannot verify the pod's token: the AWS account needs an IAM OIDC provider "
             f"for the cluster's issuer URL with audience (client ID) '{IRSA_AUDIENCE}', and "

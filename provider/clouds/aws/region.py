@@ -3,7 +3,8 @@
 A ref's own region (the SecretProviderClass's ``region``, or the ARN's), else the
 server's ``backends.aws.region`` / ``AWS_REGION``, else the
 ``topology.kubernetes.io/region`` label of the pod's node, looked up through the
-Kubernetes API once per pod and kept for ``region_cache_seconds``.
+Kubernetes API once per pod and kept for ``region_cache_seconds``. A request that names
+no pod of its namespace (the sync controller's) has no node: the region must be given.
 """
 
 from __future__ import annotations
@@ -11,9 +12,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from ... import sync_controller
 from ...backend import Services
 from ...cache import TTLCache
-from ...errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, KeyferryError
+from ...errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    KeyferryError,
+    NotFound,
+)
 from ...model import Deadline, Mount
 from .ref import REGION_RE, AwsRef, is_arn, parse_arn
 from .settings import AwsSettings
@@ -57,15 +65,14 @@ class Regions:
         """The server's region, else the region label of the pod's node."""
         if self.settings.region:
             return self.settings.region
-        ns, pod = mount.pod.namespace, mount.pod.name
+        ns, pod = mount.pod.namespace, sync_controller.workload_pod(mount)
         fix = (
             "set 'region' in the SecretProviderClass, or backends.aws.region (or AWS_REGION) "
-            f"in keyferry's configuration, or label the node with {REGION_LABEL}"
+            "in keyferry's configuration"
         )
         if not ns or not pod:
-            raise FailedPrecondition(
-                f"no AWS region: the driver did not pass the pod's name to look up its node; {fix}"
-            )
+            raise FailedPrecondition(f"no AWS region: {sync_controller.no_pod(mount)}; {fix}")
+        fix += f", or label the node with {REGION_LABEL}"
 
         async def load() -> str:
             try:
@@ -74,6 +81,11 @@ class Regions:
                 if not node:
                     raise FailedPrecondition(f"pod {ns}/{pod} is not scheduled on a node yet")
                 labels = (await self.services.kube.node(node)).get("labels", {})
+            except NotFound as exc:  # no such pod (or node): a lookup again will not help
+                raise FailedPrecondition(
+                    f"no AWS region: looking up the node of pod {ns}/{pod} found nothing "
+                    f"({exc.message}); {fix}"
+                ) from None
             except KeyferryError as exc:
                 raise type(exc)(
                     f"no AWS region: looking up the node of pod {ns}/{pod} failed "

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from ... import sync_controller
 from ...errors import FailedPrecondition, InvalidArgument, KeyferryError
 from ...model import Mount
 
@@ -164,7 +165,6 @@ def require_workload_token(mount: Mount, where: str) -> None:
     if WORKLOAD_AUDIENCE not in mount.tokens:
         raise FailedPrecondition(
             f"{where}: workload identity needs the pod's service-account token for audience "
-            f"'{WORKLOAD_AUDIENCE}', but the driver sent none; add "
-            f"'- audience: {WORKLOAD_AUDIENCE}' to tokenRequests of the CSIDriver "
-            "secrets-store.csi.k8s.io"
+            f"'{WORKLOAD_AUDIENCE}', but the request carries none; "
+            + sync_controller.token_fix(mount, WORKLOAD_AUDIENCE)
         )

@@ -109,9 +109,10 @@ def iam_error(
     gsa: str,
     ns: str,
     ksa: str,
-    pool: str,
+    member: str,
 ) -> KeyferryError:
-    """IAM Credentials refused (or failed) to let ``ns/ksa`` impersonate ``gsa``."""
+    """IAM Credentials refused (or failed) to let ``ns/ksa`` impersonate ``gsa``
+    (``member``: the IAM member ``ns/ksa`` is in its workload identity pool)."""
     if _is_outage(exc, status):
         return Unavailable(
             f"IAM Credentials at {iam_credentials_url} failed to impersonate "
@@ -122,7 +123,7 @@ def iam_error(
         f"Kubernetes service account {ns}/{ksa} may not impersonate {gsa}"
         + _in_parens(_error_detail(exc))
         + f"; the IAM binding is probably missing: grant roles/iam.workloadIdentityUser on "
-        f"{gsa} to member 'serviceAccount:{pool}[{ns}/{ksa}]', or remove the "
+        f"{gsa} to member '{member}', or remove the "
         f"{GSA_ANNOTATION} annotation to use the pod's own principal"
     )
 

@@ -21,6 +21,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ... import sync_controller
 from ...backend import Services
 from ...cache import TTLCache
 from ...errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable
@@ -186,9 +187,9 @@ class Identities:
         else:
             wanted = pool.token_audiences[0]
             raise FailedPrecondition(
-                f"the driver passed no service-account token for audience '{wanted}'; add "
-                f"'- audience: {wanted}' to tokenRequests of the secrets-store.csi.k8s.io "
-                "CSIDriver (Helm: tokenRequests) so the pod's workload identity can be used"
+                f"the request carries no service-account token for audience '{wanted}'; "
+                f"{sync_controller.token_fix(mount, wanted)} so the pod's workload identity "
+                "can be used"
             )
         claims = unverified_claims(entry.token)
         if claims is None:

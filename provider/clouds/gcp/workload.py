@@ -49,6 +49,11 @@ class WorkloadIdentityPool:
     pool: str
 
 
+_FULL_POOL = re.compile(
+    r"//iam\.googleapis\.com/(projects/[^/]+/locations/global/workloadIdentityPools/[^/]+)/"
+)
+
+
 def federated_member(pool: WorkloadIdentityPool, ns: str, ksa: str) -> str:
     """The pod's workload identity principal as an IAM member, for messages.
 
@@ -56,10 +61,7 @@ def federated_member(pool: WorkloadIdentityPool, ns: str, ksa: str) -> str:
     project number is not known here and is left as PROJECT_NUMBER. A pool provider
     given by its full resource name carries the number; its subject is the token's
     ``sub`` under the default mapping ``google.subject=assertion.sub``."""
-    m = re.match(
-        r"//iam\.googleapis\.com/(projects/[^/]+/locations/global/workloadIdentityPools/[^/]+)/",
-        pool.audience,
-    )
+    m = _FULL_POOL.match(pool.audience)
     if m:
         return (
             f"principal://iam.googleapis.com/{m.group(1)}/subject/system:serviceaccount:{ns}:{ksa}"
@@ -68,6 +70,20 @@ def federated_member(pool: WorkloadIdentityPool, ns: str, ksa: str) -> str:
         "principal://iam.googleapis.com/projects/PROJECT_NUMBER/locations/global/"
         f"workloadIdentityPools/{pool.pool}/subject/ns/{ns}/sa/{ksa}"
     )
+
+
+def impersonation_member(pool: WorkloadIdentityPool | None, ns: str, ksa: str) -> str:
+    """The IAM member to grant ``roles/iam.workloadIdentityUser`` on a Google service account
+    so that ``ns/ksa`` may impersonate it, for messages.
+
+    A pool provider given by its full resource name (a workload identity pool outside GKE)
+    names the principal ``principal://.../workloadIdentityPools/POOL/subject/SUBJECT``, as
+    :func:`federated_member` does; a GKE pool (``<project>.svc.id.goog``) takes the member
+    ``serviceAccount:<pool>[ns/ksa]``."""
+    if pool is not None and _FULL_POOL.match(pool.audience):
+        return federated_member(pool, ns, ksa)
+    name = pool.pool if pool is not None else "<project>.svc.id.goog"
+    return f"serviceAccount:{name}[{ns}/{ksa}]"
 
 
 class _Supplier(identity_pool.SubjectTokenSupplier):
@@ -236,8 +252,8 @@ class WorkloadIdentity:
                 "gcp", "generate_access_token", self._retrying, target.refresh, request, iam
             )
         except google.auth.exceptions.GoogleAuthError as exc:
-            pool = self._pool.pool if self._pool else "<project>.svc.id.goog"
-            error = iam_error(exc, request.last_status, iam_url, gsa, ns, ksa, pool)
+            member = impersonation_member(self._pool, ns, ksa)
+            error = iam_error(exc, request.last_status, iam_url, gsa, ns, ksa, member)
             raise iam.outcome(error) from None
         return AccessToken(str(target.token), expiry(target.expiry))
 

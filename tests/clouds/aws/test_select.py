@@ -17,6 +17,7 @@ from keyferry_fakes.aws_faults import AwsFaults, seed_clients
 from keyferry_fakes.harness import running_server
 from keyferry_fakes.kube import FakeKube
 from tests.clouds.aws.test_e2e import ROLE, files, irsa, rollout, versions
+from tests.clouds.aws.test_sync_controller import NS, SA, controller_token
 
 CANARY = "CANARY-aws-selected-5be01c"
 LIST_SECRETS = "secretsmanager:ListSecrets"
@@ -346,3 +347,16 @@ def test_bad_aws_selections_are_invalid_argument_before_any_call(
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert expected in details
     assert proxy.requests == []
+
+
+def test_the_sync_controller_mounts_a_selection_without_any_pod_or_node_lookup(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube, one_secret: dict[str, str]
+) -> None:
+    tokens = controller_token()
+    with server(tmp_path, proxy, kube) as srv:
+        sync = srv.sync_mount(
+            "keyferry", one_secret, namespace=NS, service_account=SA, tokens=tokens
+        )
+    assert files(sync) == {"s/a": b"a"}
+    assert set(kube.requests) == {f"/api/v1/namespaces/{NS}/serviceaccounts/{SA}"}
+    assert proxy.count("ListSecrets") == 1

@@ -50,11 +50,12 @@ def start(
     google.secret_manager.add_version("my-project", "db", b"global")
     google.regional["us-east1"].add_version("my-project", "db", b"east")
 
-    def run(**config: Any) -> tuple[Server, Clock]:
+    def run(gcp: dict[str, Any] | None = None, **config: Any) -> tuple[Server, Clock]:
+        # a short retry budget per call: an outage answers UNAVAILABLE soon
+        timing = {"timeout_seconds": 0.3, "attempt_timeout_seconds": 0.1, **(gcp or {})}
         srv = serve(
             providers="keyferry,gcp",
-            # a short retry budget per call: an outage answers UNAVAILABLE soon
-            backends={"gcp": google.settings(timeout_seconds=0.3, attempt_timeout_seconds=0.1)},
+            backends={"gcp": google.settings(**timing)},
             kubernetes=kube.settings(),
             cache_ttl_seconds=0,
             **config,
@@ -150,8 +151,8 @@ def test_throttling_that_outlasts_the_retries_does_not_open_the_location(
 ) -> None:
     """A throttling service is up: RESOURCE_EXHAUSTED until every retry is spent fails
     each Mount (DEADLINE_EXCEEDED: keyferry retried), but never makes the next one fail
-    fast."""
-    srv, _ = start()
+    fast. Attempts have time to answer: a timed-out attempt is a sign of an outage."""
+    srv, _ = start(gcp={"timeout_seconds": 3.0, "attempt_timeout_seconds": 2.0})
     east = google.regional["us-east1"]
     east.fail(grpc.StatusCode.RESOURCE_EXHAUSTED, times=100_000)
     label = f'backend="gcp",endpoint="{east.endpoint}"'
