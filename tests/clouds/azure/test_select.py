@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from keyferry_fakes.azure import TENANT, FakeAzure, pod_token
 from keyferry_fakes.azure_certs import chain
-from keyferry_fakes.harness import Server, wait_until
+from keyferry_fakes.harness import SYNC_CONTROLLER_TOKEN_SECONDS, Server, wait_until
 from keyferry_fakes.kube import FakeKube
 from provider.errors import KeyferryError
 from provider.model import Mount, Pod
@@ -279,3 +279,19 @@ def test_concurrent_identical_mounts_share_one_listing(srv: Server, fake: FakeAz
         paused.set()
         assert [len(m.result().files) for m in mounts] == [2] * pods
     assert fake.vault.with_token["/kv1/secrets"] == 2  # one listing (two pages of two)
+
+
+def test_the_sync_controller_mounts_a_selection_without_any_pod_or_node_lookup(
+    srv: Server, fake: FakeAzure, kube: FakeKube
+) -> None:
+    token = pod_token(POD[0], POD[3], pod=None, lifetime=SYNC_CONTROLLER_TOKEN_SECONDS)
+    resp = srv.sync_mount(
+        "keyferry",
+        {"objects": SELECT_APP},
+        namespace=POD[0],
+        service_account=POD[3],
+        tokens={AUD: token},
+    )
+    assert sorted(files_of(resp)) == ["app/app-api", "app/app-db"]
+    assert not kube.requests  # clientID and tenantID come from the class
+    assert fake.vault.with_token["/kv1/secrets"] == 2

@@ -12,7 +12,12 @@ import grpc
 import pytest
 
 from keyferry_fakes.gcp import SECRET_VIEWER, GoogleStack
-from keyferry_fakes.harness import DEFAULT_POD, Server, wait_until
+from keyferry_fakes.harness import (
+    DEFAULT_POD,
+    SYNC_CONTROLLER_TOKEN_SECONDS,
+    Server,
+    wait_until,
+)
 from keyferry_fakes.kube import FakeKube
 from provider.errors import KeyferryError
 from provider.model import Mount, Pod
@@ -322,4 +327,16 @@ def test_concurrent_identical_mounts_share_one_listing(
         wait_until(lambda: srv.metric(coalesced) == pods - 1)  # all in flight at once
         paused.set()
         assert [len(m.result().files) for m in mounts] == [2] * pods
+    assert stack.secret_manager.calls.count("projects/my-project") == 1
+
+
+def test_the_sync_controller_mounts_a_selection_without_any_pod_or_node_lookup(
+    srv: Server, stack: GoogleStack, kube: FakeKube
+) -> None:
+    tokens = stack.token(NS, KSA, pod=None, lifetime=SYNC_CONTROLLER_TOKEN_SECONDS)
+    resp = srv.sync_mount(
+        "keyferry", {"objects": SELECT_WEB}, namespace=NS, service_account=KSA, tokens=tokens
+    )
+    assert files_of(resp) == {"web/web-api": (0o644, b"api-key"), "web/web-db": (0o644, CANARY)}
+    assert set(kube.requests) == {f"/api/v1/namespaces/{NS}/serviceaccounts/{KSA}"}
     assert stack.secret_manager.calls.count("projects/my-project") == 1
