@@ -17,7 +17,10 @@ stand for, so a test fails where production would:
   (``<resource>/.default``). Issued access tokens are remembered with their tenant,
   application and audience, so the vault can check them. Requests are counted.
 - :class:`FakeKeyVault` serves secrets, keys and certificates (get, get version,
-  list versions with paging) over HTTPS only. Every 401 carries Key Vault's
+  list versions with paging) and lists a vault's secrets (``GET /secrets``: each
+  secret's id without version, its latest version's attributes, tags, content type and
+  ``managed``; ``maxresults`` 1-25, ``nextLink`` paging; the ``secrets list`` operation,
+  which RBAC's ``Key Vault Secrets User`` includes) over HTTPS only. Every 401 carries Key Vault's
   challenge (``WWW-Authenticate: Bearer authorization=..., resource=...``): no token,
   a token the fake Entra did not issue or that expired, a token for another
   audience (AKV10022) or another tenant (AKV10032). Access is denied unless granted:
@@ -591,6 +594,8 @@ class FakeKeyVault(_TLSServer):
             self._barrier: threading.Barrier | None = None
             self._held = ""
             self._clock = 1_700_000_000
+            self.listing_paused: threading.Event | None = None
+            """Set by :meth:`pause_listing`: ``GET /secrets`` answers once it is set."""
 
     def vault_url_template(self) -> str:
         return f"{self.url}/{{name}}"
@@ -657,10 +662,13 @@ class FakeKeyVault(_TLSServer):
         content_type: str | None = None,
         kid: bool = False,
         enabled: bool = True,
+        tags: dict[str, str] | None = None,
     ) -> str:
         body: dict[str, Any] = {"value": value}
         if content_type is not None:
             body["contentType"] = content_type
+        if tags is not None:
+            body["tags"] = dict(tags)
         if kid:
             body["kid"] = "KID"
             body["managed"] = True
@@ -720,6 +728,13 @@ class FakeKeyVault(_TLSServer):
             self._barrier = threading.Barrier(count, timeout=30)
             self._held = prefix
 
+    def pause_listing(self) -> threading.Event:
+        """From now on every authorised ``GET /secrets`` waits until the returned event is
+        set: a listing provably in flight, without sleeping."""
+        with self.lock:
+            self.listing_paused = threading.Event()
+            return self.listing_paused
+
     def connected(self) -> None:
         with self.lock:
             self.connections += 1
@@ -777,7 +792,8 @@ class FakeKeyVault(_TLSServer):
                 f"https://sts.windows.net/{issued.tenant}/.",
             )
             return
-        if len(parts) < 3 or parts[1] not in KINDS:
+        listing = parts[1:] == ["secrets"]
+        if not listing and (len(parts) < 3 or parts[1] not in KINDS):
             self.send_json(h, 404, {"error": {"code": "BadParameter", "message": "no route"}})
             return
         if not urllib.parse.parse_qs(split.query).get("api-version"):
@@ -792,10 +808,15 @@ class FakeKeyVault(_TLSServer):
                 },
             )
             return
-        kind, name = parts[1], parts[2]
-        op = "list" if parts[3:] == ["versions"] else "get"
+        kind, name = parts[1], "" if listing else parts[2]
+        op = "list" if listing or parts[3:] == ["versions"] else "get"
         if not self.allowed(vault, issued.client_id, kind, op):
             self._forbidden(h, vault, issued, kind, name, op)
+            return
+        if listing:
+            if self.listing_paused is not None:
+                self.listing_paused.wait(timeout=30)
+            self._list_secrets(h, vault, dict(urllib.parse.parse_qsl(split.query)))
             return
         barrier = self._barrier
         if barrier is not None and name.startswith(self._held):
@@ -896,6 +917,58 @@ class FakeKeyVault(_TLSServer):
             body["sid"] = f"{self.url}/secrets/{name}/{chosen.version}"
         self.send_json(h, 200, body)
 
+    def _list_secrets(self, h: BaseHTTPRequestHandler, vault: str, query: dict[str, str]) -> None:
+        """``GET /secrets``: one item per secret (its latest version's attributes, tags,
+        content type; ``managed`` for a certificate's backing secret), never a value."""
+        size = self.page_size
+        if "maxresults" in query:
+            text = query["maxresults"]
+            if not text.isdigit() or not 1 <= int(text) <= 25:
+                self.send_json(
+                    h,
+                    400,
+                    {
+                        "error": {
+                            "code": "BadParameter",
+                            "message": f"Invalid value '{text}' for maxresults: it must be an "
+                            "integer between 1 and 25.",
+                        }
+                    },
+                )
+                return
+            size = min(size, int(text))
+        skip_text = query.get("$skiptoken", "0")
+        if not skip_text.isdigit():
+            self.send_json(
+                h, 400, {"error": {"code": "BadParameter", "message": "Invalid skip token."}}
+            )
+            return
+        skip = int(skip_text)
+        with self.lock:
+            found = sorted(
+                (name, versions[-1])
+                for (v, kind, name), versions in self.objects.items()
+                if v == vault and kind == "secrets" and versions
+            )
+        items = []
+        for name, latest in found[skip : skip + size]:
+            item: dict[str, Any] = {
+                "id": f"{self.url}/secrets/{name}",
+                "attributes": latest.body["attributes"],
+            }
+            for key in ("contentType", "tags", "managed"):
+                if key in latest.body:
+                    item[key] = latest.body[key]
+            items.append(item)
+        next_link = None
+        if skip + size < len(found):
+            next_link = (
+                f"{self.url}/{vault}/secrets?api-version={query.get('api-version', '')}"
+                f"&$skiptoken={skip + size}"
+                + (f"&maxresults={query['maxresults']}" if "maxresults" in query else "")
+            )
+        self.send_json(h, 200, {"value": items, "nextLink": next_link})
+
     def _unauthorized(self, h: BaseHTTPRequestHandler, vault: str, message: str) -> None:
         """Key Vault's 401: always with the challenge naming the vault's tenant."""
         with self.lock:
@@ -919,6 +992,7 @@ class FakeKeyVault(_TLSServer):
         caller = (
             f"appid={who.client_id};oid={who.object_id};iss=https://sts.windows.net/{who.tenant}/"
         )
+        scope = f"{vault}/{kind}/{name}" if name else vault  # a listing: the vault
         if self.rbac:
             inner = "ForbiddenByRbac"
             message = (
@@ -927,7 +1001,7 @@ class FakeKeyVault(_TLSServer):
                 f"please observe propagation time.\r\nCaller: {caller}\r\nAction: "
                 f"'{_RBAC_ACTIONS[(kind, op)]}'\r\nResource: '/subscriptions/00000000-0000-"
                 f"0000-0000-000000000000/resourcegroups/rg/providers/microsoft.keyvault/vaults/"
-                f"{vault}/{kind}/{name}'\r\nAssignment: (not found)\r\nDecisionReason: "
+                f"{scope}'\r\nAssignment: (not found)\r\nDecisionReason: "
                 f"'DeniedWithNoValidRBAC' \r\nVault: {vault};location=westeurope\r\n"
             )
         else:

@@ -23,6 +23,15 @@ role -> members). Every fake enforces what the real service enforces:
   (UNAUTHENTICATED otherwise), with the cloud-platform scope, whose members hold
   the permission on the resource or its project (PERMISSION_DENIED otherwise,
   checked before existence, as Google does: "(or it may not exist)");
+- Secret Manager's ListSecrets needs ``secretmanager.secrets.list`` on the project
+  (``roles/secretmanager.viewer`` or admin; ``secretAccessor`` does not give it), pages
+  with ``page_size`` (0: the server's choice, capped at 25000; negative refused) and an
+  opaque ``page_token`` (a made-up one is INVALID_ARGUMENT), and reads a subset of
+  Google's filter syntax: terms joined by whitespace or ``AND``, each one of
+  ``labels.KEY=VALUE``, ``labels.KEY:VALUE``, ``labels.KEY:*`` (has the label) or
+  ``name:TEXT`` (the name contains TEXT), values optionally double-quoted; anything else
+  (``OR``, ``NOT``, parentheses, other fields) is INVALID_ARGUMENT, so a client that
+  sends more than this subset fails here instead of passing untested;
 - the OAuth2 token endpoint verifies a service-account key's JWT assertion with
   the public key registered for that key id, its audience and its lifetime.
 
@@ -78,11 +87,12 @@ OAUTH2_AUDIENCES = (
 WORKLOAD_IDENTITY_USER = "roles/iam.workloadIdentityUser"
 TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
 SECRET_ACCESSOR = "roles/secretmanager.secretAccessor"
+SECRET_VIEWER = "roles/secretmanager.viewer"
 PARAMETER_VIEWER = "roles/parametermanager.parameterViewer"
 GET_ACCESS_TOKEN = "iam.serviceAccounts.getAccessToken"
 ACCESS_SECRET = "secretmanager.versions.access"
 LIST_VERSIONS = "secretmanager.versions.list"
-SECRET_VIEWER = "roles/secretmanager.viewer"
+LIST_SECRETS = "secretmanager.secrets.list"
 RENDER_PARAMETER = "parametermanager.parameterVersions.render"
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     WORKLOAD_IDENTITY_USER: frozenset({GET_ACCESS_TOKEN, "iam.serviceAccounts.getOpenIdToken"}),
@@ -95,11 +105,19 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         }
     ),
     SECRET_ACCESSOR: frozenset({ACCESS_SECRET}),
+    # Metadata only: listing and reading secrets' names and labels, never their data.
     SECRET_VIEWER: frozenset(
-        {LIST_VERSIONS, "secretmanager.versions.get", "secretmanager.secrets.get"}
+        {
+            "secretmanager.secrets.get",
+            LIST_SECRETS,
+            "secretmanager.versions.get",
+            LIST_VERSIONS,
+            "secretmanager.locations.get",
+            "secretmanager.locations.list",
+        }
     ),
     "roles/secretmanager.admin": frozenset(
-        {ACCESS_SECRET, LIST_VERSIONS, "secretmanager.secrets.get"}
+        {ACCESS_SECRET, LIST_VERSIONS, "secretmanager.secrets.get", LIST_SECRETS}
     ),
     PARAMETER_VIEWER: frozenset(
         {
@@ -197,6 +215,7 @@ class Version:
 class Secret:
     versions: dict[int, Version] = field(default_factory=dict)
     aliases: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 class FakeGoogle:
@@ -456,6 +475,45 @@ _SM_NAME = re.compile(
     r"projects/(?P<project>[^/]+)(?:/locations/(?P<location>[^/]+))?/secrets/(?P<secret>[^/]+)"
     r"/versions/(?P<version>[^/]+)"
 )
+_SM_PARENT = re.compile(r"projects/(?P<project>[^/]+)(?:/locations/(?P<location>[^/]+))?")
+_FILTER_TERM = re.compile(
+    r'(?P<field>labels\.[a-z][a-z0-9_-]{0,62}|name)(?P<op>[=:])(?P<value>"[^"]*"|[^\s"()]+)'
+)
+MAX_PAGE_SIZE = 25000
+
+
+class BadFilter(ValueError):
+    """A ListSecrets filter outside the subset the fake reads."""
+
+
+def parse_filter(text: str) -> list[tuple[str, str, str]]:
+    """``(field, op, value)`` terms of a ListSecrets filter, all of which must hold."""
+    terms: list[tuple[str, str, str]] = []
+    for word in text.split():
+        if word == "AND":
+            continue
+        m = _FILTER_TERM.fullmatch(word)
+        if m is None or (m["field"] == "name" and m["op"] != ":"):
+            raise BadFilter(f"Invalid filter: unsupported expression {word!r}")
+        value = m["value"]
+        if value.startswith('"'):
+            value = value[1:-1]
+        terms.append((m["field"], m["op"], value))
+    return terms
+
+
+def _matches(secret_id: str, labels: dict[str, str], terms: list[tuple[str, str, str]]) -> bool:
+    for field_name, op, value in terms:
+        if field_name == "name":
+            if value not in secret_id:
+                return False
+            continue
+        key = field_name.removeprefix("labels.")
+        if key not in labels:
+            return False
+        if not (op == ":" and value == "*") and labels[key] != value:
+            return False
+    return True
 
 
 class FakeSecretManager(_GrpcFake):
@@ -464,26 +522,32 @@ class FakeSecretManager(_GrpcFake):
     def reset(self) -> None:
         super().reset()
         self.secrets: dict[tuple[str, str], Secret] = {}
+        self.page_size = 2
+        """ListSecrets' page when the client asks for none (small, so clients page)."""
+        self.listing_paused: threading.Event | None = None
+        """Set by :meth:`pause_listing`: ListSecrets answers once it is set."""
         self.corrupt_checksum = False
         self.send_checksum = True
 
     def _handler(self) -> grpc.GenericRpcHandler[Any, Any]:
-        req = secretmanager_v1.AccessSecretVersionRequest
-        resp = secretmanager_v1.AccessSecretVersionResponse
-        listing = secretmanager_v1.ListSecretVersionsRequest
-        listed = secretmanager_v1.ListSecretVersionsResponse
+        sm = secretmanager_v1
         return grpc.method_handlers_generic_handler(
             "google.cloud.secretmanager.v1.SecretManagerService",
             {
                 "AccessSecretVersion": grpc.unary_unary_rpc_method_handler(
                     self._access,
-                    request_deserializer=req.deserialize,
-                    response_serializer=resp.serialize,
+                    request_deserializer=sm.AccessSecretVersionRequest.deserialize,
+                    response_serializer=sm.AccessSecretVersionResponse.serialize,
+                ),
+                "ListSecrets": grpc.unary_unary_rpc_method_handler(
+                    self._list,
+                    request_deserializer=sm.ListSecretsRequest.deserialize,
+                    response_serializer=sm.ListSecretsResponse.serialize,
                 ),
                 "ListSecretVersions": grpc.unary_unary_rpc_method_handler(
                     self._list_versions,
-                    request_deserializer=listing.deserialize,
-                    response_serializer=listed.serialize,
+                    request_deserializer=sm.ListSecretVersionsRequest.deserialize,
+                    response_serializer=sm.ListSecretVersionsResponse.serialize,
                 ),
             },
         )
@@ -497,8 +561,11 @@ class FakeSecretManager(_GrpcFake):
         *,
         state: str = "ENABLED",
         alias: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> int:
         entry = self.secrets.setdefault((project, secret), Secret())
+        if labels is not None:
+            entry.labels = dict(labels)
         number = max(entry.versions, default=0) + 1
         # Creation times strictly increase with the version number, as Google's do.
         last = max((v.created for v in entry.versions.values()), default=0.0)
@@ -518,6 +585,15 @@ class FakeSecretManager(_GrpcFake):
         """roles/secretmanager.secretAccessor on this one secret."""
         for member in members:
             self.google.grant(self.resource(project, secret), SECRET_ACCESSOR, member)
+
+    def pause_listing(self) -> threading.Event:
+        """From now on every ListSecrets waits (authenticated, before answering) until the
+        returned event is set: a listing provably in flight, without sleeping."""
+        self.listing_paused = threading.Event()
+        return self.listing_paused
+
+    def delete(self, project: str, secret: str) -> None:
+        del self.secrets[(project, secret)]
 
     # -- RPC --------------------------------------------------------------------
     def _list_versions(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -589,22 +665,69 @@ class FakeSecretManager(_GrpcFake):
             total_size=len(chosen),
         )
 
-    def _access(self, request: Any, context: grpc.ServicerContext) -> Any:
-        caller = self._begin(request.name, context)
-        parts = _parse(_SM_NAME, request.name)
+    def _locate(
+        self, pattern: re.Pattern[str], name: str, context: grpc.ServicerContext
+    ) -> tuple[dict[str, str], str, str]:
+        """The name's parts, project id and location, if this endpoint serves it."""
+        parts = _parse(pattern, name)
         if parts is None:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid resource name {request.name}")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid resource name {name}")
         assert parts is not None
         location = parts["location"] or ""
         if location != self.location:
             served = self.location or "global"
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"The resource {request.name} is not served by this endpoint ({served}).",
+                f"The resource {name} is not served by this endpoint ({served}).",
             )
-        project = parts["project"]
         numbers = {v: k for k, v in PROJECT_NUMBERS.items()}
-        project_id = numbers.get(project, project)
+        return parts, numbers.get(parts["project"], parts["project"]), location
+
+    def _list(self, request: Any, context: grpc.ServicerContext) -> Any:
+        caller = self._begin(request.parent, context)
+        _, project_id, location = self._locate(_SM_PARENT, request.parent, context)
+        # Listing is granted on the project only (there is no secret to hold it on).
+        self._authorize(caller, LIST_SECRETS, request.parent, [f"projects/{project_id}"], context)
+        if self.listing_paused is not None:
+            self.listing_paused.wait(timeout=30)
+        if request.page_size < 0:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must not be negative.")
+        try:
+            terms = parse_filter(request.filter)
+        except BadFilter as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        # The token is opaque to clients: the filter it was issued for is part of it.
+        start = 0
+        if request.page_token:
+            token = _parse(re.compile(r"(?P<start>\d+)\|(?P<filter>.*)"), request.page_token)
+            if token is None or token["filter"] != request.filter:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Invalid page token.")
+            assert token is not None
+            start = int(token["start"])
+        size = min(request.page_size or self.page_size, MAX_PAGE_SIZE)
+        number = PROJECT_NUMBERS.get(project_id, project_id)
+        where = f"/locations/{location}" if location else ""
+        found = sorted(
+            (secret_id, entry)
+            for (project, secret_id), entry in self.secrets.items()
+            if project == project_id and _matches(secret_id, entry.labels, terms)
+        )
+        page = found[start : start + size]
+        more = start + size < len(found)
+        return secretmanager_v1.ListSecretsResponse(
+            secrets=[
+                secretmanager_v1.Secret(
+                    name=f"projects/{number}{where}/secrets/{secret_id}", labels=entry.labels
+                )
+                for secret_id, entry in page
+            ],
+            next_page_token=f"{start + size}|{request.filter}" if more else "",
+            total_size=len(found),
+        )
+
+    def _access(self, request: Any, context: grpc.ServicerContext) -> Any:
+        caller = self._begin(request.name, context)
+        parts, project_id, location = self._locate(_SM_NAME, request.name, context)
         number = PROJECT_NUMBERS.get(project_id, project_id)
         prefix = f"projects/{number}" + (f"/locations/{location}" if location else "")
         secret_name = f"{prefix}/secrets/{parts['secret']}"

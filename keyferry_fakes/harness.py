@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,16 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Return once ``condition()`` holds (polled); AssertionError after ``timeout`` seconds,
+    which only ever means a hang: tests wait for a state, they never assert a duration."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"not reached within {timeout:.0f} s")
+        time.sleep(0.005)
 
 
 def volume_context(

@@ -255,6 +255,20 @@ SELECTIONS: dict[str, list[Any]] = {
         {"path": "/app/prod", "recursive": "true"},
         {"path": "/app"},
     ],
+    "gcp": [
+        {"project": "my-project", "labels": {"app": "web"}},
+        {"project": "my-project", "location": "us-east1", "labels": {"app": "*", "env": "p"}},
+        {"project": "my-project", "labels": {"App": "web"}},
+        {"project": "my-project", "labels": {"app": "a OR labels.b=c"}},
+        {"labels": {"app": "web"}},
+    ],
+    "azure": [
+        {"namePrefix": "app-"},
+        {"tags": {"team": "a", "env": "*"}},
+        {"namePrefix": "app-", "includeCertificates": "true"},
+        {"namePrefix": "../x"},
+        {"includeCertificates": "yes"},
+    ],
 }
 NATIVE = [
     Shape({"backend": ["local"], "name": LOCAL_NAMES}, COMMON),
@@ -279,6 +293,14 @@ NATIVE = [
             "auth": ["irsa", "podIdentity"],
             "path": PATHS,
         },
+    ),
+    Shape(
+        {"backend": ["gcp"], "select": SELECTIONS["gcp"]},
+        {"auth": list(gcp.NATIVE_AUTH), "path": PATHS, "maxMatches": ["2"]},
+    ),
+    Shape(
+        {"backend": ["azure"], "vault": ["kv1"], "select": SELECTIONS["azure"]},
+        {"clientID": ["11111111-1111-1111-1111-111111111111"], "path": PATHS, "type": ["key"]},
     ),
     Shape(
         {"backend": ["gcp"], "name": GCP_NAMES},

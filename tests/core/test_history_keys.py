@@ -148,3 +148,27 @@ def test_the_drop_in_aws_dialect_does_not_take_the_native_keys(key: str) -> None
     with pytest.raises(KeyferryError) as info:
         aws.parse(mount)
     assert info.value.code is Code.INVALID_ARGUMENT and key in info.value.message
+
+
+_SELECTIONS = {
+    "aws": "backend: aws\n  select: {namePrefix: app/}\n  path: app",
+    "gcp": "backend: gcp\n  select: {project: my-project, labels: {app: web}}\n  path: web",
+    "azure": "backend: azure\n  vault: kv1\n  select: {namePrefix: app-}\n  path: app",
+}
+
+
+@pytest.mark.parametrize(
+    ("cloud", "extra"),
+    [
+        *((cloud, key) for cloud in _SELECTIONS for key in ("versionHistory: 2", "previous: true")),
+        ("aws", f"assumeRoleArn: {TARGET}"),
+    ],
+)
+def test_history_and_role_keys_beside_select_are_refused_not_ignored(
+    cloud: str, extra: str
+) -> None:
+    """A selection reads each match at its current version as the pod's identity: the
+    history and role-chaining keys cannot apply to it, and saying so beats ignoring them."""
+    err = refused(f"{_SELECTIONS[cloud]}\n  {extra}")
+    assert extra.split(":")[0] in err.message
+    assert "select" in err.message

@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from ... import history
@@ -31,12 +31,13 @@ from ...errors import (
     NotFound,
 )
 from ...model import Deadline, Fetched, Mount
+from ...selection import Listing, Listings, Member, too_many
 from ..budget import begin
 from . import certs
 from .clients import Clients
 from .errors import translate, verdict
 from .identity import Identities, Identity, quiet_sdk_logs, who
-from .ref import AzureRef
+from .ref import AzureRef, AzureSelection
 from .settings import AzureSettings, Cloud, parse_settings
 
 T = TypeVar("T")
@@ -67,6 +68,7 @@ class AzureBackend:
         self._raw: TTLCache[_Raw] = TTLCache(ttl)
         self._versions: TTLCache[tuple[str, ...]] = TTLCache(ttl)
         self._limit = asyncio.Semaphore(max(1, services.config.max_concurrent_fetches))
+        self._listings = Listings(NAME, services)
         # Opening a PKCS#12 costs ~40 ms (OpenSSL checks the RSA key), so conversions are
         # memoised by the digest of the stored bytes: only a caller that fetched those
         # exact bytes can hit an entry, so nothing crosses identities.
@@ -94,19 +96,11 @@ class AzureBackend:
             url = cloud.url_for(ref.vault)
             key = (NAME, identity.key, url, ref)  # last-known-good (stale_if_error_seconds)
             try:
-                # asyncio.timeout, unlike wait_for, runs the fetch in this task, not a new one
-                async with (
-                    self._limit,
-                    asyncio.timeout(max(0.01, deadline.remaining() - _MARGIN / 2)),
-                ):
-                    fetched = await self._fetch_one(ref, url, identity, deadline)
+                fetched = await self._within(
+                    deadline, ref.describe(), lambda: self._fetch_one(ref, url, identity, deadline)
+                )
                 results[i] = fetched
                 self.services.values.put(key, fetched, ttl=0)
-            except TimeoutError:
-                results[i] = DeadlineExceeded(
-                    f"{ref.describe()}: no answer from Key Vault within the mount budget "
-                    f"({deadline.seconds:.0f}s)"
-                )
             except KeyferryError as exc:
                 results[i] = exc
             results[i] = self.services.last_known_good(key, results[i]) or results[i]
@@ -118,6 +112,84 @@ class AzureBackend:
         self._clients.close()
         self._identities.close()
 
+    async def select(
+        self,
+        mount: Mount,
+        queries: Sequence[AzureSelection],
+        deadline: Deadline,
+        limit: int,
+    ) -> list[Listing | Exception]:
+        """Each selection's secrets: the vault's secrets listed (every page, as the pod's
+        identity) and filtered here, Key Vault's list having no filter; cached per
+        identity (:mod:`provider.selection`)."""
+        results: list[Listing | Exception] = [Internal("no result")] * len(queries)
+        plans: list[tuple[int, AzureSelection, Cloud]] = []
+        for i, query in enumerate(queries):
+            try:
+                plans.append((i, query, self.settings.cloud_for(query.base)))
+            except KeyferryError as exc:
+                results[i] = exc
+        identities = await self._identities.for_refs(mount, ((q.base, c) for _, q, c in plans))
+
+        async def one(i: int, query: AzureSelection, cloud: Cloud) -> None:
+            identity = identities[who(query.base)]
+            if isinstance(identity, KeyferryError):
+                results[i] = identity
+                return
+            url = cloud.url_for(query.base.vault)
+            try:
+                results[i] = await self._within(
+                    deadline,
+                    f"listing {query.describe()}",
+                    lambda: self._list(query, url, identity, deadline, limit),
+                )
+            except KeyferryError as exc:
+                results[i] = exc
+
+        await asyncio.gather(*(one(i, query, cloud) for i, query, cloud in plans))
+        return results
+
+    async def _within(self, deadline: Deadline, what: str, run: Callable[[], Awaitable[T]]) -> T:
+        """``run()`` with a fetch slot, within the Mount's budget (DEADLINE_EXCEEDED past
+        it, naming ``what``)."""
+        try:
+            # asyncio.timeout, unlike wait_for, runs the call in this task, not a new one
+            async with (
+                self._limit,
+                asyncio.timeout(max(0.01, deadline.remaining() - _MARGIN / 2)),
+            ):
+                return await run()
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"{what}: no answer from Key Vault within the mount budget "
+                f"({deadline.seconds:.0f}s)"
+            ) from None
+
+    async def _list(
+        self, query: AzureSelection, url: str, identity: Identity, deadline: Deadline, limit: int
+    ) -> Listing:
+        client = self._clients.get("secret", url, identity)
+
+        def listing(**options: Any) -> list[str] | None:
+            names: list[str] = []
+            for props in client.list_properties_of_secrets(max_page_size=25, **options):
+                name = str(props.name or "")
+                if query.matches(name, props.tags, bool(props.managed), props.enabled is True):
+                    names.append(name)
+                    if len(names) > limit:
+                        return None
+            return names
+
+        async def load() -> Listing:
+            names = await self._call(
+                "list_secrets", query.base, url, identity, deadline, listing, query
+            )
+            if names is None:
+                raise too_many(query.describe(), limit)
+            return tuple(Member(name, replace(query.base, name=name)) for name in names)
+
+        return await self._listings.get((NAME, identity.key, url, query, limit), load)
+
     # -- fetching --
 
     async def _call(
@@ -128,6 +200,7 @@ class AzureBackend:
         identity: Identity,
         deadline: Deadline,
         fn: Callable[..., T],
+        listing: AzureSelection | None = None,
     ) -> T:
         budget = deadline.remaining() - _MARGIN
         if budget <= 0:
@@ -152,7 +225,7 @@ class AzureBackend:
             async with self.services.breakers.guard(endpoint, deadline, verdict):
                 return await self.services.timed(NAME, op, fn, **options)
         except Exception as exc:
-            raise translate(exc, ref, identity, call) from None
+            raise translate(exc, ref, identity, call, listing) from None
 
     async def _get(
         self, ref: AzureRef, url: str, identity: Identity, version: str, deadline: Deadline

@@ -38,14 +38,16 @@ from typing import Any, cast
 
 from ... import history
 from ...dialect import check_keys, collect, get_str, parse_bool
-from ...errors import FailedPrecondition, InvalidArgument, KeyferryError, did_you_mean
+from ...errors import FailedPrecondition, InvalidArgument, KeyferryError, clip, did_you_mean
 from ...model import Mount, Plan
 from . import settings
 from .objects import check_object_name, check_version, object_specs
 from .ref import (
     ANNOTATION_CLIENT_ID,
+    MAX_TAGS,
     AzureAuth,
     AzureRef,
+    AzureSelection,
     Conversion,
     ObjectKind,
     check_client_id,
@@ -285,8 +287,7 @@ def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Azu
     List the same certificate twice with different ``format`` and ``path`` for
     separate ``tls.crt`` / ``tls.key`` files: it is fetched once.
     """
-    vault = get_str(fields, "vault", where, required=True).strip()
-    check_vault_name(vault, f"{where} vault")
+    check_vault_name(get_str(fields, "vault", where, required=True).strip(), f"{where} vault")
     name = get_str(fields, "name", where, required=True).strip()
     check_object_name(name, f"{where}: name")
     type_text = get_str(fields, "type", where).strip().lower() or "secret"
@@ -316,6 +317,47 @@ def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Azu
         conversion = cast(Conversion, "raw" if fmt == "cert" else fmt)
     else:
         kind, conversion = "secret", cast(Conversion, fmt or "raw")
+    ref = _vault_ref(fields, where, mount)
+    count, index = history.read(fields, where)  # versionHistory: objectVersionHistory's twin
+    ref = replace(ref, kind=kind, name=name, version=version, conversion=conversion)
+    return replace(ref, history=count, index=index), name
+
+
+SELECT_KEYS = ("namePrefix", "tags", "includeCertificates")
+_NAME_PREFIX = re.compile(r"[-A-Za-z0-9]{1,127}")
+_SELECT_REJECTS = ("version", "format", *history.KEYS)
+
+
+def native_select(
+    select: Mapping[str, Any], fields: Mapping[str, Any], where: str, mount: Mount
+) -> tuple[AzureSelection, str]:
+    """``select: {namePrefix, tags, includeCertificates}``: the enabled secrets of the
+    object's ``vault`` whose name starts with ``namePrefix`` (case-insensitively, as Key
+    Vault names are) and that carry every tag in ``tags`` (``'*'``: any value).
+    Certificates' backing secrets are left out unless ``includeCertificates: true`` (then
+    written as upstream writes them: PEM, key first). The object's ``path`` names the
+    directory (no default)."""
+    for key in _SELECT_REJECTS:
+        if key in fields:
+            raise InvalidArgument(
+                f"{where}: '{key}' does not apply to 'select' (every selected secret is read "
+                "at its latest version, as stored); mount one object by 'name' for that"
+            )
+    type_text = get_str(fields, "type", where).strip().lower() or "secret"
+    if type_text != "secret":
+        raise InvalidArgument(
+            f"{where}: 'select' lists secrets only (type: secret), not {clip(type_text, 40)!r}; "
+            "certificates come with includeCertificates: true"
+        )
+    check_vault_name(get_str(fields, "vault", where, required=True).strip(), f"{where} vault")
+    selection = selection_of(select, f"{where} select")  # before the identity: no token needed
+    return replace(selection, base=_vault_ref(fields, where, mount)), ""
+
+
+def _vault_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> AzureRef:
+    """A secret ref with the object's vault, cloud and identity (no name yet)."""
+    vault = get_str(fields, "vault", where, required=True).strip()
+    check_vault_name(vault, f"{where} vault")
     cloud = check_cloud(get_str(fields, "cloud", where).strip(), f"{where} cloud")
     if cloud.lower() == "azurestackcloud":
         raise InvalidArgument(
@@ -332,14 +374,44 @@ def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Azu
         use_token_proxy="",
         where=where,
     )
-    ref = AzureRef(
-        vault=vault,
-        kind=kind,
-        name=name,
-        version=version,
-        conversion=conversion,
-        cloud=cloud,
-        auth=auth,
+    return AzureRef(vault=vault, kind="secret", name="", cloud=cloud, auth=auth)
+
+
+def selection_of(select: Mapping[str, Any], where: str) -> AzureSelection:
+    """The checked ``select`` mapping as an :class:`AzureSelection` (its ``base``, the
+    vault and identity, still to be set)."""
+    prefix = select.get("namePrefix", "")
+    if not isinstance(prefix, str) or (prefix and not _NAME_PREFIX.fullmatch(prefix)):
+        raise InvalidArgument(
+            f"{where}: namePrefix {clip(str(prefix), 140)!r} cannot start a Key Vault secret "
+            "name (1-127 letters, digits and '-')"
+        )
+    tags = select.get("tags", {})
+    if not isinstance(tags, Mapping):
+        raise InvalidArgument(f"{where}: 'tags' must be a mapping of tag name to value")
+    if not prefix and not tags:
+        raise InvalidArgument(
+            f"{where}: give 'namePrefix', 'tags' or both; a selection of a whole vault is "
+            "not offered (it would mount every secret the identity may read)"
+        )
+    if len(tags) > MAX_TAGS:
+        raise InvalidArgument(f"{where}: at most {MAX_TAGS} tags (a secret has no more)")
+    pairs: list[tuple[str, str]] = []
+    for key, value in tags.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= 512:
+            raise InvalidArgument(f"{where} tags: a tag name is 1-512 characters of text")
+        if not isinstance(value, str) or len(value) > 256:
+            raise InvalidArgument(
+                f"{where} tags: the value of {clip(key, 70)!r} must be text of at most 256 "
+                "characters (quote it if YAML reads it as a number or boolean; '*': any value)"
+            )
+        pairs.append((key, value))
+    certificates = parse_bool(
+        select.get("includeCertificates", False), f"{where} includeCertificates"
     )
-    count, index = history.read(fields, where)  # versionHistory: objectVersionHistory's twin
-    return replace(ref, history=count, index=index), name
+    return AzureSelection(
+        base=AzureRef(vault="", kind="secret", name=""),
+        name_prefix=prefix,
+        tags=tuple(sorted(pairs)),
+        include_certificates=certificates,
+    )

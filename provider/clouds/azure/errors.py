@@ -38,7 +38,7 @@ from ...errors import (
 from ...jwt import unverified_claims
 from ..budget import Call
 from .identity import Identity, TokenUnavailable
-from .ref import AzureRef
+from .ref import AzureRef, AzureSelection
 
 _AADSTS = re.compile(r"(AADSTS\d+)[:\s]+([^\r\n]*)")
 _AKV = re.compile(r"AKV\d{5}")
@@ -116,7 +116,7 @@ def _from_vault(exc: HttpResponseError, ref: AzureRef) -> bool:
     response = getattr(exc, "response", None)
     request = getattr(response, "request", None)
     url = str(getattr(request, "url", "") or "")
-    return f"/{ref.kind}s/" in url or "/certificates/" in url
+    return f"/{ref.kind}s/" in url or "/certificates/" in url or f"/{ref.kind}s?" in url
 
 
 def verdict(exc: BaseException) -> Verdict:
@@ -132,16 +132,23 @@ def verdict(exc: BaseException) -> Verdict:
 
 
 def translate(
-    exc: Exception, ref: AzureRef, identity: Identity, call: Call | None = None
+    exc: Exception,
+    ref: AzureRef,
+    identity: Identity,
+    call: Call | None = None,
+    listing: AzureSelection | None = None,
 ) -> KeyferryError:
-    """One SDK failure as a KeyferryError naming the object, the cause and the fix (and,
-    for a passing one, the attempts ``call`` made: :meth:`..budget.Call.outcome`)."""
-    error = _translate(exc, ref, identity)
+    """One SDK failure as a KeyferryError naming the object (or the ``listing`` of
+    ``ref``'s vault), the cause and the fix (and, for a passing one, the attempts
+    ``call`` made: :meth:`..budget.Call.outcome`)."""
+    error = _translate(exc, ref, identity, listing)
     return call.outcome(error) if call is not None else error
 
 
-def _translate(exc: Exception, ref: AzureRef, identity: Identity) -> KeyferryError:
-    what = ref.describe()
+def _translate(
+    exc: Exception, ref: AzureRef, identity: Identity, listing: AzureSelection | None
+) -> KeyferryError:
+    what = f"listing {listing.describe()}" if listing is not None else ref.describe()
     if isinstance(exc, TokenUnavailable):
         return type(exc.error)(f"{what}: {exc.error.message}", code=exc.error.code)
     if isinstance(exc, KeyferryError):
@@ -181,6 +188,14 @@ def _translate(exc: Exception, ref: AzureRef, identity: Identity) -> KeyferryErr
             if inner.endswith("Disabled") or "disabled" in str(exc.error or "").lower():
                 return FailedPrecondition(
                     f"{what} is disabled ({detail}); enable it or pick another version"
+                )
+            if listing is not None and inner != "ForbiddenByFirewall":
+                return PermissionDenied(
+                    f"{what}: {identity.describe} may not list the vault's secrets ({detail}); "
+                    "a selection needs to list them: with Azure RBAC grant the role 'Key Vault "
+                    "Secrets User' on the vault (it includes Microsoft.KeyVault/vaults/secrets/"
+                    "readMetadata/action, the listing), with access policies add get and list "
+                    "permissions on secrets for that identity"
                 )
             if inner == "ForbiddenByRbac":
                 return PermissionDenied(

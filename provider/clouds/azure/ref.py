@@ -8,6 +8,7 @@ output conversion. Endpoints are not here: they come from server configuration.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -79,6 +80,41 @@ class AzureRef:
         if self.version:
             what += f" version '{self.version}'"
         return f"{what} in vault '{self.vault}'"
+
+
+MAX_TAGS = 15
+"""Key Vault keeps at most 15 tags on a secret."""
+ANY_VALUE = "*"
+"""A tag value in a selection that matches every value (the tag is present)."""
+
+
+@dataclass(frozen=True)
+class AzureSelection:
+    """The enabled secrets of ``base``'s vault whose name starts with ``name_prefix``
+    (case-insensitively) and that carry every tag in ``tags``; certificates' backing
+    secrets only with ``include_certificates``. Key Vault's list has no filter, so the
+    listing is filtered here. Each member is ``base`` with the secret's name."""
+
+    base: AzureRef
+    name_prefix: str = ""
+    tags: tuple[tuple[str, str], ...] = ()
+    include_certificates: bool = False
+
+    def describe(self) -> str:
+        what = [f"names starting with {self.name_prefix!r}"] if self.name_prefix else []
+        what += [f"tag {k}={v}" for k, v in self.tags]
+        return f"the secrets of vault '{self.base.vault}' with {' and '.join(what)}"
+
+    def matches(
+        self, name: str, tags: Mapping[str, str] | None, managed: bool, enabled: bool
+    ) -> bool:
+        """Whether a listed secret belongs to the selection."""
+        if not enabled or (managed and not self.include_certificates):
+            return False
+        if not name.lower().startswith(self.name_prefix.lower()):
+            return False
+        have = tags or {}
+        return all(k in have and (v == ANY_VALUE or have[k] == v) for k, v in self.tags)
 
 
 def _shown(value: str) -> str:

@@ -22,11 +22,19 @@ from ...cache import TTLCache
 from ...errors import Absent, DeadlineExceeded, Internal, KeyferryError
 from ...model import Deadline, Fetched, Mount
 from ...observe import get_logger
+from ...selection import Listing, Listings, Member, too_many
 from ..budget import RESERVE, Call, begin
 from . import settings as settings_module
 from .clients import Clients
 from .identity import Identities, Identity
-from .ref import AuthMode, GcpRef, ParameterVersionRef, SecretVersionRef
+from .ref import (
+    AuthMode,
+    GcpLocator,
+    GcpRef,
+    ParameterVersionRef,
+    SecretSelection,
+    SecretVersionRef,
+)
 from .settings import GcpSettings
 
 log = get_logger("gcp")
@@ -46,6 +54,7 @@ class GcpBackend:
         self._semaphore = asyncio.Semaphore(services.config.max_concurrent_fetches)
         self._lists: TTLCache[tuple[str, ...]] = TTLCache(services.config.cache_ttl_seconds)
         """Enabled version numbers per (principal, endpoint, secret), for versionHistory."""
+        self._listings = Listings(NAME, services)
         self.api_calls = 0
         self.retries = 0
 
@@ -124,27 +133,89 @@ class GcpBackend:
                 raise
             return stale
 
+    async def select(
+        self,
+        mount: Mount,
+        queries: Sequence[SecretSelection],
+        deadline: Deadline,
+        limit: int,
+    ) -> list[Listing | Exception]:
+        """Each selection's secrets (ListSecrets with its label filter, as the pod's
+        identity), cached per principal; members are read at ``latest``
+        (:mod:`provider.selection`)."""
+        results = await asyncio.gather(
+            *(self._select_one(mount, query, deadline, limit) for query in queries),
+            return_exceptions=True,
+        )
+        out: list[Listing | Exception] = []
+        for query, result in zip(queries, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+            if isinstance(result, Exception) and not isinstance(result, KeyferryError):
+                log.error(
+                    "unexpected error listing in the gcp backend",
+                    exc_info=result,
+                    extra={"backend": NAME, "resource": query.name},
+                )
+                result = Internal(f"unexpected {type(result).__name__} listing {query.name}")
+            out.append(result)
+        return out
+
+    async def _select_one(
+        self, mount: Mount, query: SecretSelection, deadline: Deadline, limit: int
+    ) -> Listing:
+        identity, token = await self.identities.authorize(query, mount, deadline)
+
+        async def load() -> Listing:
+            listing = self._call(
+                query,
+                query.operation,
+                deadline,
+                self.clients.list_secrets,
+                query,
+                token,
+                verb="list",
+            )
+            ids = await listing(limit, self._on_retry, identity.member)
+            if ids is None:
+                raise too_many(query.describe(), limit)
+            return tuple(Member(secret, query.member(secret)) for secret in ids)
+
+        # The cap is part of the key: a listing cut off at one cap says nothing at another.
+        return await self._listings.get((NAME, identity.principal, query, limit), load)
+
+    def _begin(self, ref: GcpLocator, operation: str, deadline: Deadline, verb: str) -> Call:
+        """One API call's share of the Mount's budget (:mod:`..budget`)."""
+        call = begin(
+            NAME,
+            operation,
+            deadline,
+            max_attempts=self.settings.max_attempts,
+            metrics=self.services.metrics,
+            reserve=RESERVE,
+            limit=self.settings.timeout_seconds,
+        )
+        if call.remaining() <= 0:
+            raise DeadlineExceeded(f"no time left in the mount's deadline to {verb} {ref.name}")
+        return call
+
     def _on_retry(self, exc: Exception) -> None:
         self.retries += 1
 
     def _call(
-        self, ref: GcpRef, operation: str, deadline: Deadline, fn: Callable[..., T], *args: Any
+        self,
+        ref: GcpLocator,
+        operation: str,
+        deadline: Deadline,
+        fn: Callable[..., T],
+        *args: Any,
+        verb: str = "fetch",
     ) -> Callable[..., Awaitable[T]]:
         """``fn(*args, call, *more)`` on the worker pool within the Mount's budget, through
         the endpoint's breaker and the backend's concurrency limit."""
 
         async def run(*more: Any) -> T:
-            call = begin(
-                NAME,
-                operation,
-                deadline,
-                max_attempts=self.settings.max_attempts,
-                metrics=self.services.metrics,
-                reserve=RESERVE,
-                limit=self.settings.timeout_seconds,
-            )
-            if call.remaining() <= 0:
-                raise DeadlineExceeded(f"no time left in the mount's deadline to fetch {ref.name}")
+            call = self._begin(ref, operation, deadline, verb)
             endpoint = self.clients.breaker_endpoint(ref)
             async with (
                 self.services.breakers.guard(endpoint, deadline, _judge(call)),
@@ -163,7 +234,13 @@ class GcpBackend:
         concurrent mounts; a slot beyond the enabled versions is Absent."""
         key = (NAME, identity.principal, "versions", self.clients.endpoint(ref), ref.parent)
         listing = self._call(
-            ref, "ListSecretVersions", deadline, self.clients.list_versions, ref, token
+            ref,
+            "ListSecretVersions",
+            deadline,
+            self.clients.list_versions,
+            ref,
+            token,
+            verb="list the versions of",
         )
         numbers = await self._lists.get_or_load(key, lambda: listing(identity.member))
         if ref.index >= len(numbers):

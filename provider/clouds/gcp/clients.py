@@ -33,7 +33,7 @@ from ...errors import Internal, PermissionDenied
 from ..budget import Call
 from . import retrying
 from .errors import translate
-from .ref import GcpRef, SecretVersionRef
+from .ref import GcpLocator, GcpRef, SecretSelection, SecretVersionRef
 from .settings import GcpSettings
 
 T = TypeVar("T")
@@ -63,7 +63,7 @@ class Clients:
         self._channels: list[grpc.Channel] = []
         self.channels_created = 0
 
-    def endpoint(self, ref: GcpRef) -> str:
+    def endpoint(self, ref: GcpLocator) -> str:
         s = self.settings
         if ref.service == "secretmanager":
             default, overrides, regional = (
@@ -81,7 +81,7 @@ class Clients:
             return default
         return overrides.get(ref.location) or regional.replace("{location}", ref.location)
 
-    def breaker_endpoint(self, ref: GcpRef) -> Endpoint:
+    def breaker_endpoint(self, ref: GcpLocator) -> Endpoint:
         """The endpoint for :mod:`provider.breaker`: labelled with the location as
         ``{location}`` (the rest comes from settings)."""
         endpoint = self.endpoint(ref)
@@ -99,14 +99,14 @@ class Clients:
         self.channels_created += 1
         return channel
 
-    def client(self, ref: GcpRef) -> tuple[Any, str]:
+    def client(self, ref: GcpLocator) -> tuple[Any, str]:
         endpoint = self.endpoint(ref)
         key = (ref.service, endpoint)
         with self._lock:
             client = self._clients.get(key)
             if client is None:
                 channel = self._channel(endpoint)
-                if isinstance(ref, SecretVersionRef):
+                if ref.service == "secretmanager":
                     client = secretmanager_v1.SecretManagerServiceClient(
                         transport=SecretManagerServiceGrpcTransport(channel=channel)
                     )
@@ -175,8 +175,21 @@ class Clients:
             )
             return Response(bytes(pm.rendered_payload), str(pm.parameter_version), endpoint)
 
+        return self._run(access, ref, endpoint, call, on_retry, member)
+
+    def _run(
+        self,
+        target: Callable[[], T],
+        ref: GcpLocator,
+        endpoint: str,
+        call: Call,
+        on_retry: Callable[[Exception], None] | None,
+        member: str,
+    ) -> T:
+        """``target`` retried within ``call``'s budget (:mod:`.retrying`); its failure as a
+        keyferry error naming ``ref``."""
         try:
-            return self._retrying(access, call, on_retry)
+            return self._retrying(target, call, on_retry)
         except core_exceptions.GoogleAPIError as exc:
             raise translate(exc, ref, endpoint, call, member) from None
 
@@ -212,5 +225,45 @@ class Clients:
         except core_exceptions.GoogleAPIError as exc:
             raise translate(exc, ref, endpoint, call, member) from None
 
+    def list_secrets(
+        self,
+        selection: SecretSelection,
+        token: str,
+        call: Call,
+        limit: int,
+        on_retry: Callable[[Exception], None] | None = None,
+        member: str = "",
+    ) -> list[str] | None:
+        """The ids of the secrets ``selection`` matches (ListSecrets with its filter, every
+        page), or ``None`` as soon as there are more than ``limit``; retried as a whole
+        within ``call``'s budget."""
+        client, endpoint = self.client(selection)
+        metadata = [("authorization", f"Bearer {token}")]
+
+        def listing() -> list[str] | None:
+            timeout = max(0.01, min(self.settings.attempt_timeout_seconds, call.remaining()))
+            pager = client.list_secrets(
+                # One more than the cap: a full page says "too many" without a second call.
+                request={
+                    "parent": selection.name,
+                    "filter": selection.filter,
+                    "page_size": min(limit + 1, MAX_PAGE_SIZE),
+                },
+                retry=None,
+                timeout=timeout,
+                metadata=metadata,
+            )
+            ids: list[str] = []
+            for secret in pager:
+                ids.append(str(secret.name).rsplit("/", 1)[-1])
+                if len(ids) > limit:
+                    return None
+            return ids
+
+        return self._run(listing, selection, endpoint, call, on_retry, member)
+
+
+MAX_PAGE_SIZE = 25000
+"""ListSecrets' largest page: Google caps ``page_size`` there."""
 
 __all__ = ["Clients", "Response"]

@@ -35,15 +35,21 @@ from ...dialect import (
     output_problems,
     yaml_error,
 )
-from ...errors import InvalidArgument, KeyferryError, did_you_mean
+from ...errors import InvalidArgument, KeyferryError, clip, did_you_mean
 from ...files import check_path
 from ...model import Extraction, Mount, ObjectSpec, Output, Plan
 from . import options
 from .ref import (
+    ANY_VALUE,
     FORMATS,
     KEY_JSON,
+    LABEL_KEY,
+    LABEL_VALUE,
+    LOCATION,
+    PROJECT,
     AuthMode,
     GcpRef,
+    SecretSelection,
     explain_bad_name,
     parse_resource_name,
 )
@@ -56,6 +62,9 @@ EXAMPLE = (
 )
 
 NATIVE_KEYS = ("name", "auth", *options.KEYS)
+SELECT_KEYS = ("project", "location", "labels")
+MAX_SELECT_LABELS = 64
+"""A secret carries at most 64 labels, so a selection needs no more."""
 NATIVE_AUTH: tuple[AuthMode, ...] = ("pod-adc", "provider-adc", "node-publish-secret")
 
 # Keys of the other providers' formats that people carry over.
@@ -313,6 +322,84 @@ def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Has
             f"{where}: 'name' is required for backend gcp: a full resource name such as "
             "projects/my-project/secrets/db/versions/latest"
         )
+    auth = _native_auth(fields, where, mount)
+    ref = parse_resource_name(
+        raw_name, auth=auth, key_json=auth == "node-publish-secret", auth_explicit=True
+    )
+    if ref is None:
+        raise InvalidArgument(
+            f"{where}: gcp name {raw_name!r} {explain_bad_name(raw_name)}; use one of: "
+            + "; ".join(FORMATS)
+        )
+    return options.apply(fields, where, ref), ref.short
+
+
+def native_select(
+    select: Mapping[str, Any], fields: Mapping[str, Any], where: str, mount: Mount
+) -> tuple[SecretSelection, str]:
+    """``select: {project, location, labels}``: the Secret Manager secrets of a project
+    (a regional location's, with ``location``) carrying every label; ``auth`` as for one
+    object. The object's ``path`` names the directory (no default). Every match is read
+    at its latest version: ``versionHistory`` and ``previous`` do not apply."""
+    misplaced = [k for k in fields if k != "auth"]
+    if misplaced:
+        raise InvalidArgument(
+            f"{where}: '{misplaced[0]}' does not apply to 'select' (each selected secret is "
+            "read at its latest version); allowed beside it: auth"
+        )
+    return selection_of(select, where, _native_auth(fields, where, mount)), ""
+
+
+def selection_of(select: Mapping[str, Any], where: str, auth: AuthMode) -> SecretSelection:
+    """The checked ``select`` mapping as a :class:`SecretSelection`."""
+    at = f"{where} select"
+    project = select.get("project")
+    if not isinstance(project, str) or not PROJECT.fullmatch(project.strip()):
+        raise InvalidArgument(
+            f"{at}: 'project' is required: the project id (or number) the secrets are "
+            f"listed in, e.g. project: my-project (got {clip(str(project or ''), 40)!r})"
+        )
+    location = select.get("location", "")
+    if not isinstance(location, str) or (location and not LOCATION.fullmatch(location.strip())):
+        raise InvalidArgument(
+            f"{at}: location {clip(str(location), 40)!r} is not a Google Cloud location such "
+            "as us-east1; omit it for the global service"
+        )
+    location = location.strip()
+    labels = select.get("labels")
+    if not isinstance(labels, Mapping) or not labels:
+        raise InvalidArgument(
+            f"{at}: 'labels' is required: the labels every selected secret carries, e.g. "
+            "labels: {app: web} ('*' as a value: any value)"
+        )
+    if len(labels) > MAX_SELECT_LABELS:
+        raise InvalidArgument(f"{at}: at most {MAX_SELECT_LABELS} labels (a secret has no more)")
+    pairs: list[tuple[str, str]] = []
+    for key, value in labels.items():
+        if not isinstance(key, str) or not LABEL_KEY.fullmatch(key):
+            raise InvalidArgument(
+                f"{at} labels: key {clip(str(key), 70)!r} is not a Secret Manager label key: "
+                "1-63 lowercase letters, digits, '_' and '-', starting with a letter"
+            )
+        if not isinstance(value, str) or not (value == ANY_VALUE or LABEL_VALUE.fullmatch(value)):
+            raise InvalidArgument(
+                f"{at} labels: the value of {key!r} ({clip(str(value), 70)!r}) is not a "
+                "Secret Manager label value: 1-63 lowercase letters, digits, '_' and '-' "
+                f"(quote it if YAML reads it as a number or boolean), or '{ANY_VALUE}' for "
+                "any value"
+            )
+        pairs.append((key, value))
+    return SecretSelection(
+        project.strip(),
+        tuple(sorted(pairs)),
+        "" if location == "global" else location,
+        auth=auth,
+        key_json=auth == "node-publish-secret",
+        auth_explicit=True,
+    )
+
+
+def _native_auth(fields: Mapping[str, Any], where: str, mount: Mount) -> AuthMode:
     raw_auth = fields.get("auth", "pod-adc")
     auth_text = raw_auth.strip() if isinstance(raw_auth, str) else ""
     if auth_text not in NATIVE_AUTH:
@@ -331,12 +418,4 @@ def native_ref(fields: Mapping[str, Any], where: str, mount: Mount) -> tuple[Has
             f"{where}: auth node-publish-secret needs a nodePublishSecretRef Secret with a "
             f"'{KEY_JSON}' key on the volume"
         )
-    ref = parse_resource_name(
-        raw_name, auth=auth, key_json=auth == "node-publish-secret", auth_explicit=True
-    )
-    if ref is None:
-        raise InvalidArgument(
-            f"{where}: gcp name {raw_name!r} {explain_bad_name(raw_name)}; use one of: "
-            + "; ".join(FORMATS)
-        )
-    return options.apply(fields, where, ref), ref.short
+    return auth

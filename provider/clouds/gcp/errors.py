@@ -30,7 +30,7 @@ from ...errors import (
     Unavailable,
 )
 from ..budget import Call
-from .ref import GSA_ANNOTATION, KEY_JSON, GcpRef
+from .ref import GSA_ANNOTATION, KEY_JSON, GcpLocator, SecretSelection
 from .settings import GcpSettings
 
 # -- token endpoints (google-auth) ----------------------------------------------------
@@ -198,7 +198,11 @@ def _server_text(exc: BaseException) -> str:
 
 
 def translate(
-    exc: BaseException, ref: GcpRef, endpoint: str, call: Call | None = None, member: str = ""
+    exc: BaseException,
+    ref: GcpLocator,
+    endpoint: str,
+    call: Call | None = None,
+    member: str = "",
 ) -> KeyferryError:
     """An API error as a keyferry error naming the resource and the fix (``member``: the
     IAM member the pod's identity is, to name in a PERMISSION_DENIED; ``call``: the
@@ -207,10 +211,14 @@ def translate(
     return call.outcome(error) if call is not None else error
 
 
-def _translate(exc: BaseException, ref: GcpRef, endpoint: str, member: str) -> KeyferryError:
+def _translate(exc: BaseException, ref: GcpLocator, endpoint: str, member: str) -> KeyferryError:
     what = ref.api
     name = ref.name
     server = _server_text(exc)
+    if isinstance(ref, SecretSelection):
+        listing = _listing_error(exc, ref, member, server)
+        if listing is not None:
+            return listing
     if isinstance(exc, core_exceptions.NotFound):
         where = f" in location {ref.location}" if ref.location else ""
         return NotFound(
@@ -247,3 +255,24 @@ def _translate(exc: BaseException, ref: GcpRef, endpoint: str, member: str) -> K
             f"{what} at {endpoint} did not answer for {name} within the time budget{server}"
         )
     return Internal(f"{what} failed for {name}: {type(exc).__name__}{server}")
+
+
+def _listing_error(
+    exc: BaseException, ref: SecretSelection, member: str, server: str
+) -> KeyferryError | None:
+    """A ListSecrets refusal in words of its own (others read as for one secret)."""
+    who = f"member '{member}'" if member else "the identity the pod uses"
+    if isinstance(exc, core_exceptions.PermissionDenied):
+        return PermissionDenied(
+            f"Secret Manager denied listing the secrets of {ref.name}{server}; a selection "
+            f"needs secretmanager.secrets.list on the project: grant roles/secretmanager.viewer "
+            f"on project {ref.project} to {who} (roles/secretmanager.secretAccessor reads "
+            "values but cannot list them; the selected secrets also need it)"
+        )
+    if isinstance(exc, core_exceptions.NotFound):
+        return NotFound(f"Secret Manager has no project {ref.name}{server}; check the project")
+    if isinstance(exc, core_exceptions.InvalidArgument):
+        return InvalidArgument(
+            f"Secret Manager rejected the listing of {ref.name} with filter {ref.filter!r}{server}"
+        )
+    return None

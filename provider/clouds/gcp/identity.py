@@ -28,7 +28,7 @@ from ...errors import FailedPrecondition, InvalidArgument, PermissionDenied, Una
 from ...jwt import unverified_claims
 from ...model import Deadline, Mount
 from ...observe import get_logger
-from .ref import DELEGATES_ANNOTATION, GSA_ANNOTATION, KEY_JSON, AuthMode, GcpRef
+from .ref import DELEGATES_ANNOTATION, GSA_ANNOTATION, KEY_JSON, AuthMode, GcpLocator
 from .settings import GcpSettings
 from .tokens import AccessToken, TokenClient
 from .workload import WorkloadIdentity, WorkloadIdentityPool, federated_member
@@ -72,7 +72,7 @@ class Identities:
         self.http.close()
 
     async def authorize(
-        self, ref: GcpRef, mount: Mount, deadline: Deadline
+        self, ref: GcpLocator, mount: Mount, deadline: Deadline
     ) -> tuple[Identity, str]:
         """The identity ``ref`` is fetched as in ``mount``, and an access token for it."""
         mode = self.effective_mode(ref, mount)
@@ -81,7 +81,7 @@ class Identities:
 
     # -- which identity -------------------------------------------------------------
 
-    def effective_mode(self, ref: GcpRef, mount: Mount) -> AuthMode:
+    def effective_mode(self, ref: GcpLocator, mount: Mount) -> AuthMode:
         """Apply the server's policy to the auth the SecretProviderClass asked for."""
         allow_key = self.settings.allow_node_publish_secret
         if ref.auth == "node-publish-secret":

@@ -139,6 +139,64 @@ class ParameterVersionRef(_Fetch):
 
 GcpRef = SecretVersionRef | ParameterVersionRef
 
+PROJECT = re.compile(_PROJECT)
+LOCATION = re.compile(_LOCATION)
+LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+LABEL_VALUE = re.compile(r"[a-z0-9_-]{1,63}")
+ANY_VALUE = "*"
+"""A label value in a selection that matches every value (the label is present)."""
+
+
+@dataclass(frozen=True)
+class SecretSelection(_Fetch):
+    """The Secret Manager secrets of a project (and location) carrying every label in
+    ``labels`` (:data:`ANY_VALUE`: any value), listed with ListSecrets' ``filter``; each
+    one is read at ``latest`` as a :class:`SecretVersionRef`."""
+
+    service: ClassVar[Service] = "secretmanager"
+    api: ClassVar[str] = "Secret Manager"
+    kind: ClassVar[str] = "secret selection"
+    operation: ClassVar[str] = "ListSecrets"
+
+    project: str
+    labels: tuple[tuple[str, str], ...]
+    location: str = ""
+
+    @property
+    def name(self) -> str:
+        """The parent the secrets are listed under."""
+        where = f"/locations/{self.location}" if self.location else ""
+        return f"projects/{self.project}{where}"
+
+    @property
+    def filter(self) -> str:
+        """ListSecrets' filter: every label, ANDed (keys and values are checked by the
+        dialect, so nothing here needs quoting)."""
+        return " AND ".join(
+            f"labels.{key}:*" if value == ANY_VALUE else f"labels.{key}={value}"
+            for key, value in self.labels
+        )
+
+    def describe(self) -> str:
+        labels = ", ".join(f"{k}={v}" for k, v in self.labels)
+        return f"the secrets of {self.name} labelled {labels}"
+
+    def member(self, secret: str) -> SecretVersionRef:
+        """The ref that reads one listed secret's latest enabled version."""
+        return SecretVersionRef(
+            self.project,
+            secret,
+            "latest",
+            self.location,
+            auth=self.auth,
+            key_json=self.key_json,
+            auth_explicit=self.auth_explicit,
+        )
+
+
+GcpLocator = GcpRef | SecretSelection
+"""Everything an identity is resolved for and an endpoint is chosen for."""
+
 
 def parse_resource_name(
     text: str,

@@ -396,3 +396,75 @@ def test_vault_requires_an_api_version(fake: FakeAzure) -> None:
     assert status == 400 and body["error"]["code"] == "BadParameter"
     status, _, body = https(fake, fake.vault.port, "GET", "/kv1/secrets/db?api-version=7.5", **auth)
     assert status == 200 and body["value"] == "s3cret-value"
+
+
+# -- Key Vault: listing a vault's secrets ----------------------------------------------------
+
+
+def test_listing_secrets_without_a_token_answers_the_challenge(fake: FakeAzure) -> None:
+    status, headers, body = https(fake, fake.vault.port, "GET", "/kv1/secrets?api-version=7.5")
+    assert status == 401 and body["error"]["code"] == "Unauthorized"
+    assert headers["WWW-Authenticate"].startswith(f'Bearer authorization="{fake.entra.url}/')
+
+
+@pytest.mark.parametrize("rbac", [True, False], ids=["rbac", "access-policy"])
+def test_listing_secrets_needs_list(fake: FakeAzure, rbac: bool) -> None:
+    fake.vault.rbac = rbac
+    fake.entra.federate("app-4", "team-a", "web")
+    fake.vault.grant("kv1", "secrets", "app-4", operations=("get",))
+    client = secrets_client(fake, assertion_credential(fake, pod_token(), "app-4"))
+    assert client.get_secret("db").value == "s3cret-value"
+    with pytest.raises(HttpResponseError) as info:
+        list(client.list_properties_of_secrets())
+    err = info.value
+    assert err.status_code == 403 and err.error is not None
+    message = str(err.error.message)
+    if rbac:
+        assert "Microsoft.KeyVault/vaults/secrets/readMetadata/action" in message
+        assert "/vaults/kv1'" in message
+    else:
+        assert "does not have secrets list permission on key vault 'kv1" in message
+    fake.vault.grant("kv1", "secrets", "app-4", operations=("list",))
+    assert [p.name for p in client.list_properties_of_secrets()] == ["db"]
+
+
+def test_listing_secrets_pages_and_shows_metadata_but_never_values(fake: FakeAzure) -> None:
+    vault = fake.vault
+    vault.add_secret("kv1", "web-api", "v-api", tags={"app": "web"}, content_type="text/plain")
+    old = vault.add_secret("kv1", "web-off", "v-off", tags={"app": "web"})
+    vault.set_enabled("kv1", "secrets", "web-off", old, False)
+    vault.add_certificate("kv1", "web-tls", b"der", secret_value="pfx")
+    client = secrets_client(fake, assertion_credential(fake, pod_token()))
+    listed = {str(p.name): p for p in client.list_properties_of_secrets()}
+    assert sorted(listed) == ["db", "web-api", "web-off", "web-tls"]
+    assert listed["web-api"].tags == {"app": "web"}
+    assert listed["web-api"].content_type == "text/plain"
+    assert listed["web-api"].version is None  # the list names secrets, not versions
+    assert listed["web-off"].enabled is False and listed["web-api"].enabled is True
+    assert listed["web-tls"].managed is True and not listed["web-api"].managed
+    # pages of two (the fake's size), each request carrying the token
+    assert fake.vault.with_token["/kv1/secrets"] >= 2
+    token = _token_for(fake)
+    status, _, body = https(
+        fake,
+        fake.vault.port,
+        "GET",
+        "/kv1/secrets?api-version=7.5&maxresults=1",
+        Authorization=f"Bearer {token}",
+    )
+    assert status == 200 and len(body["value"]) == 1 and "maxresults=1" in body["nextLink"]
+    assert all("value" not in item for item in body["value"])
+
+
+@pytest.mark.parametrize("maxresults", ["0", "26", "x"])
+def test_listing_secrets_refuses_maxresults_outside_1_to_25(
+    fake: FakeAzure, maxresults: str
+) -> None:
+    status, _, body = https(
+        fake,
+        fake.vault.port,
+        "GET",
+        f"/kv1/secrets?api-version=7.5&maxresults={maxresults}",
+        Authorization=f"Bearer {_token_for(fake)}",
+    )
+    assert status == 400 and body["error"]["code"] == "BadParameter"

@@ -36,6 +36,7 @@ from keyferry_fakes.gcp import (
     JWT_TYPE,
     SCOPE,
     SECRET_ACCESSOR,
+    SECRET_VIEWER,
     TOKEN_CREATOR,
     GoogleStack,
     pod_token,
@@ -420,3 +421,134 @@ def test_metadata_server_needs_the_metadata_flavor_header(stack: GoogleStack) ->
     with urllib.request.urlopen(request, timeout=10) as resp:
         token = json.loads(resp.read())["access_token"]
     assert stack.google.caller(f"Bearer {token}") is not None
+
+
+# -- Secret Manager: ListSecrets --------------------------------------------------------
+
+
+def list_secrets(stack: GoogleStack, token: str | None, **request: Any) -> list[Any]:
+    metadata = [] if token is None else [("authorization", f"Bearer {token}")]
+    pager = sm_client(stack).list_secrets(
+        request={"parent": "projects/my-project", **request},
+        metadata=metadata,
+        retry=None,
+        timeout=10,
+    )
+    return list(pager)
+
+
+@pytest.fixture
+def labelled(stack: GoogleStack) -> GoogleStack:
+    sm = stack.secret_manager
+    sm.add_version("my-project", "web-db", b"a", labels={"app": "web", "tier": "db"})
+    sm.add_version("my-project", "web-api", b"b", labels={"app": "web"})
+    sm.add_version("my-project", "batch", b"c", labels={"app": "batch"})
+    sm.add_version("other-project", "web-x", b"d", labels={"app": "web"})
+    return stack
+
+
+def test_listing_secrets_needs_a_token_and_secrets_list_on_the_project(
+    labelled: GoogleStack,
+) -> None:
+    google = labelled.google
+    web = google.federated_principal("team-a", "web")
+    with pytest.raises(core_exceptions.Unauthenticated):
+        list_secrets(labelled, None)
+    with pytest.raises(core_exceptions.Unauthenticated):
+        list_secrets(labelled, "ya29.made-up")
+    token = google.federated_token("team-a", "web")
+    # secretAccessor reads values but lists nothing, on the project or on a secret
+    google.grant("projects/my-project", SECRET_ACCESSOR, web)
+    with pytest.raises(core_exceptions.PermissionDenied) as info:
+        list_secrets(labelled, token)
+    assert (
+        "Permission 'secretmanager.secrets.list' denied for resource 'projects/my-project' "
+        "(or it may not exist)."
+    ) in str(info.value)
+    google.grant("projects/other-project", SECRET_VIEWER, web)
+    with pytest.raises(core_exceptions.PermissionDenied):
+        list_secrets(labelled, token)  # another project's grant gives nothing here
+    google.grant("projects/my-project", SECRET_VIEWER, web)
+    names = [s.name for s in list_secrets(labelled, token)]
+    assert names == [
+        "projects/1449000001/secrets/batch",
+        "projects/1449000001/secrets/db",
+        "projects/1449000001/secrets/web-api",
+        "projects/1449000001/secrets/web-db",
+    ]
+
+
+def test_listing_secrets_filters_by_label_and_pages(labelled: GoogleStack) -> None:
+    google = labelled.google
+    google.grant("projects/my-project", SECRET_VIEWER, f"serviceAccount:{GSA}")
+    token = google.service_account_token(GSA)
+
+    def ids(text: str, **request: Any) -> list[str]:
+        found = list_secrets(labelled, token, filter=text, **request)
+        return [s.name.rsplit("/", 1)[1] for s in found]
+
+    assert ids("labels.app=web") == ["web-api", "web-db"]
+    assert ids("labels.app=web AND labels.tier:db") == ["web-db"]
+    assert ids('labels.app="web" labels.tier:*') == ["web-db"]
+    assert ids("labels.tier:*") == ["web-db"]
+    assert ids("name:api") == ["web-api"]
+    assert ids("labels.app=nothing") == []
+    # every page of two (the fake's default) and of one is read by the client's pager
+    calls = labelled.secret_manager.calls
+    before = len(calls)
+    assert ids("", page_size=1) == ["batch", "db", "web-api", "web-db"]
+    assert len(calls) - before == 4
+    assert ids("") == ["batch", "db", "web-api", "web-db"]
+    assert len(calls) - before == 4 + 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["labels.app=web OR labels.app=batch", "NOT labels.app=web", "(labels.app=web)", "state=1"],
+)
+def test_listing_secrets_refuses_filters_outside_the_supported_syntax(
+    labelled: GoogleStack, text: str
+) -> None:
+    labelled.google.grant("projects/my-project", SECRET_VIEWER, f"serviceAccount:{GSA}")
+    token = labelled.google.service_account_token(GSA)
+    with pytest.raises(core_exceptions.InvalidArgument) as info:
+        list_secrets(labelled, token, filter=text)
+    assert "Invalid filter" in str(info.value)
+
+
+def test_listing_secrets_refuses_a_made_up_page_token_and_a_negative_page_size(
+    labelled: GoogleStack,
+) -> None:
+    labelled.google.grant("projects/my-project", SECRET_VIEWER, f"serviceAccount:{GSA}")
+    token = labelled.google.service_account_token(GSA)
+    with pytest.raises(core_exceptions.InvalidArgument) as info:
+        list_secrets(labelled, token, page_token="made-up")
+    assert "Invalid page token" in str(info.value)
+    with pytest.raises(core_exceptions.InvalidArgument):
+        list_secrets(labelled, token, page_size=-1)
+
+
+def test_a_regional_secret_manager_lists_only_its_own_location(stack: GoogleStack) -> None:
+    regional = stack.regional["us-east1"]
+    regional.add_version("my-project", "eu-only", b"x", labels={"app": "web"})
+    stack.google.grant("projects/my-project", SECRET_VIEWER, f"serviceAccount:{GSA}")
+    metadata = [("authorization", f"Bearer {stack.google.service_account_token(GSA)}")]
+    client = secretmanager_v1.SecretManagerServiceClient(
+        transport=SecretManagerServiceGrpcTransport(
+            channel=grpc.insecure_channel(regional.endpoint)
+        )
+    )
+    found = client.list_secrets(
+        request={"parent": "projects/my-project/locations/us-east1"},
+        metadata=metadata,
+        retry=None,
+        timeout=10,
+    )
+    assert [s.name for s in found] == ["projects/1449000001/locations/us-east1/secrets/eu-only"]
+    with pytest.raises(core_exceptions.InvalidArgument) as info:
+        list(
+            client.list_secrets(
+                request={"parent": "projects/my-project"}, metadata=metadata, timeout=10
+            )
+        )
+    assert "not served by this endpoint (us-east1)" in str(info.value)
