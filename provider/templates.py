@@ -589,6 +589,8 @@ def _check(tree: nodes.Template, label: str) -> tuple[tuple[tuple[str, int], ...
             inline = False
         if isinstance(node, nodes.Filter | nodes.BinExpr | nodes.Concat | nodes.FilterBlock):
             operations += 1
+        if isinstance(node, nodes.Filter) and node.name.startswith("__keyferry"):
+            problems.append(f"line {node.lineno}: No filter named {node.name!r}")  # internal
         if isinstance(node, nodes.For) and node.recursive:
             problems.append(f"line {node.lineno}: recursive loops are not available")
         if (

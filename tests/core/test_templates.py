@@ -219,6 +219,7 @@ def test_unknown_filter_names_the_line_and_the_filters() -> None:
         ("{% set k = 'db/user' %}{{ values[k] }}", "indexed by a variable"),
         ("{% set values = 1 %}", "'values' cannot be assigned"),
         ("{{ values['app.env'] }}", "values['app.env'] is the output of objects[2]"),
+        ("{{ 'ab' | __keyferry_concat }}", "No filter named '__keyferry_concat'"),
     ],
 )
 def test_what_the_sandbox_does_not_offer_fails_at_parse_time(template: str, expected: str) -> None:
