@@ -75,6 +75,8 @@ class Output:
     transform: Callable[[Fetched, Output, str], bytes] | None = None
     """Format conversion before extraction/decoding, e.g. certificates:
     ``transform(fetched, output, where) -> bytes``; raise InvalidArgument on bad input."""
+    write: bool = True
+    """``False``: the value is only read by templates (:class:`TemplateSpec`), not written."""
 
 
 @dataclass(frozen=True)
@@ -104,9 +106,26 @@ class Selection:
 
 
 @dataclass(frozen=True)
+class TemplateSpec:
+    """One file rendered from other objects' outputs (``provider.templates``)."""
+
+    label: str
+    path: str
+    mode: int | None
+    id: str
+    source: str = field(repr=False)
+    inputs: tuple[str, ...]
+    """The output paths the template reads, sorted."""
+    inline: bool = True
+    """Straight-line (no loops, macros or calls): cheap enough for the event loop."""
+
+
+@dataclass(frozen=True)
 class Plan:
     dialect: str
     objects: tuple[ObjectSpec, ...]
+    templates: tuple[TemplateSpec, ...] = ()
+    """Rendered after every object was fetched (native dialect only)."""
 
 
 @dataclass(frozen=True)

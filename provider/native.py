@@ -14,6 +14,10 @@ parameters:
         - path: db/username
           jmesPath: username      # or jsonKey: / yamlKey:
           mode: "0600"
+      write: false                # optional: only templates read the outputs
+    - template: |                 # a file rendered from the outputs above (templates.py)
+        USER={{ values["db/username"] | shellquote }}
+      path: app.env
 ```
 
 Backend-specific keys come from the backend's dialect hook (``NATIVE_KEYS`` and
@@ -25,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import Any, Protocol, cast
 
-from . import history, registry
+from . import history, registry, templates
 from .dialect import (
     TextScalarLoader,
     check_keys,
@@ -39,7 +43,7 @@ from .dialect import (
 )
 from .errors import FailedPrecondition, InvalidArgument, KeyferryError, did_you_mean
 from .files import check_path
-from .model import Decoding, Extraction, Mount, ObjectSpec, Output, Plan
+from .model import Decoding, Extraction, Mount, ObjectSpec, Output, Plan, TemplateSpec
 
 PARAMETERS = ("objects",)
 COMMON_KEYS = (
@@ -52,8 +56,9 @@ COMMON_KEYS = (
     "extract",
     "select",
     "maxMatches",
+    "write",
 )
-EXTRACT_KEYS = ("path", "mode", "decode", "jmesPath", "jsonKey", "yamlKey")
+EXTRACT_KEYS = ("path", "mode", "decode", "jmesPath", "jsonKey", "yamlKey", "write")
 DECODINGS: tuple[Decoding, ...] = ("utf-8", "base64", "hex")
 EXAMPLE = "'- backend: local\\n  name: db/password\\n  path: db-password'"
 
@@ -84,15 +89,25 @@ def parse(mount: Mount) -> Plan:
         )
     items = require_list("objects", load_yaml("objects", text, loader=TextScalarLoader), EXAMPLE)
     specs: list[ObjectSpec] = []
+    rendered: list[templates.Parsed] = []  # template objects: see provider/templates.py
     errors: list[KeyferryError] = []
     for i, item in enumerate(items):
         try:
-            specs.extend(history.expand(_object(i, item, mount)))
+            if templates.is_template(item):
+                rendered.append(templates.parse_object(i, item))
+            else:
+                specs.extend(history.expand(_object(i, item, mount)))
         except KeyferryError as exc:
             errors.append(exc)
-    errors.extend(output_problems((s.label, o) for s in specs for o in s.outputs))
+    outputs = [(s.label, o) for s in specs for o in s.outputs]
+    outputs += [(t.label, Output(path=t.path, mode=t.mode)) for t in rendered]
+    errors.extend(output_problems(outputs))
+    linked: tuple[TemplateSpec, ...] = ()
+    if not errors:
+        linked, problems = templates.link(rendered, specs)
+        errors.extend(problems)
     collect(errors, "invalid 'objects' parameter")
-    return Plan(dialect="native", objects=tuple(specs))
+    return Plan(dialect="native", objects=tuple(specs), templates=linked)
 
 
 def _decoding(value: Any, where: str) -> Decoding | None:
@@ -121,6 +136,12 @@ def _object(index: int, item: Any, mount: Mount) -> ObjectSpec:
     if "select" in fields:  # many objects under one directory
         from .selection import native_object
 
+        if "write" in fields:  # templates name their inputs when the class is parsed
+            raise InvalidArgument(
+                f"{where}: 'write' does not apply to 'select': templates read the files of "
+                "objects mounted by 'name', not a selection's"
+            )
+
         return native_object(where, backend, fields, mount, _decoding)
     if "maxMatches" in fields:
         raise InvalidArgument(f"{where}: 'maxMatches' applies only to objects with 'select'")
@@ -137,16 +158,17 @@ def _object(index: int, item: Any, mount: Mount) -> ObjectSpec:
         path = default_path
         if not path:
             raise InvalidArgument(f"{label}: 'path' is required (the output file name)")
+    write = parse_bool(fields.get("write", True), f"{label} write")
     if path:
         check_path(path, f"{label} path")
-        outputs.append(Output(path=path, mode=mode, decode=decode))
+        outputs.append(Output(path=path, mode=mode, decode=decode, write=write))
     if extracts is not None:
         if not isinstance(extracts, list) or not extracts:
             raise InvalidArgument(
                 f"{label}: 'extract' must be a non-empty list of {{path, jmesPath|jsonKey|yamlKey}}"
             )
         for j, ex in enumerate(extracts):
-            outputs.append(_extract(ex, f"{label} extract[{j}]", mode))
+            outputs.append(_extract(ex, f"{label} extract[{j}]", mode, write))
     optional = parse_bool(fields.get("optional", False), f"{label} optional")
     object_id = get_str(fields, "id", label) or (path or outputs[0].path)
     return ObjectSpec(
@@ -159,7 +181,7 @@ def _object(index: int, item: Any, mount: Mount) -> ObjectSpec:
     )
 
 
-def _extract(item: Any, where: str, parent_mode: int | None) -> Output:
+def _extract(item: Any, where: str, parent_mode: int | None, parent_write: bool) -> Output:
     if not isinstance(item, Mapping):
         raise InvalidArgument(
             f"{where}: must be a mapping with 'path' and one of jmesPath/jsonKey/yamlKey"
@@ -180,6 +202,11 @@ def _extract(item: Any, where: str, parent_mode: int | None) -> Output:
         from .render import compile_jmespath
 
         compile_jmespath(expression, where)
+    write = parse_bool(fields["write"], f"{where} write") if "write" in fields else parent_write
     return Output(
-        path=path, mode=mode, extract=extraction, decode=_decoding(fields.get("decode"), where)
+        path=path,
+        mode=mode,
+        extract=extraction,
+        decode=_decoding(fields.get("decode"), where),
+        write=write,
     )

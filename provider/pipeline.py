@@ -9,12 +9,13 @@ ObjectVersion; on failure one error lists every failing object.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import files, registry, render, selection
+from . import files, registry, render, selection, templates
 from .backend import Backend, Registry, digest_part
 from .errors import (
     Absent,
@@ -130,10 +131,26 @@ class Pipeline:
                         )
                     )
                 versions[object_id] = (version, spec.label)
-        if errors:
-            raise MountFailed(
-                errors, summary=f"{len(errors)} of {len(plan.objects)} objects failed"
+        if plan.templates and not errors:  # files rendered from the others (templates.py)
+            work = functools.partial(
+                templates.render_all,
+                plan,
+                out_files,
+                {i: v for i, (v, _) in versions.items()},
+                self.registry.services.keyed_digest_of,
+                mount.default_mode,
             )
+            try:
+                if templates.cheap(plan, out_files):
+                    out_files, from_templates = work()
+                else:
+                    out_files, from_templates = await asyncio.to_thread(work)
+                versions.update((v.id, (v.version, v.id)) for v in from_templates)
+            except KeyferryError as exc:  # a MountFailed holds one error per template
+                errors.extend(exc.errors if isinstance(exc, MountFailed) else [exc])
+        if errors:
+            total = len(plan.objects) + len(plan.templates)
+            raise MountFailed(errors, summary=f"{len(errors)} of {total} objects failed")
         files.check_file_set(out_files)
         if not versions:
             raise NotFound(

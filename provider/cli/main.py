@@ -104,9 +104,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 print(f"{item.source}: {exc.message}", file=sys.stderr)
                 failures += 1
             else:
-                print(f"{item.source}: ok ({len(plan.objects)} objects, dialect {plan.dialect})")
-                paths = {o.path for obj in plan.objects for o in obj.outputs}
-                written[(item.namespace, item.name)] = paths
+                rendered = f", {len(plan.templates)} templates" if plan.templates else ""
+                print(
+                    f"{item.source}: ok ({len(plan.objects)} objects{rendered}, "
+                    f"dialect {plan.dialect})"
+                )
+                # what the class writes: unwritten template inputs are not files
+                paths = {o.path for obj in plan.objects for o in obj.outputs if o.write}
+                written[(item.namespace, item.name)] = paths | {t.path for t in plan.templates}
         found = secretsync.load(path)
         syncs.extend(found)
         for other in skipped:

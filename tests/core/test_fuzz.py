@@ -227,7 +227,19 @@ COMMON: dict[str, list[Any]] = {
         [{"path": "w", "yamlKey": "user", "decode": "utf-8"}],
         [{"path": "x", "jmesPath": "length(@)"}, {"path": "y", "jsonKey": "pass"}],
     ],
+    "write": [True, False, "no"],
 }
+TEMPLATES = [  # reading what the objects above write, or trying what the sandbox refuses
+    "{{ values['out.txt'] }}",
+    "A={{ values['u'] | shellquote }}\nB={{ values['y'] | json }}\n",
+    "{% for c in values['a'] %}{{ loop.index }}{% endfor %}{{ values['dir/out'] | b64encode }}",
+    "{{ values['x'] * 100000000 }}",
+    "{% for i in range(20000) %}{% for j in range(20000) %}{% endfor %}{% endfor %}",
+    "{{ ''.__class__.__mro__ }}{{ values['v'] }}",
+    "{% include '/etc/passwd' %}",
+    "{{ values['nope'] }}",
+    "{{ values['b/c/d'] | int + 1 }}{{ values['w'][values['w']] }}",
+]
 SELECTIONS: dict[str, list[Any]] = {
     "local": [
         {"directory": "dir"},
@@ -263,6 +275,9 @@ NATIVE = [
     Shape(  # local too: those can succeed over the socket
         {"backend": ["local"], "select": SELECTIONS["local"]},
         {**COMMON, "maxMatches": ["1", "3", "1000"]},
+    ),
+    Shape(
+        {"template": TEMPLATES, "path": ["app.env", "t/x", *PATHS]}, {"mode": MODES, "id": ["t"]}
     ),
     Shape(
         {"backend": ["aws"], "select": SELECTIONS["aws"]},
@@ -358,7 +373,7 @@ AZURE_PARAMS = Shape(
 def parameters(rng: random.Random, dialect: str) -> dict[str, str]:
     params: dict[str, Any]
     if dialect == "native":  # half of them local only: those can succeed over the socket
-        params = {"objects": listing(rng, *(NATIVE if rng.random() < 0.5 else NATIVE[:2]))}
+        params = {"objects": listing(rng, *(NATIVE if rng.random() < 0.5 else NATIVE[:3]))}
     elif dialect == "aws":
         params = {**AWS_PARAMS.make(rng), "objects": listing(rng, AWS_OBJECT, AWS_SSM)}
     elif dialect == "gcp":
