@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from provider import native
-from provider.clouds.aws.ref import AssumeRole, AwsRef
+from provider.clouds.aws.ref import AssumeRole, AwsRef, AwsSelection
 from provider.errors import Code, KeyferryError
 from provider.model import Mount, Plan, Pod
 
@@ -159,16 +159,49 @@ _SELECTIONS = {
 
 @pytest.mark.parametrize(
     ("cloud", "extra"),
-    [
-        *((cloud, key) for cloud in _SELECTIONS for key in ("versionHistory: 2", "previous: true")),
-        ("aws", f"assumeRoleArn: {TARGET}"),
-    ],
+    [(cloud, key) for cloud in _SELECTIONS for key in ("versionHistory: 2", "previous: true")],
 )
-def test_history_and_role_keys_beside_select_are_refused_not_ignored(
-    cloud: str, extra: str
-) -> None:
-    """A selection reads each match at its current version as the pod's identity: the
-    history and role-chaining keys cannot apply to it, and saying so beats ignoring them."""
+def test_history_keys_beside_select_are_refused_not_ignored(cloud: str, extra: str) -> None:
+    """A selection reads each match at its current version: the history keys cannot apply
+    to it, and saying so beats ignoring them."""
     err = refused(f"{_SELECTIONS[cloud]}\n  {extra}")
     assert extra.split(":")[0] in err.message
     assert "select" in err.message
+
+
+@pytest.mark.parametrize(
+    "select", ["select: {namePrefix: app/}", "select: {path: /app, recursive: 'true'}"]
+)
+def test_role_keys_beside_an_aws_select_become_the_selections_role_and_its_members(
+    select: str,
+) -> None:
+    """A selection lists and reads as the role it names, as one object does (the backend
+    checks that the server allows the chain)."""
+    obj = (
+        f"backend: aws\n  {select}\n  path: app\n  assumeRoleArn: {TARGET}\n"
+        "  externalId: ext-1\n  durationSeconds: 900"
+    )
+    query = parse(obj).objects[0].ref
+    assert isinstance(query, AwsSelection)
+    assert query.assume == AssumeRole(TARGET, "ext-1", 900)
+    assert query.member("/app/x").assume == query.assume
+    assert "ext-1" not in repr(query)
+    plain = parse("backend: aws\n  select: {namePrefix: app/}\n  path: app").objects[0].ref
+    assert isinstance(plain, AwsSelection) and plain.assume is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ("assumeRoleArn: arn:aws:iam::12:role/r", "is not an IAM role ARN"),
+        (f"assumeRoleArn: {TARGET}\n  durationSeconds: 7200", "above 3600"),
+        (f"assumeRoleArn: {TARGET}\n  durationSeconds: 60", "below STS's minimum"),
+        (f"assumeRoleArn: {TARGET}\n  externalId: 'a b'", "externalId must be"),
+        ("externalId: ext-1", "'externalId' needs 'assumeRoleArn'"),
+        ("durationSeconds: 900", "'durationSeconds' needs 'assumeRoleArn'"),
+    ],
+)
+def test_bad_role_keys_beside_select_are_refused_as_for_one_object(extra: str, needle: str) -> None:
+    err = refused(f"{_SELECTIONS['aws']}\n  {extra}")
+    assert needle in err.message
+    assert needle in refused(f"{SM}\n  {extra}").message  # the same parse, the same error

@@ -76,7 +76,7 @@ class AwsBackend:
             "ssm": ParameterStore(self.api),
         }
         self._inflight: TTLCache[Outcome] = TTLCache(0)  # coalescing only, nothing kept
-        self.lister = Lister(services, self.api, self.identities, self.regions)
+        self.lister = Lister(services, self.api, self.identities, self.regions, self.chains)
 
     async def close(self) -> None:
         self.regions.clear()

@@ -482,7 +482,7 @@ _SELECT_SERVICE: dict[str, Service] = {
     "path": "ssm",
     "recursive": "ssm",
 }
-_SELECT_FIELDS = ("service", "region", "auth", "addressType")
+_SELECT_FIELDS = ("service", "region", "auth", "addressType", *options.ROLE_KEYS)
 MAX_TAGS = 10
 """ListSecrets takes at most 10 filters; more tags than that select nothing useful."""
 
@@ -493,8 +493,10 @@ def native_select(
     """``select`` of a ``backend: aws`` object (:mod:`provider.selection`): Secrets Manager
     ``namePrefix`` and/or ``tags`` (ListSecrets), or SSM ``path`` with ``recursive``
     (GetParametersByPath). ``service`` may be left out (the keys say which store);
-    ``region``, ``auth`` and ``addressType`` work as for one object. The current value of
-    each match is mounted: version pins and failover do not apply to a selection."""
+    ``region``, ``auth``, ``addressType`` and the role-chaining keys (``assumeRoleArn``,
+    ``externalId``, ``durationSeconds``: list and read as that role) work as for one
+    object. The current value of each match is mounted: version pins, history and failover
+    do not apply to a selection."""
     misplaced = [k for k in fields if k not in _SELECT_FIELDS]
     if misplaced:
         raise InvalidArgument(
@@ -519,6 +521,7 @@ def native_select(
         "region": region,
         "auth": auth,
         "address_type": cast(AddressType, address),
+        "assume": options.assume_role(fields, where),
     }
     if service == "ssm":
         return _ssm_select(select, where, common)

@@ -11,8 +11,14 @@
   values too: they go into the value cache under the member's key, so the Mount's
   ``fetch`` reads none of them again (while ``cache_ttl_seconds`` is above 0).
 
+With ``assumeRoleArn`` the listing and the members' reads run as the assumed role
+(:mod:`.chain`, only where the server allows role chaining; the gate is checked before
+any call), as a plain object's read does.
+
 A listing is cached per (principal, selection, region) for ``cache_ttl_seconds`` and
-identical concurrent listings share one set of calls (:class:`provider.selection.Listings`).
+identical concurrent listings share one set of calls (:class:`provider.selection.Listings`);
+a chained principal names the pod's principal, the role, its external id and duration, so
+a listing is never shared between the pod's role and a role it assumes, or between roles.
 Past the server's ``max_selected_objects`` the listing stops and the Mount fails.
 """
 
@@ -25,10 +31,11 @@ from typing import Any
 from botocore import xform_name
 
 from ...backend import Services
-from ...errors import KeyferryError
+from ...errors import Internal, KeyferryError
 from ...model import Deadline, Fetched, Mount
 from ...selection import Listing, Listings, Member, too_many
 from .api import NAME, Api
+from .chain import Chains
 from .credentials import Identity
 from .identity import Identities
 from .ref import AwsSelection
@@ -44,32 +51,47 @@ _PERMISSIONS = {
 
 class Lister:
     def __init__(
-        self, services: Services, api: Api, identities: Identities, regions: Regions
+        self,
+        services: Services,
+        api: Api,
+        identities: Identities,
+        regions: Regions,
+        chains: Chains,
     ) -> None:
         self.services = services
         self.api = api
         self.identities = identities
         self.regions = regions
+        self.chains = chains
         self.listings = Listings(NAME, services)
 
     async def select(
         self, mount: Mount, queries: Sequence[AwsSelection], deadline: Deadline, limit: int
     ) -> list[Listing | Exception]:
-        probes = [query.member("") for query in queries]
-        regions = await self.regions.primary(mount, probes, deadline)
+        out: list[Listing | Exception | None] = [self._refusal(mount, q) for q in queries]
+        todo = [i for i, problem in enumerate(out) if problem is None]
+        probes = [queries[i].member("") for i in todo]
+        regions = await self.regions.primary(mount, probes, deadline) if todo else []
         listed = await asyncio.gather(
             *(
-                self._one(mount, query, region, deadline, limit)
-                for query, region in zip(queries, regions, strict=True)
+                self._one(mount, queries[i], region, deadline, limit)
+                for i, region in zip(todo, regions, strict=True)
             ),
             return_exceptions=True,
         )
-        out: list[Listing | Exception] = []
-        for item in listed:
+        for i, item in zip(todo, listed, strict=True):
             if isinstance(item, BaseException) and not isinstance(item, Exception):
                 raise item
-            out.append(item)
-        return out
+            out[i] = item
+        return [item if item is not None else Internal("no aws listing") for item in out]
+
+    def _refusal(self, mount: Mount, query: AwsSelection) -> KeyferryError | None:
+        """Why ``query`` cannot be listed, found without I/O: the pod's token, and whether
+        the server allows the role chain it names."""
+        problem = self.identities.check_token(mount, query.auth)
+        if problem is None and query.assume is not None:
+            problem = self.chains.check(query.assume)
+        return problem
 
     async def _one(
         self,
@@ -81,12 +103,11 @@ class Lister:
     ) -> Listing:
         if isinstance(region, KeyferryError):
             raise region
-        problem = self.identities.check_token(mount, query.auth)
-        if problem is not None:
-            raise problem
         identity = await self.identities.resolve(
             mount, query.auth, query.address_type, region, deadline
         )
+        if query.assume is not None:  # list as the target role, as fetch reads its members
+            identity = await self.chains.resolve(mount, identity, query.assume, region, deadline)
         key = (identity.principal, query, region, limit)
         lister = self._parameters if query.service == "ssm" else self._secrets
         return await self.listings.get(

@@ -23,7 +23,9 @@ from ...errors import InvalidArgument
 from .fields import text
 from .ref import AssumeRole, AwsRef, parse_arn
 
-KEYS = ("assumeRoleArn", "externalId", "durationSeconds", *history.KEYS)
+ROLE_KEYS = ("assumeRoleArn", "externalId", "durationSeconds")
+"""The role-chaining keys: also allowed beside ``select`` (:func:`assume_role`)."""
+KEYS = (*ROLE_KEYS, *history.KEYS)
 PREVIOUS_STAGE = "AWSPREVIOUS"
 MIN_DURATION = 900
 CHAINED_MAX_DURATION = 3600
@@ -35,7 +37,7 @@ _EXTERNAL_ID = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
 
 def apply(fields: Mapping[str, Any], where: str, ref: AwsRef) -> AwsRef:
     """``ref`` with the role to assume and the version-history slot the keys ask for."""
-    return _history(fields, where, replace(ref, assume=_assume(fields, where)))
+    return _history(fields, where, replace(ref, assume=assume_role(fields, where)))
 
 
 def check_role_arn(value: str, where: str) -> str:
@@ -56,7 +58,10 @@ def check_role_arn(value: str, where: str) -> str:
     return value
 
 
-def _assume(fields: Mapping[str, Any], where: str) -> AssumeRole | None:
+def assume_role(fields: Mapping[str, Any], where: str) -> AssumeRole | None:
+    """The role ``assumeRoleArn`` (with ``externalId`` and ``durationSeconds``) names, or
+    ``None``; INVALID_ARGUMENT naming the key for a bad value. Shared by one object
+    (:func:`apply`) and a selection (``native_select``)."""
     role = text(fields.get("assumeRoleArn"), where, "assumeRoleArn").strip()
     external_id = text(fields.get("externalId"), where, "externalId")
     duration_text = text(fields.get("durationSeconds"), where, "durationSeconds").strip()

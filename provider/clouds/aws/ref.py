@@ -150,7 +150,8 @@ class AwsRef:
 class AwsSelection:
     """Many values selected in one store (the native dialect's ``select``): Secrets Manager
     secrets by name prefix and/or exact tags (ListSecrets), or SSM parameters under a path
-    (GetParametersByPath). Read in one region as the pod, like :class:`AwsRef`."""
+    (GetParametersByPath). Read in one region as the pod, or as the role it assumes
+    (``assume``), like :class:`AwsRef`: the listing and every member."""
 
     service: Service
     name_prefix: str = ""
@@ -162,15 +163,19 @@ class AwsSelection:
     region: str = ""
     auth: Auth = "irsa"
     address_type: AddressType = "auto"
+    assume: AssumeRole | None = None
+    """``assumeRoleArn``: list and read as this role, assumed with the pod's credentials."""
 
     def member(self, name: str) -> AwsRef:
-        """The plain ref that reads one selected secret or parameter (its current value)."""
+        """The plain ref that reads one selected secret or parameter (its current value),
+        as the same identity as the listing."""
         return AwsRef(
             service=self.service,
             target=AwsTarget(name),
             region=self.region,
             auth=self.auth,
             address_type=self.address_type,
+            assume=self.assume,
         )
 
     def relative(self, name: str) -> str:

@@ -33,9 +33,9 @@ def trust_policy() -> dict[str, Any]:
 
 
 def cross_account(proxy: AwsFaults) -> dict[str, str]:
-    """The example's class, its secret and parameter made unique, seeded in the other
-    account where only TARGET may read them; TARGET trusts ROLE as the example's trust
-    policy says."""
+    """The example's class, its secrets and parameter made unique, seeded in the other
+    account where only TARGET may read and list them; TARGET trusts ROLE as the example's
+    trust policy says."""
     (statement,) = trust_policy()["Statement"]
     assert statement["Principal"]["AWS"] == ROLE
     external_id = statement["Condition"]["StringEquals"]["sts:ExternalId"]
@@ -43,11 +43,14 @@ def cross_account(proxy: AwsFaults) -> dict[str, str]:
     p = uuid.uuid4().hex[:8]
     sm, ssm = seed_clients("eu-west-1", account=OTHER_ACCOUNT)
     sm.create_secret(Name=f"shared/{p}/payments-api-key", SecretString="canary-xacct-key")
+    sm.create_secret(Name=f"shared/{p}/payments/webhook-key", SecretString="canary-xacct-hook")
     ssm.put_parameter(Name=f"/shared/{p}/payments/endpoint", Value="https://pay", Type="String")
     proxy.iam.trust_role(TARGET, ROLE, external_id)
     proxy.iam.allow(ROLE, "sts:AssumeRole", TARGET)
     proxy.iam.allow(TARGET, "secretsmanager:GetSecretValue", f"shared/{p}/*")
     proxy.iam.allow(TARGET, "ssm:GetParameters", f"/shared/{p}/*")
+    proxy.iam.allow(TARGET, "secretsmanager:ListSecrets", "*")  # the example's selection
+    proxy.grant(TARGET, "secretsmanager:ListSecrets")
     params = example("cross-account.yaml")
     params["objects"] = params["objects"].replace("shared/", f"shared/{p}/")
     return params
@@ -59,10 +62,15 @@ def test_cross_account_example_with_irsa(tmp_path: Path, proxy: AwsFaults, kube:
         resp = srv.mount("keyferry", params, tokens=irsa())
         again = srv.mount("keyferry", params, tokens=irsa())
         logs = "\n".join(srv.logs)
-    want = {"payments/api-key": b"canary-xacct-key", "payments/endpoint": b"https://pay"}
+    want = {
+        "payments/api-key": b"canary-xacct-key",
+        "payments/endpoint": b"https://pay",
+        "shared-payments/webhook-key": b"canary-xacct-hook",
+    }
     assert files(resp) == want and files(again) == want
     assert proxy.count("AssumeRoleWithWebIdentity") == 1 and proxy.count("AssumeRole") == 1
-    assert logs and "canary-xacct-key" not in logs
+    assert proxy.count("ListSecrets") == 2  # the class's selection, listed as TARGET
+    assert logs and "canary-xacct-key" not in logs and "canary-xacct-hook" not in logs
 
 
 def test_cross_account_example_with_pod_identity(
@@ -87,6 +95,7 @@ def test_cross_account_example_with_pod_identity(
     finally:
         agent.close()
     assert files(resp)["payments/api-key"] == b"canary-xacct-key"
+    assert files(resp)["shared-payments/webhook-key"] == b"canary-xacct-hook"
     assert proxy.count("AssumeRoleWithWebIdentity") == 0 and proxy.count("AssumeRole") == 1
 
 
