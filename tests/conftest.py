@@ -13,6 +13,7 @@ one, e.g. ``def kube(kube: FakeKube) -> FakeKube``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -29,6 +30,12 @@ from keyferry_fakes.kube import FakeKube
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     stop_moto()  # started by the first test that needs it; a no-op otherwise
+    # In a pytest-xdist worker: hand this worker's count of generated MountRequests to the
+    # controller (pytest_testnodedown below adds them up).
+    output: dict[str, Any] | None = getattr(session.config, "workeroutput", None)
+    counts = session.config.stash.get(FUZZ_COUNT, None)
+    if output is not None and counts:
+        output["fuzz_count"] = dict(counts)
 
 
 # -- the Kubernetes API -----------------------------------------------------------------
@@ -125,3 +132,36 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
             return started.enter_context(running_server(tmp_path, **settings))
 
         yield start
+
+
+# -- the count of generated MountRequests (tests/core/test_fuzz.py), reported at the end ---
+# Here, not in tests/core/conftest.py: under pytest-xdist (make unit) the controller loads
+# this file only. Each worker counts its own and hands the count over when it finishes
+# (pytest_sessionfinish above).
+
+FUZZ_COUNT = pytest.StashKey["Counter[str]"]()
+
+
+@pytest.fixture(scope="session")
+def fuzz_count(pytestconfig: pytest.Config) -> Counter[str]:
+    """Generated MountRequests by where they went (``in-process``, ``socket``)."""
+    return pytestconfig.stash.setdefault(FUZZ_COUNT, Counter())
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """In the xdist controller: add up what a finished worker counted."""
+    counts = getattr(node, "workeroutput", {}).get("fuzz_count")
+    if counts:
+        node.config.stash.setdefault(FUZZ_COUNT, Counter()).update(counts)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    counts = config.stash.get(FUZZ_COUNT, None)
+    if counts:
+        parts = ", ".join(f"{n} {where}" for where, n in sorted(counts.items()))
+        terminalreporter.write_line(
+            f"fuzz: {sum(counts.values())} generated MountRequests ({parts})"
+        )

@@ -563,11 +563,18 @@ def test_generated_requests_over_the_socket_get_what_decoding_decided(
         st.tuples(st.sampled_from(sorted(SOCKETS)), REQUEST), min_size=BATCH, max_size=BATCH
     )
 
+    # Generated requests succeed rarely (a few in a thousand, and none in some runs): each
+    # batch also carries one request that must succeed while the garbage is in flight.
+    ok_request = ("keyferry", driver_request({"objects": "- {backend: local, name: plain.txt}"}))
+
     @fuzz_settings(SOCKET_BATCHES)
     @given(batch)
     def run(choices: list[tuple[str, tuple[int, random.Random]]]) -> None:
         requests = [(n, request_bytes(c[1], SOCKETS[n], c[0])) for n, c in choices]
-        answers = list(pool.map(send, requests))
+        *answers, good_answer = pool.map(
+            send, [*requests, (ok_request[0], ok_request[1].SerializeToString())]
+        )
+        assert good_answer == ("OK", ""), good_answer
         for (name, raw), (code, message) in zip(requests, answers, strict=True):
             verdict = decided(raw, SOCKETS[name])
             if verdict is not None:
@@ -584,7 +591,7 @@ def test_generated_requests_over_the_socket_get_what_decoding_decided(
             channel.close()
     fuzz_count["over the socket"] += sum(outcomes.values())
     assert sum(outcomes.values()) == SOCKET_BATCHES * BATCH
-    assert outcomes["OK"] and outcomes["INVALID_ARGUMENT"], outcomes
+    assert outcomes["INVALID_ARGUMENT"], outcomes
     # and the server still answers
     assert srv.version("keyferry").runtime_name == "keyferry"
     good = {"objects": "- {backend: local, name: plain.txt}"}
