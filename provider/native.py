@@ -27,9 +27,9 @@ Backend-specific keys come from the backend's dialect hook (``NATIVE_KEYS`` and
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from . import history, registry, templates
+from . import history, registry
 from .dialect import (
     TextScalarLoader,
     check_keys,
@@ -44,6 +44,9 @@ from .dialect import (
 from .errors import FailedPrecondition, InvalidArgument, KeyferryError, did_you_mean
 from .files import check_path
 from .model import Decoding, Extraction, Mount, ObjectSpec, Output, Plan, TemplateSpec
+
+if TYPE_CHECKING:
+    from . import templates
 
 PARAMETERS = ("objects",)
 COMMON_KEYS = (
@@ -93,7 +96,9 @@ def parse(mount: Mount) -> Plan:
     errors: list[KeyferryError] = []
     for i, item in enumerate(items):
         try:
-            if templates.is_template(item):
+            if isinstance(item, Mapping) and "template" in item:
+                from . import templates  # Jinja2 is loaded by the first class that has one
+
                 rendered.append(templates.parse_object(i, item))
             else:
                 specs.extend(history.expand(_object(i, item, mount)))
@@ -103,7 +108,9 @@ def parse(mount: Mount) -> Plan:
     outputs += [(t.label, Output(path=t.path, mode=t.mode)) for t in rendered]
     errors.extend(output_problems(outputs))
     linked: tuple[TemplateSpec, ...] = ()
-    if not errors:
+    if not errors and (rendered or any(not o.write for s in specs for o in s.outputs)):
+        from . import templates
+
         linked, problems = templates.link(rendered, specs)
         errors.extend(problems)
     collect(errors, "invalid 'objects' parameter")

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import files, registry, render, selection, templates
+from . import files, registry, render, selection
 from .backend import Backend, Registry, digest_part
 from .errors import (
     Absent,
@@ -132,6 +132,8 @@ class Pipeline:
                     )
                 versions[object_id] = (version, spec.label)
         if plan.templates and not errors:  # files rendered from the others (templates.py)
+            from . import templates  # Jinja2 is loaded by the first class that has one
+
             work = functools.partial(
                 templates.render_all,
                 plan,

@@ -481,10 +481,6 @@ class Parsed:
     inline: bool = True
 
 
-def is_template(item: Any) -> bool:
-    return isinstance(item, Mapping) and "template" in item
-
-
 def parse_object(index: int, item: Mapping[str, Any]) -> Parsed:
     """Read one ``template:`` object: keys, path, mode, and the template compiled and
     checked (syntax, filters, names, what it reads of ``values``)."""

@@ -600,3 +600,31 @@ def test_a_selection_is_not_a_template_input() -> None:
     with pytest.raises(KeyferryError) as err:
         native.parse(Mount(pod=Pod(), parameters={"objects": text}))
     assert "'write' does not apply to 'select'" in err.value.message
+
+
+def test_jinja2_is_loaded_only_by_a_class_that_has_a_template() -> None:
+    """A node whose classes have no template never pays Jinja2's import (about 50 ms of
+    start-up and several MiB): the server, the pipeline and the native dialect load it on
+    the first template object. In a fresh interpreter: this one has loaded it already."""
+    script = """
+import sys
+from provider import cli, native, pipeline, server  # noqa: F401  (what `keyferry serve` loads)
+from provider.model import Mount, Pod
+from provider.cli import main  # noqa: F401
+
+def parse(objects):
+    return native.parse(Mount(pod=Pod("ns", "p", "u", "sa"), parameters={"objects": objects}))
+
+parse("- {backend: local, name: a.txt, path: a}")
+print("before", "jinja2" in sys.modules)
+parse("- {backend: local, name: a.txt, path: a, write: false}\\n"
+      "- template: '{{ values[\\"a\\"] }}'\\n  path: b")
+print("after", "jinja2" in sys.modules)
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    assert out[:2] == ["before False", "after True"], out
