@@ -86,7 +86,10 @@ def heading_anchors(page: Path) -> set[str]:
 
 
 def test_doc_anchors_name_headings_that_exist() -> None:
-    pages = [*DOCS.glob("*.md"), REPO / "README.md", REPO / "CHANGELOG.md"]
+    pages = [
+        *DOCS.glob("*.md"),
+        *(REPO / n for n in ("README.md", "CHANGELOG.md", "CONTRIBUTING.md")),
+    ]
     checked = 0
     for page in pages:
         for target, anchor in re.findall(
