@@ -1,11 +1,12 @@
 """Docs that must not drift from the code: the troubleshooting index quotes messages
-keyferry really emits, the README links every page, and every test a page links to (the
-threat model's evidence) exists."""
+keyferry really emits, the README links every page, every `page.md#anchor` link names a
+heading of that page, and every test a page links to (the threat model's evidence) exists."""
 
 from __future__ import annotations
 
 import ast
 import re
+from pathlib import Path
 
 from tests import REPO
 
@@ -63,6 +64,43 @@ def test_doc_links_point_at_files_that_exist() -> None:
     for page in DOCS.glob("*.md"):
         for link in re.findall(r"\]\((?!https?:)([^)#]+)", page.read_text()):
             assert (page.parent / link).resolve().exists(), f"{page.name}: {link}"
+
+
+def heading_anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives the page's headings: lower case, punctuation dropped,
+    spaces as '-', a repeated heading suffixed '-1', '-2'... (fenced code skipped)."""
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    fenced = False
+    for line in page.read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        heading = re.match(r"#{1,6} (.*)", line)
+        if fenced or not heading:
+            continue
+        slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        anchors.add(slug if count == 0 else f"{slug}-{count}")
+    return anchors
+
+
+def test_doc_anchors_name_headings_that_exist() -> None:
+    pages = [
+        *DOCS.glob("*.md"),
+        *(REPO / n for n in ("README.md", "CHANGELOG.md", "CONTRIBUTING.md")),
+    ]
+    checked = 0
+    for page in pages:
+        for target, anchor in re.findall(
+            r"\]\((?!https?:)([^)#\s]*)#([^)\s]+)\)", page.read_text()
+        ):
+            path = (page.parent / target).resolve() if target else page
+            if path.suffix != ".md":
+                continue
+            assert anchor in heading_anchors(path), f"{page.name}: {target}#{anchor}"
+            checked += 1
+    assert checked >= 100
 
 
 def test_every_test_a_page_links_to_exists() -> None:

@@ -78,7 +78,7 @@ class Identities:
         if token is not None:
             problem = f"the service-account token for audience '{wanted}' is empty"
         elif not mount.tokens:
-            problem = "the driver passed no service-account tokens"
+            problem = "the request carries no service-account tokens"
         else:
             found = ", ".join(sorted(f"'{a}'" for a in mount.tokens))
             problem = f"no service-account token for audience '{wanted}' (got {found})"
@@ -88,7 +88,7 @@ class Identities:
             hint = f"; or, if this pod should use the other method, set {switch}"
         fix = sync_controller.token_fix(mount, wanted)
         return FailedPrecondition(
-            f"{mode} needs the pod's token: {problem}. {fix[0].upper()}{fix[1:]}{hint}"
+            f"{mode} needs a service-account token: {problem}. {fix[0].upper()}{fix[1:]}{hint}"
         )
 
     async def resolve(

@@ -155,6 +155,8 @@ def test_no_token_names_the_controllers_audience_flag_not_the_csidriver(
     details = info.value.details() or ""
     assert "--token-request-audience" in details and AUD in details
     assert "CSIDriver" not in details
+    # No driver and no pod take part: the message must not send the reader looking for them.
+    assert "driver" not in details and "pod's" not in details
     assert proxy.sts_calls() == []
 
 
