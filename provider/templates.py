@@ -833,6 +833,23 @@ def render_all(
     return out_files, out_versions
 
 
+def id_clashes(
+    plan: Plan, rendered: Sequence[ObjectVersion], versions: Mapping[str, tuple[str, str]]
+) -> list[KeyferryError]:
+    """Templates whose id is already an ObjectVersion id of this Mount (``versions``: id ->
+    (version, who)). :func:`link` checks the objects' ids when the class is parsed; a
+    selection's member ids (``<id>/<name>``) exist only once it is listed."""
+    labels = {t.id: t.label for t in plan.templates}
+    return [
+        InvalidArgument(
+            f"{labels[v.id]}: id {v.id!r} is also the ObjectVersion id of "
+            f"{versions[v.id][1]}; give the template its own 'id'"
+        )
+        for v in rendered
+        if v.id in versions
+    ]
+
+
 def _version(
     template: TemplateSpec, version_of: Mapping[str, str], keyed_digest_of: Callable[[bytes], str]
 ) -> str:

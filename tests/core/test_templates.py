@@ -600,3 +600,23 @@ def test_a_selection_is_not_a_template_input() -> None:
     with pytest.raises(KeyferryError) as err:
         native.parse(Mount(pod=Pod(), parameters={"objects": text}))
     assert "'write' does not apply to 'select'" in err.value.message
+
+
+def test_a_template_id_equal_to_a_selected_member_id_fails_naming_both(
+    local: Server, tmp_path: Path
+) -> None:
+    # A selection's member ids (<id>/<name>) are known only once it is listed, so the
+    # parse-time id check cannot see them; the Mount must, never drop one of the two.
+    (tmp_path / "root" / "conf").mkdir()
+    (tmp_path / "root" / "conf" / "a").write_text("x")
+    params = mount_params(GOOD)
+    params["objects"] += (
+        "\n- {backend: local, select: {directory: conf}, path: conf}\n"
+        "- {template: 'T', path: t, id: conf/a}\n"
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        local.mount("keyferry", params)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = err.value.details() or ""
+    assert "objects[4] (template: t): id 'conf/a' is also the ObjectVersion id of" in details
+    assert "objects[3] (local: select conf)" in details
