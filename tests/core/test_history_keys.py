@@ -47,6 +47,9 @@ def test_assume_role_keys_become_the_refs_role() -> None:
         (f"assumeRoleArn: {TARGET}\n  durationSeconds: 7200", "chained session at one hour"),
         (f"assumeRoleArn: {TARGET}\n  durationSeconds: 60", "below STS's minimum of 900"),
         (f"assumeRoleArn: {TARGET}\n  durationSeconds: 1h", "whole number of seconds"),
+        # str.isdigit() accepts superscripts that int() refuses: never an INTERNAL
+        (f"assumeRoleArn: {TARGET}\n  durationSeconds: \u00b9\u00b2\u00b3\u2074", "whole number"),
+        (f"assumeRoleArn: {TARGET}\n  durationSeconds: \u0669\u0660\u0660", "whole number"),
         (f"assumeRoleArn: {TARGET}\n  externalId: 'a b'", "externalId must be"),
         ("externalId: ext-1", "'externalId' needs 'assumeRoleArn'"),
         ("durationSeconds: 900", "'durationSeconds' needs 'assumeRoleArn'"),

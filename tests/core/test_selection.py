@@ -240,6 +240,8 @@ def plan_error(text: str) -> str:
         ("- {backend: local, select: {directory: app}, path: ../x}", "'..' element"),
         ("- {backend: local, select: {directory: app}, maxMatches: 0}", "maxMatches '0'"),
         ("- {backend: local, select: {directory: app}, maxMatches: 5000}", "from 1 to 1000"),
+        ("- {backend: local, select: {directory: app}, maxMatches: \u00b9}", "maxMatches '\u00b9'"),
+        ("- {backend: local, select: {directory: app}, maxMatches: \u0665}", "maxMatches '\u0665'"),
         ("- {backend: local, name: a, maxMatches: 5}", "only to objects with 'select'"),
         (
             "- {backend: local, select: {directory: app}, extract: [{path: p, jsonKey: k}]}",
