@@ -332,6 +332,10 @@ def test_a_name_colliding_with_another_member_fails_naming_both(
         ({"tags": {"team": "a"}}, {}, "'path' is required"),
         ({"tags": "team=a"}, {"path": "t"}, "mapping of tag key to value"),
         ({"recursive": "true"}, {}, "needs 'path' for SSM"),
+        # ListSecrets reads a leading '!' as NOT: every other secret would be paged through
+        ({"namePrefix": "!app/"}, {"path": "s"}, "namePrefix '!app/' starts with '!'"),
+        ({"tags": {"!team": "a"}}, {"path": "s"}, "tag key '!team' starts with '!'"),
+        ({"tags": {"team": "!a"}}, {"path": "s"}, "tag value '!a' starts with '!'"),
     ],
 )
 def test_bad_aws_selections_are_invalid_argument_before_any_call(
