@@ -379,6 +379,10 @@ def _precheck(name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None
             raise _Exceeded(f"filter {name!r} was given a number above {MAX_WIDTH}")
     subject = args[0] if args else None
     size = _size(subject)
+    if name == "sum":
+        start = args[2] if len(args) > 2 else kwargs.get("start", 0)
+        if not isinstance(start, int | float):  # lists or strings: quadratic, in one C call
+            raise _Refused("sum adds numbers; its start must be a number")
     if name == "replace" and len(args) >= 3:
         old, new = str(args[1]), str(args[2])
         count = size + 1 if not old else str(subject).count(old)

@@ -329,6 +329,9 @@ HOSTILE = [
     ("{{ [range] }}", "cannot be written"),
     ("{{ ((values['db/password'] ~ '\\n') * 5000) | indent(1000) }}", "characters"),
     ("{{ (values['db/password'] * 2000) | wordwrap(1, wrapstring='x' * 1000) }}", "characters"),
+    # list + list in one C call, quadratic, holding the GIL (the time bound cannot stop it)
+    ("{{ ([[1]] * 16000) | sum(start=[]) }}", "sum adds numbers"),
+    ("{{ ([[1]] * 16000) | sum(none, []) }}", "sum adds numbers"),
     ("{{ 2 ** 100000 }}", "exponent"),
     (
         "{{ (10 ** 60) * (10 ** 60) * (10 ** 60) * (10 ** 60) * (10 ** 60) * (10 ** 60) * "
