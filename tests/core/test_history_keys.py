@@ -208,3 +208,13 @@ def test_bad_role_keys_beside_select_are_refused_as_for_one_object(extra: str, n
     err = refused(f"{_SELECTIONS['aws']}\n  {extra}")
     assert needle in err.message
     assert needle in refused(f"{SM}\n  {extra}").message  # the same parse, the same error
+
+
+def test_a_version_slot_id_that_another_object_uses_is_refused_when_parsed() -> None:
+    # Slot db/1 is skipped while the secret has one version, so the clash with the other
+    # object's id would only fail the Mount at the rotation that adds a version.
+    other = "backend: aws\n  service: secretsmanager\n  name: app/other\n  path: o\n  id: db/1"
+    err = refused(f"{SM}\n  versionHistory: 2\n- {other}")
+    assert "objects[1] (aws: app/other)" in err.message
+    assert "id 'db/1' is also the id of objects[0] (aws: app/db) version history [1]" in err.message
+    assert len(parse(f"{SM}\n  versionHistory: 2\n- {other.replace('db/1', 'db-1')}").objects) == 3
