@@ -48,6 +48,7 @@ from __future__ import annotations
 import base64
 import calendar
 import fnmatch
+import functools
 import hmac
 import http.client
 import json
@@ -296,6 +297,8 @@ class AwsFaults:
                 refusal = proxy._authenticate(self.command, self.path, rec)
                 if refusal is None:
                     refusal = proxy._authorize(rec)
+                if refusal is None:
+                    refusal = proxy._validate(rec)
                 if refusal is not None:
                     self._error(
                         Rule(rec.operation, refusal.status, refusal.code, refusal.message), rec
@@ -447,6 +450,29 @@ class AwsFaults:
             raise ValueError(f"not a list action: {sorted(unknown)}")
         with self._mutex:
             self.grants.setdefault(role_arn, set()).update(actions)
+
+    def _validate(self, rec: Recorded) -> Refusal | None:
+        """What moto lets through and AWS refuses: ListSecrets filter values outside the
+        pattern of botocore's model (``FilterValueStringType``)."""
+        if rec.operation != "ListSecrets":
+            return None
+        filters = json.loads(rec.body or b"{}").get("Filters") or []
+        pattern, longest = _filter_value_shape()
+        for i, item in enumerate(filters, 1):
+            values = item.get("Values") or []
+            if all(re.fullmatch(pattern, v) and len(v) <= longest for v in values):
+                continue
+            return self._refuse(
+                rec,
+                400,
+                "ValidationException",
+                f"1 validation error detected: Value '[{', '.join(values)}]' at "
+                f"'filters.{i}.member.values' failed to satisfy constraint: Member must satisfy "
+                f"constraint: [Member must have length less than or equal to {longest}, Member "
+                "must have length greater than or equal to 0, Member must satisfy regular "
+                f"expression pattern: {pattern}]",
+            )
+        return None
 
     def _authorize(self, rec: Recorded) -> Refusal | None:
         """IAM for the list actions: the signing identity's role must have been granted
@@ -714,6 +740,16 @@ def aws_faults() -> Iterator[AwsFaults]:
         yield proxy
     finally:
         proxy.close()
+
+
+@functools.cache
+def _filter_value_shape() -> tuple[str, int]:
+    """(pattern, maximum length) of a ListSecrets filter value, from botocore's model."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("secretsmanager")
+    shape = model.shape_for("FilterValueStringType").metadata
+    return str(shape["pattern"]), int(shape["max"])
 
 
 def seed_clients(region: str = "us-east-1", account: str = ACCOUNT) -> tuple[Any, Any]:

@@ -18,7 +18,7 @@ unless the object says ``optional: true``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, cast
 
@@ -29,6 +29,8 @@ from .model import ObjectSpec
 MAX_HISTORY = 50
 """Each version is one file and one read; Azure's objectVersionHistory has the same limit."""
 KEYS = ("versionHistory", "previous")
+_SLOT = " version history ["
+"""How a slot's label goes on from its object's (:func:`expand`)."""
 _COUNT = re.compile(r"^[0-9]{1,6}$")
 
 
@@ -62,7 +64,7 @@ def expand(spec: ObjectSpec) -> list[ObjectSpec]:
         return [spec]
     return [
         ObjectSpec(
-            label=f"{spec.label} version history [{i}]",
+            label=f"{spec.label}{_SLOT}{i}]",
             backend=spec.backend,
             ref=replace(cast(Any, spec.ref), index=i),
             outputs=tuple(replace(o, path=f"{o.path}/{i}") for o in spec.outputs),
@@ -83,3 +85,25 @@ def describe_slot(index: int, count: int, what: str) -> str:
             "mount without it until the first rotation"
         )
     return f"{what}: version history entry {index} does not exist (only {count} versions)"
+
+
+def id_clashes(specs: Sequence[ObjectSpec]) -> list[InvalidArgument]:
+    """An object whose id is also a version slot's (``<id>/<i>``). The pipeline fails a
+    Mount where two objects report one id with different versions, but a slot beyond the
+    versions that exist is skipped: the clash would surface only at the rotation that adds
+    a version. So it is refused when the class is parsed."""
+    slots = {i: s.label for s in specs if _is_slot(s) for i in s.ids}
+    return [
+        InvalidArgument(
+            f"{spec.label}: id {object_id!r} is also the id of {slots[object_id]}; give one "
+            "of them a different 'id'"
+        )
+        for spec in specs
+        if not _is_slot(spec)
+        for object_id in spec.ids
+        if object_id in slots
+    ]
+
+
+def _is_slot(spec: ObjectSpec) -> bool:
+    return bool(getattr(spec.ref, "history", 0)) and _SLOT in spec.label

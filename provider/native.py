@@ -107,6 +107,7 @@ def parse(mount: Mount) -> Plan:
     outputs = [(s.label, o) for s in specs for o in s.outputs]
     outputs += [(t.label, Output(path=t.path, mode=t.mode)) for t in rendered]
     errors.extend(output_problems(outputs))
+    errors.extend(history.id_clashes(specs))
     linked: tuple[TemplateSpec, ...] = ()
     if not errors and (rendered or any(not o.write for s in specs for o in s.outputs)):
         from . import templates

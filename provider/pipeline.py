@@ -147,6 +147,7 @@ class Pipeline:
                     out_files, from_templates = work()
                 else:
                     out_files, from_templates = await asyncio.to_thread(work)
+                errors.extend(templates.id_clashes(plan, from_templates, versions))
                 versions.update((v.id, (v.version, v.id)) for v in from_templates)
             except KeyferryError as exc:  # a MountFailed holds one error per template
                 errors.extend(exc.errors if isinstance(exc, MountFailed) else [exc])

@@ -238,7 +238,8 @@ def max_matches(value: Any, where: str) -> int:
     if value is None:
         return 0
     text = str(value).strip()
-    if isinstance(value, bool) or not text.isdigit() or not 1 <= int(text) <= MAX_SELECTED_OBJECTS:
+    digits = text.isascii() and text.isdigit()  # isdigit() alone takes "¹", int() does not
+    if isinstance(value, bool) or not digits or not 1 <= int(text) <= MAX_SELECTED_OBJECTS:
         raise InvalidArgument(
             f"{where}: maxMatches {clip(text, 40)!r} must be a whole number from 1 to "
             f"{MAX_SELECTED_OBJECTS} (it can only lower the server's max_selected_objects)"

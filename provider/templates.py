@@ -379,6 +379,10 @@ def _precheck(name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None
             raise _Exceeded(f"filter {name!r} was given a number above {MAX_WIDTH}")
     subject = args[0] if args else None
     size = _size(subject)
+    if name == "sum":
+        start = args[2] if len(args) > 2 else kwargs.get("start", 0)
+        if not isinstance(start, int | float):  # lists or strings: quadratic, in one C call
+            raise _Refused("sum adds numbers; its start must be a number")
     if name == "replace" and len(args) >= 3:
         old, new = str(args[1]), str(args[2])
         count = size + 1 if not old else str(subject).count(old)
@@ -827,6 +831,23 @@ def render_all(
             errors, summary=f"{len(errors)} of {len(plan.templates)} templates failed"
         )
     return out_files, out_versions
+
+
+def id_clashes(
+    plan: Plan, rendered: Sequence[ObjectVersion], versions: Mapping[str, tuple[str, str]]
+) -> list[KeyferryError]:
+    """Templates whose id is already an ObjectVersion id of this Mount (``versions``: id ->
+    (version, who)). :func:`link` checks the objects' ids when the class is parsed; a
+    selection's member ids (``<id>/<name>``) exist only once it is listed."""
+    labels = {t.id: t.label for t in plan.templates}
+    return [
+        InvalidArgument(
+            f"{labels[v.id]}: id {v.id!r} is also the ObjectVersion id of "
+            f"{versions[v.id][1]}; give the template its own 'id'"
+        )
+        for v in rendered
+        if v.id in versions
+    ]
 
 
 def _version(

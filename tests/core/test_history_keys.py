@@ -47,6 +47,9 @@ def test_assume_role_keys_become_the_refs_role() -> None:
         (f"assumeRoleArn: {TARGET}\n  durationSeconds: 7200", "chained session at one hour"),
         (f"assumeRoleArn: {TARGET}\n  durationSeconds: 60", "below STS's minimum of 900"),
         (f"assumeRoleArn: {TARGET}\n  durationSeconds: 1h", "whole number of seconds"),
+        # str.isdigit() accepts superscripts that int() refuses: never an INTERNAL
+        (f"assumeRoleArn: {TARGET}\n  durationSeconds: \u00b9\u00b2\u00b3\u2074", "whole number"),
+        (f"assumeRoleArn: {TARGET}\n  durationSeconds: \u0669\u0660\u0660", "whole number"),
         (f"assumeRoleArn: {TARGET}\n  externalId: 'a b'", "externalId must be"),
         ("externalId: ext-1", "'externalId' needs 'assumeRoleArn'"),
         ("durationSeconds: 900", "'durationSeconds' needs 'assumeRoleArn'"),
@@ -205,3 +208,13 @@ def test_bad_role_keys_beside_select_are_refused_as_for_one_object(extra: str, n
     err = refused(f"{_SELECTIONS['aws']}\n  {extra}")
     assert needle in err.message
     assert needle in refused(f"{SM}\n  {extra}").message  # the same parse, the same error
+
+
+def test_a_version_slot_id_that_another_object_uses_is_refused_when_parsed() -> None:
+    # Slot db/1 is skipped while the secret has one version, so the clash with the other
+    # object's id would only fail the Mount at the rotation that adds a version.
+    other = "backend: aws\n  service: secretsmanager\n  name: app/other\n  path: o\n  id: db/1"
+    err = refused(f"{SM}\n  versionHistory: 2\n- {other}")
+    assert "objects[1] (aws: app/other)" in err.message
+    assert "id 'db/1' is also the id of objects[0] (aws: app/db) version history [1]" in err.message
+    assert len(parse(f"{SM}\n  versionHistory: 2\n- {other.replace('db/1', 'db-1')}").objects) == 3

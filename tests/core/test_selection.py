@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -240,6 +241,8 @@ def plan_error(text: str) -> str:
         ("- {backend: local, select: {directory: app}, path: ../x}", "'..' element"),
         ("- {backend: local, select: {directory: app}, maxMatches: 0}", "maxMatches '0'"),
         ("- {backend: local, select: {directory: app}, maxMatches: 5000}", "from 1 to 1000"),
+        ("- {backend: local, select: {directory: app}, maxMatches: \u00b9}", "maxMatches '\u00b9'"),
+        ("- {backend: local, select: {directory: app}, maxMatches: \u0665}", "maxMatches '\u0665'"),
         ("- {backend: local, name: a, maxMatches: 5}", "only to objects with 'select'"),
         (
             "- {backend: local, select: {directory: app}, extract: [{path: p, jsonKey: k}]}",
@@ -254,3 +257,29 @@ def plan_error(text: str) -> str:
 )
 def test_bad_selections_are_invalid_argument_naming_the_field(text: str, expected: str) -> None:
     assert expected in plan_error(text)
+
+
+def test_a_directory_swapped_for_a_symlink_while_a_member_is_read_is_refused(
+    srv: Server, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The walk opens every directory with O_NOFOLLOW; a member is then read by its path.
+    # Someone who can write below the root swaps app/ for a symlink to a directory outside
+    # it between the check of app/ and the open of app/api-key (made deterministic here).
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "api-key").write_text("OUTSIDE-the-root-3c9d")
+    (outside / "db-password").write_text("OUTSIDE-the-root-3c9d")
+    lstat = os.lstat
+
+    def racing_lstat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        result = lstat(path, *args, **kwargs)
+        if str(path) == str(root / "app") and not (root / "app.real").exists():
+            (root / "app").rename(root / "app.real")
+            (root / "app").symlink_to(outside)
+        return result
+
+    monkeypatch.setattr(os, "lstat", racing_lstat)
+    code, details = refused(srv, SELECT_APP)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "outside the local root" in details
+    assert "OUTSIDE-the-root" not in details

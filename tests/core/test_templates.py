@@ -329,6 +329,9 @@ HOSTILE = [
     ("{{ [range] }}", "cannot be written"),
     ("{{ ((values['db/password'] ~ '\\n') * 5000) | indent(1000) }}", "characters"),
     ("{{ (values['db/password'] * 2000) | wordwrap(1, wrapstring='x' * 1000) }}", "characters"),
+    # list + list in one C call, quadratic, holding the GIL (the time bound cannot stop it)
+    ("{{ ([[1]] * 16000) | sum(start=[]) }}", "sum adds numbers"),
+    ("{{ ([[1]] * 16000) | sum(none, []) }}", "sum adds numbers"),
     ("{{ 2 ** 100000 }}", "exponent"),
     (
         "{{ (10 ** 60) * (10 ** 60) * (10 ** 60) * (10 ** 60) * (10 ** 60) * (10 ** 60) * "
@@ -628,3 +631,23 @@ print("after", "jinja2" in sys.modules)
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     ).stdout.split("\n")
     assert out[:2] == ["before False", "after True"], out
+
+
+def test_a_template_id_equal_to_a_selected_member_id_fails_naming_both(
+    local: Server, tmp_path: Path
+) -> None:
+    # A selection's member ids (<id>/<name>) are known only once it is listed, so the
+    # parse-time id check cannot see them; the Mount must, never drop one of the two.
+    (tmp_path / "root" / "conf").mkdir()
+    (tmp_path / "root" / "conf" / "a").write_text("x")
+    params = mount_params(GOOD)
+    params["objects"] += (
+        "\n- {backend: local, select: {directory: conf}, path: conf}\n"
+        "- {template: 'T', path: t, id: conf/a}\n"
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        local.mount("keyferry", params)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = err.value.details() or ""
+    assert "objects[4] (template: t): id 'conf/a' is also the ObjectVersion id of" in details
+    assert "objects[3] (local: select conf)" in details

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from ...dialect import check_keys, collect, load_yaml, parse_bool, require_list
-from ...errors import InvalidArgument, KeyferryError, did_you_mean
+from ...errors import InvalidArgument, KeyferryError, clip, did_you_mean
 from ...files import check_path, directory_clashes, path_problem
 from ...model import Extraction, Mount, ObjectSpec, Output, Plan
 from . import options
@@ -538,6 +538,7 @@ def native_select(
         )
     if is_arn(prefix):
         raise InvalidArgument(f"{where}: select namePrefix is a name prefix, not an ARN")
+    _no_negation(prefix, where, "select namePrefix")
     default = prefix.strip("/") if prefix and not path_problem(prefix.strip("/")) else ""
     selection = AwsSelection("secretsmanager", name_prefix=prefix, tags=tags, **common)
     return selection, default
@@ -578,5 +579,20 @@ def _tags(value: Any, where: str) -> tuple[tuple[str, str], ...]:
         key_text = text(key, where, "tag key").strip()
         if not key_text:
             raise InvalidArgument(f"{where}: a tag key is empty")
-        tags.append((key_text, text(tag, f"{where} {key_text}", key_text)))
+        tag_text = text(tag, f"{where} {key_text}", key_text)
+        _no_negation(key_text, where, "tag key")
+        _no_negation(tag_text, where, "tag value")
+        tags.append((key_text, tag_text))
     return tuple(sorted(tags))
+
+
+def _no_negation(value: str, where: str, what: str) -> None:
+    """ListSecrets reads a filter value starting with '!' as NOT that value, and no secret
+    name, tag key or tag value can start with '!': such a selection would page through every
+    other secret the identity can list, then match none."""
+    if value.startswith("!"):
+        raise InvalidArgument(
+            f"{where}: {what} {clip(value, 80)!r} starts with '!', which ListSecrets "
+            "reads as a negation (every secret NOT matching); Secrets Manager names and tags "
+            "cannot start with '!', so select by the prefix or tag you want"
+        )

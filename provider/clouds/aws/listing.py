@@ -1,7 +1,8 @@
 """``select`` for the ``aws`` backend (:mod:`provider.selection`): list, as the pod.
 
 - Secrets Manager: ``ListSecrets`` (100 a page) with the service's filters — ``name``
-  (a case-sensitive prefix match), ``tag-key`` and ``tag-value`` — then every result is
+  (a case-sensitive prefix match), ``tag-key`` and ``tag-value`` of the first tag a
+  filter value can hold (ASCII only; tags are not) — then every result is
   checked again here: the name must start with the prefix exactly and every tag must be
   on the secret with exactly its value (the service matches tag keys and values each by
   prefix and independently of each other). Secrets scheduled for deletion are left out,
@@ -25,9 +26,12 @@ Past the server's ``max_selected_objects`` the listing stops and the Mount fails
 from __future__ import annotations
 
 import asyncio
+import functools
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import botocore.session
 from botocore import xform_name
 
 from ...backend import Services
@@ -47,6 +51,17 @@ _PERMISSIONS = {
     "GetParametersByPath": "ssm:GetParametersByPath on the path (and kms:Decrypt for SecureString)",
 }
 """What a denied list call needs (IAM actions)."""
+
+
+@functools.cache
+def _filter_value() -> re.Pattern[str]:
+    """What ListSecrets accepts as a filter value (botocore's model of the API)."""
+    model = botocore.session.get_session().get_service_model("secretsmanager")
+    return re.compile(str(model.shape_for("FilterValueStringType").metadata["pattern"]))
+
+
+def _filterable(text: str) -> bool:
+    return len(text) <= 512 and _filter_value().fullmatch(text) is not None
 
 
 class Lister:
@@ -120,8 +135,11 @@ class Lister:
         filters: list[dict[str, Any]] = []
         if query.name_prefix:
             filters.append({"Key": "name", "Values": [query.name_prefix]})
-        if query.tags:  # narrows the listing; each tag is checked exactly below
-            key, value = query.tags[0]
+        # A tag narrows the listing (each is checked exactly below), if ListSecrets can filter
+        # by it: its filter values are ASCII only, tags are not ("café").
+        narrowing = [tag for tag in query.tags if all(map(_filterable, tag))]
+        if narrowing:
+            key, value = narrowing[0]
             filters.append({"Key": "tag-key", "Values": [key]})
             filters.append({"Key": "tag-value", "Values": [value]})
         members: list[Member] = []

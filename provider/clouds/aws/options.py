@@ -78,7 +78,7 @@ def assume_role(fields: Mapping[str, Any], where: str) -> AssumeRole | None:
         )
     duration = CHAINED_MAX_DURATION
     if duration_text:
-        if not duration_text.isdigit():
+        if not (duration_text.isascii() and duration_text.isdigit()):
             raise InvalidArgument(
                 f"{where}: durationSeconds must be a whole number of seconds "
                 f"({MIN_DURATION}..{CHAINED_MAX_DURATION}), got {duration_text[:20]!r}"

@@ -72,6 +72,7 @@ class LocalBackend:
         try:
             fd = self._open(ref, plain_dirs)
             try:
+                self._check_opened(fd, ref)
                 st = os.fstat(fd)
                 if stat.S_ISDIR(st.st_mode):
                     raise IsADirectoryError
@@ -117,6 +118,21 @@ class LocalBackend:
             if exc.errno != errno.ELOOP:  # ELOOP: the file itself is a symlink
                 raise
         return self._open_resolved(ref)
+
+    def _check_opened(self, fd: int, ref: LocalRef) -> None:
+        """Refuse a file opened outside the root. The checks in :meth:`_open` come before
+        the open, so a directory swapped for a symlink in between (by whoever may write
+        below the root) would lead outside; the opened file's own path, as the kernel
+        has it, settles it. Without ``/proc`` (not Linux) the checks before stand alone."""
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return
+        if not real.startswith(f"{self._root_text}/"):
+            raise InvalidArgument(
+                f"local name {ref.path!r} resolves outside the local root (a directory or "
+                "symlink changed while it was read); only files inside the root can be mounted"
+            )
 
     def _open_resolved(self, ref: LocalRef) -> int:
         assert self.root is not None

@@ -110,3 +110,19 @@ def test_get_parameter_history_needs_its_own_permission(proxy: AwsFaults, source
     status, code, message = error(lambda: web.get_parameter_history(Name=name))
     assert (status, code) == (400, "AccessDeniedException")
     assert "ssm:GetParameterHistory" in message
+
+
+def test_list_secrets_refuses_filter_values_outside_the_services_pattern(
+    proxy: AwsFaults, source: Issued
+) -> None:
+    # AWS checks each filter value against ^\!?[a-zA-Z0-9 :_@\/\+\=\.\-\!]*$ (botocore's
+    # model has the pattern, boto3 does not check it): a tag value "café", valid on a
+    # secret, is a ValidationException as a filter value. Moto accepts it; the proxy not.
+    proxy.grant(SOURCE, "secretsmanager:ListSecrets")
+    web = client(proxy, "secretsmanager", source)
+    status, code, message = error(
+        lambda: web.list_secrets(Filters=[{"Key": "tag-value", "Values": ["café"]}])
+    )
+    assert (status, code) == (400, "ValidationException")
+    assert "filters.1.member.values" in message and "regular expression pattern" in message
+    assert "SecretList" in web.list_secrets(Filters=[{"Key": "tag-value", "Values": ["cafe"]}])

@@ -332,6 +332,10 @@ def test_a_name_colliding_with_another_member_fails_naming_both(
         ({"tags": {"team": "a"}}, {}, "'path' is required"),
         ({"tags": "team=a"}, {"path": "t"}, "mapping of tag key to value"),
         ({"recursive": "true"}, {}, "needs 'path' for SSM"),
+        # ListSecrets reads a leading '!' as NOT: every other secret would be paged through
+        ({"namePrefix": "!app/"}, {"path": "s"}, "namePrefix '!app/' starts with '!'"),
+        ({"tags": {"!team": "a"}}, {"path": "s"}, "tag key '!team' starts with '!'"),
+        ({"tags": {"team": "!a"}}, {"path": "s"}, "tag value '!a' starts with '!'"),
     ],
 )
 def test_bad_aws_selections_are_invalid_argument_before_any_call(
@@ -360,3 +364,21 @@ def test_the_sync_controller_mounts_a_selection_without_any_pod_or_node_lookup(
     assert files(sync) == {"s/a": b"a"}
     assert set(kube.requests) == {f"/api/v1/namespaces/{NS}/serviceaccounts/{SA}"}
     assert proxy.count("ListSecrets") == 1
+
+
+def test_a_tag_that_listsecrets_cannot_filter_by_is_checked_here_only(
+    tmp_path: Path, proxy: AwsFaults, kube: FakeKube, prefix: str
+) -> None:
+    # Tag values may hold any letter ("café"); ListSecrets' filter values only ASCII
+    # letters, digits and " :_@/+=.-". Such a tag is left out of the filters (which only
+    # narrow the listing) and checked on each listed secret, like every tag.
+    sm, _ = seed_clients("us-east-1")
+    for name, owner in (("mine", "équipe-é"), ("theirs", "équipe-x")):
+        tags = [{"Key": "owner", "Value": owner}]
+        sm.create_secret(Name=prefix + name, SecretString=name, Tags=tags)
+    proxy.grant(ROLE, LIST_SECRETS)
+    item = {"backend": "aws", "select": {"namePrefix": prefix, "tags": {"owner": "équipe-é"}}}
+    with server(tmp_path, proxy, kube) as srv:
+        resp = mount(srv, native({**item, "path": "s"}))
+    assert files(resp) == {"s/mine": b"mine"}
+    assert proxy.refusals == []
