@@ -69,9 +69,10 @@ class Config:
     cache_ttl_seconds: float = 30.0
     """How long a fetched value is reused for the same identity (0 = coalescing only)."""
     max_selected_objects: int = 100
-    """The most objects one ``select`` of the native dialect may match (at most 1000);
-    more fails the Mount with RESOURCE_EXHAUSTED naming the selection, never a truncated
-    mount. An object's ``maxMatches`` can only lower it."""
+    """The most objects one ``select`` of the native dialect may match, and all the
+    selections of one Mount together (at most 1000); more fails the Mount with
+    RESOURCE_EXHAUSTED naming the selection, never a truncated mount. An object's
+    ``maxMatches`` can only lower it."""
     stale_if_error_seconds: float = 0.0
     """Last-known-good, off at 0: while a backend is unavailable (UNAVAILABLE or
     DEADLINE_EXCEEDED, never a denial or a missing object), a Mount may be served the value

@@ -28,6 +28,7 @@ from .errors import (
     MountFailed,
     NotFound,
     ObjectError,
+    ResourceExhausted,
 )
 from .model import (
     Deadline,
@@ -263,6 +264,14 @@ class Pipeline:
                 except KeyferryError as exc:
                     listing = exc
             out[i] = listing
+        total = sum(len(listing) for listing in out.values() if not isinstance(listing, Exception))
+        if total > limit and len(out) > 1:  # the cap bounds what one Mount reads and holds
+            over = ResourceExhausted(
+                f"the selections of this class match {total} objects together, over the "
+                f"server's max_selected_objects ({limit}), which bounds one Mount; narrow the "
+                "selections or raise max_selected_objects (nothing was mounted)"
+            )
+            out = {i: over if not isinstance(v, Exception) else v for i, v in out.items()}
         return out
 
     async def _per_backend(

@@ -129,6 +129,22 @@ def test_more_matches_than_the_cap_fail_naming_the_count_and_the_setting(
     assert "more than 1 objects" in details and "max_selected_objects" in details
 
 
+def test_the_cap_bounds_all_the_selections_of_a_mount_together(
+    serve: Callable[..., Server], root: Path
+) -> None:
+    """Each selection under the cap, together over it: the cap bounds what one Mount
+    reads and holds, or K selections would read K times the cap."""
+    s = serve(local_root=root, max_selected_objects=2)
+    app = "- {backend: local, select: {directory: app}, path: a}"
+    nested = "- {backend: local, select: {directory: app/nested}, path: n}"
+    assert len(files_of(s.mount("keyferry", objects(app)))) == 2
+    assert len(files_of(s.mount("keyferry", objects(nested)))) == 1
+    code, details = refused(s, objects(f"{app}\n{nested}"))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "the selections of this class match 3 objects together" in details
+    assert "max_selected_objects (2)" in details
+
+
 def test_max_matches_lowers_the_cap_for_one_object(srv: Server) -> None:
     item = "- {backend: local, select: {directory: app}, path: s, maxMatches: 1}"
     code, details = refused(srv, objects(item))

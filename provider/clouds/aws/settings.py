@@ -29,8 +29,9 @@ backends:
 
 from __future__ import annotations
 
-import fnmatch
+import functools
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,8 +81,9 @@ class AwsSettings:
     allow_role_chaining: bool = False
     """Objects may name an ``assumeRoleArn``: the pod's credentials assume that role."""
     role_chaining_roles: str = "*"
-    """With ``allow_role_chaining``: the role ARNs objects may assume, comma-separated globs
-    (``arn:aws:iam::210987654321:role/*``); ``*`` allows any role."""
+    """With ``allow_role_chaining``: the role ARNs objects may assume, comma-separated, with
+    IAM's wildcards (``arn:aws:iam::210987654321:role/*``): ``*`` any characters, ``/``
+    included (a role's path is part of its name), ``?`` one; ``*`` alone allows any role."""
     app_id: str = "keyferry"
     ca_bundle: str = ""
     """CA bundle for AWS endpoints; empty: the system's."""
@@ -89,11 +91,18 @@ class AwsSettings:
     def may_assume(self, role_arn: str) -> bool:
         """Whether ``role_arn`` matches ``role_chaining_roles``."""
         patterns = [p.strip() for p in self.role_chaining_roles.split(",") if p.strip()]
-        return any(fnmatch.fnmatchcase(role_arn, p) for p in patterns)
+        return any(_iam_wildcard(p).fullmatch(role_arn) for p in patterns)
 
     def endpoint(self, service: str, region: str) -> str | None:
         url = self.endpoints.get(service) or self.endpoint_url
         return url.replace("{region}", region) if url else None
+
+
+@functools.lru_cache(maxsize=64)
+def _iam_wildcard(pattern: str) -> re.Pattern[str]:
+    """An ARN pattern as IAM reads one: ``*`` any run of characters, ``?`` one, the rest
+    literal (no character classes, unlike fnmatch)."""
+    return re.compile(re.escape(pattern).replace(r"\*", ".*").replace(r"\?", "."), re.S)
 
 
 _AGENT_KEYS = ("ipv4_url", "ipv6_url", "timeout_seconds")

@@ -82,3 +82,27 @@ def test_network_errors_may_fail_over() -> None:
 
     failure = classify(EndpointConnectionError(endpoint_url="http://x"), "what")
     assert failure.transient and failure.error.code is Code.UNAVAILABLE
+
+
+@pytest.mark.parametrize(
+    ("patterns", "role", "allowed"),
+    [
+        ("*", "arn:aws:iam::210987654321:role/any", True),
+        ("arn:aws:iam::210987654321:role/*", "arn:aws:iam::210987654321:role/reader", True),
+        ("arn:aws:iam::210987654321:role/*", "arn:aws:iam::111111111111:role/reader", False),
+        # as in IAM policies, '*' spans '/': a path is part of the role's name
+        ("arn:aws:iam::210987654321:role/app-*", "arn:aws:iam::210987654321:role/app-x/y", True),
+        ("arn:aws:iam::210987654321:role/app-?", "arn:aws:iam::210987654321:role/app-1", True),
+        ("arn:aws:iam::210987654321:role/app-?", "arn:aws:iam::210987654321:role/app-12", False),
+        # IAM has no character classes: '[' is itself (fnmatch would read a class)
+        ("arn:aws:iam::210987654321:role/[ab]", "arn:aws:iam::210987654321:role/a", False),
+        ("arn:aws:iam::210987654321:role/[ab]", "arn:aws:iam::210987654321:role/[ab]", True),
+        # case matters, as it does in an ARN
+        ("arn:aws:iam::210987654321:role/Reader", "arn:aws:iam::210987654321:role/reader", False),
+        (" arn:aws:iam::1:role/a , arn:aws:iam::2:role/b ", "arn:aws:iam::2:role/b", True),
+    ],
+)
+def test_role_chaining_roles_match_as_iam_wildcards(
+    patterns: str, role: str, allowed: bool
+) -> None:
+    assert AwsSettings(role_chaining_roles=patterns).may_assume(role) is allowed
