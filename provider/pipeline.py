@@ -60,6 +60,12 @@ def make_plan(mount: Mount) -> Plan:
     """Parse the parameters with the socket's dialect and check every output path,
     before anything is fetched."""
     plan: Plan = registry.dialect_module(mount.dialect).parse(mount)
+    if not plan.objects and plan.templates:
+        raise InvalidArgument(
+            "the SecretProviderClass has template objects only; a template renders the "
+            "outputs of the class's other objects: add the objects it reads (with write: "
+            "false to keep them out of the volume)"
+        )
     if not plan.objects:
         raise InvalidArgument(
             "the SecretProviderClass selects no objects; the driver would fail the mount "

@@ -651,3 +651,12 @@ def test_a_template_id_equal_to_a_selected_member_id_fails_naming_both(
     details = err.value.details() or ""
     assert "objects[4] (template: t): id 'conf/a' is also the ObjectVersion id of" in details
     assert "objects[3] (local: select conf)" in details
+
+
+def test_a_class_of_templates_only_says_what_a_template_needs() -> None:
+    mount = Mount(pod=Pod(), parameters={"objects": "- {template: 'static', path: a}"})
+    with pytest.raises(KeyferryError) as err:
+        make_plan(mount)
+    assert err.value.code is Code.INVALID_ARGUMENT
+    assert "template objects only" in err.value.message
+    assert "add the objects it reads" in err.value.message
