@@ -666,3 +666,301 @@ def test_azure_missing_object_fails_the_mount(
     assert "key 'signing-key' in vault 'my-kv'" in got.message
     assert "hunter2" not in got.grpc_error
     assert got.object_versions == {} and list(target.iterdir()) == []
+
+
+# -- issue 13's features through the driver -------------------------------------------
+
+
+def remount(
+    sock: Path,
+    params: dict[str, str],
+    target: Path,
+    previous: Mounted,
+    tokens: dict[str, str] | None = None,
+) -> Mounted:
+    """The driver's rotation: the same class into the same target, with the versions it
+    recorded at the last mount as ``currentObjectVersion``."""
+    return mount(
+        sock, params, target, pod=DEFAULT_POD, tokens=tokens, old_versions=previous.object_versions
+    )
+
+
+def test_keyferry_local_recursive_selection_and_its_rotation(
+    tmp_path: Path, kube: FakeKube
+) -> None:
+    """Nested member names (``tls/ca.crt``) become nested files in the driver's volume,
+    and per-member ObjectVersion ids contain ``/``; adding and removing a file is a
+    rotation the driver applies (new ``..data``), an unchanged one keeps ``..data``."""
+    root = tmp_path / "root"
+    certs = root / "bundle"
+    (certs / "tls" / "old").mkdir(parents=True)
+    (certs / "tls" / "ca.crt").write_bytes(b"-----CA-----\n")
+    (certs / "tls" / "old" / "server.key").write_bytes(b"key-v1")
+    (certs / "app.conf").write_bytes(b"mode=prod\n")
+    (root / "plain").write_bytes(b"plain")
+    params = {
+        "objects": """
+- backend: local
+  select: {directory: bundle, recursive: true}
+  path: certs
+  id: bundle
+  mode: "0440"
+- backend: local
+  name: plain
+"""
+    }
+    target = tmp_path / "target"
+    with running_server(tmp_path, local_root=root, kubernetes=kube.settings()) as srv:
+        sock = srv.socket("keyferry")
+        first = mount(sock, params, target, pod=DEFAULT_POD)
+        assert first.ok, first.error
+        before = volume(target)
+        assert before.files == {
+            "certs/tls/ca.crt": (b"-----CA-----\n", 0o440),
+            "certs/tls/old/server.key": (b"key-v1", 0o440),
+            "certs/app.conf": (b"mode=prod\n", 0o440),
+            "plain": (b"plain", 0o644),
+        }
+        assert sorted(p.name for p in target.iterdir() if p.is_symlink()) == [
+            "..data",
+            "certs",
+            "plain",
+        ]
+        assert first.written == {p: f"0{m:o}" for p, (_, m) in before.files.items()}
+        versions = first.object_versions
+        assert sorted(versions) == [
+            "bundle",
+            "bundle/app.conf",
+            "bundle/tls/ca.crt",
+            "bundle/tls/old/server.key",
+            "plain",
+        ]
+        assert all(v.startswith("hmac-sha256:") for v in versions.values())
+        assert_unchanged(target, before, remount(sock, params, target, first))
+
+        (certs / "tls" / "old" / "server.key").unlink()
+        (certs / "tls" / "old").rmdir()
+        (certs / "tls" / "new.pem").write_bytes(b"new")
+        second = remount(sock, params, target, first)
+        assert second.ok, second.error
+        after = volume(target)
+        assert_swapped(target, before, after)
+        assert after.files == {
+            "certs/tls/ca.crt": (b"-----CA-----\n", 0o440),
+            "certs/tls/new.pem": (b"new", 0o440),
+            "certs/app.conf": (b"mode=prod\n", 0o440),
+            "plain": (b"plain", 0o644),
+        }
+        assert not (target / "certs" / "tls" / "old").exists()
+        assert sorted(second.object_versions) == [
+            "bundle",
+            "bundle/app.conf",
+            "bundle/tls/ca.crt",
+            "bundle/tls/new.pem",
+            "plain",
+        ]
+        assert second.object_versions["bundle"] != versions["bundle"]
+        for same in ("bundle/app.conf", "bundle/tls/ca.crt", "plain"):
+            assert second.object_versions[same] == versions[same]
+        assert_unchanged(target, after, remount(sock, params, target, second))
+    assert sum(kube.requests.values()) == 0
+
+
+def test_keyferry_aws_prefix_selection_with_irsa_and_an_added_member(
+    tmp_path: Path, kube: FakeKube, proxy: AwsFaults
+) -> None:
+    sm, _ = seed_clients("eu-west-1")
+    prefix = f"sel-{uuid.uuid4().hex[:8]}/"
+    made = {
+        rel: sm.create_secret(Name=prefix + rel, SecretString=f"value-{rel}")["VersionId"]
+        for rel in ("db-password", "nested/api-key")
+    }
+    sm.create_secret(Name=prefix.rstrip("/") + "-sibling", SecretString="not below the prefix")
+    proxy.grant(ROLE, "secretsmanager:ListSecrets")
+    params = {
+        "objects": json.dumps(
+            [
+                {
+                    "backend": "aws",
+                    "region": "eu-west-1",
+                    "select": {"namePrefix": prefix},
+                    "path": "app",
+                    "mode": "0400",
+                }
+            ]
+        )
+    }
+    tokens = {AWS_AUD: ISSUER.pod_token(AWS_AUD, NS, KSA)}
+    target = tmp_path / "target"
+    with running_server(
+        tmp_path,
+        providers="keyferry",
+        backends={"aws": {"endpoint_url": proxy.url}},
+        kubernetes=kube.settings(),
+        cache_ttl_seconds=0,
+    ) as srv:
+        sock = srv.socket("keyferry")
+        first = mount(sock, params, target, pod=DEFAULT_POD, tokens=tokens)
+        assert first.ok, first.error
+        before = volume(target)
+        assert before.files == {f"app/{rel}": (f"value-{rel}".encode(), 0o400) for rel in made}
+        assert {k: v for k, v in first.object_versions.items() if k != "app"} == {
+            f"app/{rel}": v for rel, v in made.items()
+        }
+        assert first.object_versions["app"].startswith("hmac-sha256:")
+        (sts,) = proxy.sts_calls()
+        assert sts["RoleArn"] == ROLE
+        # per Mount: one ListSecrets page, one BatchGetSecretValue for the matches
+        assert proxy.count("ListSecrets") == 1 and proxy.count("BatchGetSecretValue") == 1
+        assert_unchanged(target, before, remount(sock, params, target, first, tokens))
+
+        made["added"] = sm.create_secret(Name=prefix + "added", SecretString="value-added")[
+            "VersionId"
+        ]
+        second = remount(sock, params, target, first, tokens)
+        assert second.ok, second.error
+        after = volume(target)
+        assert_swapped(target, before, after)
+        assert after.files == {**before.files, "app/added": (b"value-added", 0o400)}
+        assert second.object_versions["app/added"] == made["added"]
+        assert second.object_versions["app"] != first.object_versions["app"]
+        assert proxy.count("ListSecrets") == 3 and proxy.count("BatchGetSecretValue") == 3
+
+
+TEMPLATE_CLASS = """
+- backend: local
+  name: db.json
+  write: false
+  extract:
+    - {path: db/user, jsonKey: user}
+    - {path: db/password, jsonKey: password}
+- backend: aws
+  service: secretsmanager
+  name: %s
+  region: eu-west-1
+  path: api-token
+  write: false
+- template: %s
+  path: app.env
+  mode: "0600"
+"""
+
+ENV_TEMPLATE = (
+    "DB_USER={{ values['db/user'] | shellquote }}\n"
+    "DB_PASSWORD={{ values['db/password'] | shellquote }}\n"
+    "API_TOKEN={{ values['api-token'] | shellquote }}\n"
+)
+
+
+def test_keyferry_template_env_file_its_rotation_and_a_bound(
+    tmp_path: Path, kube: FakeKube, proxy: AwsFaults
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "db.json").write_text('{"user": "app", "password": "pw 1"}')
+    sm, _ = seed_clients("eu-west-1")
+    name = f"api-{uuid.uuid4().hex[:8]}"
+    made = sm.create_secret(Name=name, SecretString="tok-1")
+    params = {"objects": TEMPLATE_CLASS % (name, json.dumps(ENV_TEMPLATE))}
+    tokens = {AWS_AUD: ISSUER.pod_token(AWS_AUD, NS, KSA)}
+    target = tmp_path / "target"
+    with running_server(
+        tmp_path,
+        providers="keyferry",
+        backends={"aws": {"endpoint_url": proxy.url}},
+        local_root=root,
+        kubernetes=kube.settings(),
+        cache_ttl_seconds=0,
+    ) as srv:
+        sock = srv.socket("keyferry")
+        first = mount(sock, params, target, pod=DEFAULT_POD, tokens=tokens)
+        assert first.ok, first.error
+        before = volume(target)
+        assert before.files == {
+            "app.env": (b"DB_USER=app\nDB_PASSWORD='pw 1'\nAPI_TOKEN=tok-1\n", 0o600)
+        }
+        assert sorted(p.name for p in target.iterdir()) == sorted(
+            ["..data", before.data_dir, "app.env"]
+        )
+        assert first.written == {"app.env": "0600"}
+        # the unwritten inputs still report their versions, so their rotation is seen
+        assert sorted(first.object_versions) == ["api-token", "app.env", "db/user"]
+        assert first.object_versions["api-token"] == made["VersionId"]
+        assert_unchanged(target, before, remount(sock, params, target, first, tokens))
+
+        sm.put_secret_value(SecretId=name, SecretString="tok-2")
+        second = remount(sock, params, target, first, tokens)
+        assert second.ok, second.error
+        after = volume(target)
+        assert_swapped(target, before, after)
+        assert after.files == {
+            "app.env": (b"DB_USER=app\nDB_PASSWORD='pw 1'\nAPI_TOKEN=tok-2\n", 0o600)
+        }
+        changed = {
+            k
+            for k in first.object_versions
+            if second.object_versions[k] != first.object_versions[k]
+        }
+        assert changed == {"api-token", "app.env"}
+
+        loop = "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}"
+        bad = {"objects": TEMPLATE_CLASS % (name, json.dumps(loop + ENV_TEMPLATE))}
+        failed = remount(sock, bad, target, second, tokens)
+        assert not failed.ok and failed.error_code == "GRPCProviderError"
+        assert failed.code == "ResourceExhausted", failed.grpc_error
+        assert "objects[2] (template: app.env): line 1:" in failed.message
+        assert "loop" in failed.message
+        for value in ("pw 1", "tok-2", "tok-1"):
+            assert value not in failed.grpc_error
+        assert volume(target) == after
+
+
+def test_keyferry_aws_version_history_and_its_rotation(
+    tmp_path: Path, kube: FakeKube, proxy: AwsFaults
+) -> None:
+    sm, _ = seed_clients("eu-west-1")
+    name = f"hist-{uuid.uuid4().hex[:8]}"
+    v1 = sm.create_secret(Name=name, SecretString="pw-1")["VersionId"]
+    v2 = sm.put_secret_value(SecretId=name, SecretString="pw-2")["VersionId"]
+    params = {
+        "objects": f"""
+- backend: aws
+  service: secretsmanager
+  name: {name}
+  region: eu-west-1
+  path: db/password
+  mode: "0400"
+  versionHistory: 2
+"""
+    }
+    tokens = {AWS_AUD: ISSUER.pod_token(AWS_AUD, NS, KSA)}
+    target = tmp_path / "target"
+    with running_server(
+        tmp_path,
+        providers="keyferry",
+        backends={"aws": {"endpoint_url": proxy.url}},
+        kubernetes=kube.settings(),
+        cache_ttl_seconds=0,
+    ) as srv:
+        sock = srv.socket("keyferry")
+        first = mount(sock, params, target, pod=DEFAULT_POD, tokens=tokens)
+        assert first.ok, first.error
+        before = volume(target)
+        assert before.files == {
+            "db/password/0": (b"pw-2", 0o400),
+            "db/password/1": (b"pw-1", 0o400),
+        }
+        assert first.object_versions == {"db/password/0": v2, "db/password/1": v1}
+        assert proxy.count("ListSecretVersionIds") == 1 and proxy.count("GetSecretValue") == 2
+        assert_unchanged(target, before, remount(sock, params, target, first, tokens))
+
+        v3 = sm.put_secret_value(SecretId=name, SecretString="pw-3")["VersionId"]
+        second = remount(sock, params, target, first, tokens)
+        assert second.ok, second.error
+        after = volume(target)
+        assert_swapped(target, before, after)
+        assert after.files == {
+            "db/password/0": (b"pw-3", 0o400),
+            "db/password/1": (b"pw-2", 0o400),
+        }
+        assert second.object_versions == {"db/password/0": v3, "db/password/1": v2}
