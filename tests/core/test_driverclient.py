@@ -763,6 +763,12 @@ def test_keyferry_local_recursive_selection_and_its_rotation(
         for same in ("bundle/app.conf", "bundle/tls/ca.crt", "plain"):
             assert second.object_versions[same] == versions[same]
         assert_unchanged(target, after, remount(sock, params, target, second))
+
+        capped = {"objects": params["objects"].replace('mode: "0440"', 'maxMatches: "2"')}
+        over = remount(sock, capped, target, second)
+        assert not over.ok and over.code == "ResourceExhausted", over.grpc_error
+        assert "maxMatches" in over.message and "3" in over.message
+        assert volume(target) == after
     assert sum(kube.requests.values()) == 0
 
 
@@ -825,6 +831,16 @@ def test_keyferry_aws_prefix_selection_with_irsa_and_an_added_member(
         assert second.object_versions["app/added"] == made["added"]
         assert second.object_versions["app"] != first.object_versions["app"]
         assert proxy.count("ListSecrets") == 3 and proxy.count("BatchGetSecretValue") == 3
+
+        # a member whose name would leave the directory fails the mount, naming it; the
+        # driver keeps the volume as it was
+        sm.create_secret(Name=prefix + "../escape", SecretString="value-escape")
+        hostile = remount(sock, params, target, second, tokens)
+        assert not hostile.ok and hostile.code == "InvalidArgument", hostile.grpc_error
+        assert "objects[0] (aws: select " in hostile.message  # which selection, then which name
+        assert "selected object '../escape' cannot be written" in hostile.message
+        assert "value-" not in hostile.grpc_error
+        assert volume(target) == after
 
 
 TEMPLATE_CLASS = """
