@@ -32,6 +32,8 @@ from keyferry_fakes.kube import FakeKube
 from keyferry_fakes.oidc import ISSUER
 from provider.cli import manifest
 from tests import REPO
+from tests.clouds.aws.test_e2e import irsa
+from tests.clouds.aws.test_templates import server as aws_server
 from tests.driver import Mounted, Volume, mount, requires_driverclient, volume
 
 pytestmark = requires_driverclient
@@ -685,6 +687,31 @@ def remount(
     )
 
 
+def first_mount(
+    sock: Path, params: dict[str, str], target: Path, tokens: dict[str, str] | None = None
+) -> tuple[Mounted, Volume]:
+    """The pod's first mount, which must succeed, and the volume the driver wrote."""
+    first = mount(sock, params, target, pod=DEFAULT_POD, tokens=tokens)
+    assert first.ok, first.error
+    return first, volume(target)
+
+
+def rotate(
+    sock: Path,
+    params: dict[str, str],
+    target: Path,
+    previous: Mounted,
+    before: Volume,
+    tokens: dict[str, str] | None = None,
+) -> tuple[Mounted, Volume]:
+    """A rotation that changed something: it succeeds and the driver swaps ``..data``."""
+    again = remount(sock, params, target, previous, tokens)
+    assert again.ok, again.error
+    after = volume(target)
+    assert_swapped(target, before, after)
+    return again, after
+
+
 def test_keyferry_local_recursive_selection_and_its_rotation(
     tmp_path: Path, kube: FakeKube
 ) -> None:
@@ -712,9 +739,7 @@ def test_keyferry_local_recursive_selection_and_its_rotation(
     target = tmp_path / "target"
     with running_server(tmp_path, local_root=root, kubernetes=kube.settings()) as srv:
         sock = srv.socket("keyferry")
-        first = mount(sock, params, target, pod=DEFAULT_POD)
-        assert first.ok, first.error
-        before = volume(target)
+        first, before = first_mount(sock, params, target)
         assert before.files == {
             "certs/tls/ca.crt": (b"-----CA-----\n", 0o440),
             "certs/tls/old/server.key": (b"key-v1", 0o440),
@@ -741,10 +766,7 @@ def test_keyferry_local_recursive_selection_and_its_rotation(
         (certs / "tls" / "old" / "server.key").unlink()
         (certs / "tls" / "old").rmdir()
         (certs / "tls" / "new.pem").write_bytes(b"new")
-        second = remount(sock, params, target, first)
-        assert second.ok, second.error
-        after = volume(target)
-        assert_swapped(target, before, after)
+        second, after = rotate(sock, params, target, first, before)
         assert after.files == {
             "certs/tls/ca.crt": (b"-----CA-----\n", 0o440),
             "certs/tls/new.pem": (b"new", 0o440),
@@ -796,19 +818,11 @@ def test_keyferry_aws_prefix_selection_with_irsa_and_an_added_member(
             ]
         )
     }
-    tokens = {AWS_AUD: ISSUER.pod_token(AWS_AUD, NS, KSA)}
+    tokens = irsa()
     target = tmp_path / "target"
-    with running_server(
-        tmp_path,
-        providers="keyferry",
-        backends={"aws": {"endpoint_url": proxy.url}},
-        kubernetes=kube.settings(),
-        cache_ttl_seconds=0,
-    ) as srv:
+    with aws_server(tmp_path, proxy, kube) as srv:
         sock = srv.socket("keyferry")
-        first = mount(sock, params, target, pod=DEFAULT_POD, tokens=tokens)
-        assert first.ok, first.error
-        before = volume(target)
+        first, before = first_mount(sock, params, target, tokens)
         assert before.files == {f"app/{rel}": (f"value-{rel}".encode(), 0o400) for rel in made}
         assert {k: v for k, v in first.object_versions.items() if k != "app"} == {
             f"app/{rel}": v for rel, v in made.items()
@@ -823,10 +837,7 @@ def test_keyferry_aws_prefix_selection_with_irsa_and_an_added_member(
         made["added"] = sm.create_secret(Name=prefix + "added", SecretString="value-added")[
             "VersionId"
         ]
-        second = remount(sock, params, target, first, tokens)
-        assert second.ok, second.error
-        after = volume(target)
-        assert_swapped(target, before, after)
+        second, after = rotate(sock, params, target, first, before, tokens)
         assert after.files == {**before.files, "app/added": (b"value-added", 0o400)}
         assert second.object_versions["app/added"] == made["added"]
         assert second.object_versions["app"] != first.object_versions["app"]
@@ -843,23 +854,15 @@ def test_keyferry_aws_prefix_selection_with_irsa_and_an_added_member(
         assert volume(target) == after
 
 
-TEMPLATE_CLASS = """
-- backend: local
-  name: db.json
-  write: false
-  extract:
-    - {path: db/user, jsonKey: user}
-    - {path: db/password, jsonKey: password}
-- backend: aws
-  service: secretsmanager
-  name: %s
-  region: eu-west-1
-  path: api-token
-  write: false
-- template: %s
-  path: app.env
-  mode: "0600"
-"""
+def template_class(secret: str, template: str) -> dict[str, str]:
+    """A .env rendered from a local JSON file's keys and a Secrets Manager secret, both
+    fetched for the template only (``write: false``)."""
+    db = {"backend": "local", "name": "db.json", "write": False}
+    db["extract"] = [{"path": f"db/{k}", "jsonKey": k} for k in ("user", "password")]
+    api = {"backend": "aws", "service": "secretsmanager", "name": secret, "region": "eu-west-1"}
+    env = {"template": template, "path": "app.env", "mode": "0600"}
+    return {"objects": json.dumps([db, {**api, "path": "api-token", "write": False}, env])}
+
 
 ENV_TEMPLATE = (
     "DB_USER={{ values['db/user'] | shellquote }}\n"
@@ -871,27 +874,17 @@ ENV_TEMPLATE = (
 def test_keyferry_template_env_file_its_rotation_and_a_bound(
     tmp_path: Path, kube: FakeKube, proxy: AwsFaults
 ) -> None:
-    root = tmp_path / "root"
-    root.mkdir()
-    (root / "db.json").write_text('{"user": "app", "password": "pw 1"}')
     sm, _ = seed_clients("eu-west-1")
     name = f"api-{uuid.uuid4().hex[:8]}"
     made = sm.create_secret(Name=name, SecretString="tok-1")
-    params = {"objects": TEMPLATE_CLASS % (name, json.dumps(ENV_TEMPLATE))}
-    tokens = {AWS_AUD: ISSUER.pod_token(AWS_AUD, NS, KSA)}
+    (root := tmp_path / "root").mkdir()
+    (root / "db.json").write_text('{"user": "app", "password": "pw 1"}')
+    params = template_class(name, ENV_TEMPLATE)
+    tokens = irsa()
     target = tmp_path / "target"
-    with running_server(
-        tmp_path,
-        providers="keyferry",
-        backends={"aws": {"endpoint_url": proxy.url}},
-        local_root=root,
-        kubernetes=kube.settings(),
-        cache_ttl_seconds=0,
-    ) as srv:
+    with aws_server(tmp_path, proxy, kube, root) as srv:
         sock = srv.socket("keyferry")
-        first = mount(sock, params, target, pod=DEFAULT_POD, tokens=tokens)
-        assert first.ok, first.error
-        before = volume(target)
+        first, before = first_mount(sock, params, target, tokens)
         assert before.files == {
             "app.env": (b"DB_USER=app\nDB_PASSWORD='pw 1'\nAPI_TOKEN=tok-1\n", 0o600)
         }
@@ -905,10 +898,7 @@ def test_keyferry_template_env_file_its_rotation_and_a_bound(
         assert_unchanged(target, before, remount(sock, params, target, first, tokens))
 
         sm.put_secret_value(SecretId=name, SecretString="tok-2")
-        second = remount(sock, params, target, first, tokens)
-        assert second.ok, second.error
-        after = volume(target)
-        assert_swapped(target, before, after)
+        second, after = rotate(sock, params, target, first, before, tokens)
         assert after.files == {
             "app.env": (b"DB_USER=app\nDB_PASSWORD='pw 1'\nAPI_TOKEN=tok-2\n", 0o600)
         }
@@ -920,7 +910,7 @@ def test_keyferry_template_env_file_its_rotation_and_a_bound(
         assert changed == {"api-token", "app.env"}
 
         loop = "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}"
-        bad = {"objects": TEMPLATE_CLASS % (name, json.dumps(loop + ENV_TEMPLATE))}
+        bad = template_class(name, loop + ENV_TEMPLATE)
         failed = remount(sock, bad, target, second, tokens)
         assert not failed.ok and failed.error_code == "GRPCProviderError"
         assert failed.code == "ResourceExhausted", failed.grpc_error
@@ -949,19 +939,11 @@ def test_keyferry_aws_version_history_and_its_rotation(
   versionHistory: 2
 """
     }
-    tokens = {AWS_AUD: ISSUER.pod_token(AWS_AUD, NS, KSA)}
+    tokens = irsa()
     target = tmp_path / "target"
-    with running_server(
-        tmp_path,
-        providers="keyferry",
-        backends={"aws": {"endpoint_url": proxy.url}},
-        kubernetes=kube.settings(),
-        cache_ttl_seconds=0,
-    ) as srv:
+    with aws_server(tmp_path, proxy, kube) as srv:
         sock = srv.socket("keyferry")
-        first = mount(sock, params, target, pod=DEFAULT_POD, tokens=tokens)
-        assert first.ok, first.error
-        before = volume(target)
+        first, before = first_mount(sock, params, target, tokens)
         assert before.files == {
             "db/password/0": (b"pw-2", 0o400),
             "db/password/1": (b"pw-1", 0o400),
@@ -971,10 +953,7 @@ def test_keyferry_aws_version_history_and_its_rotation(
         assert_unchanged(target, before, remount(sock, params, target, first, tokens))
 
         v3 = sm.put_secret_value(SecretId=name, SecretString="pw-3")["VersionId"]
-        second = remount(sock, params, target, first, tokens)
-        assert second.ok, second.error
-        after = volume(target)
-        assert_swapped(target, before, after)
+        second, after = rotate(sock, params, target, first, before, tokens)
         assert after.files == {
             "db/password/0": (b"pw-3", 0o400),
             "db/password/1": (b"pw-2", 0o400),
