@@ -13,11 +13,14 @@ recorded versions, as the driver's rotation reconciler does.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -959,3 +962,102 @@ def test_keyferry_aws_version_history_and_its_rotation(
             "db/password/1": (b"pw-2", 0o400),
         }
         assert second.object_versions == {"db/password/0": v3, "db/password/1": v2}
+
+
+@contextlib.contextmanager
+def native_server(tmp_path: Path, kube: FakeKube, **backends: Any) -> Iterator[Path]:
+    """keyferry with only its native socket and these backend settings, no value cache
+    (each mount reads the store, as a rotation past cache_ttl_seconds does)."""
+    with running_server(
+        tmp_path,
+        providers="keyferry",
+        backends=backends,
+        kubernetes=kube.settings(),
+        cache_ttl_seconds=0,
+    ) as srv:
+        yield srv.socket("keyferry")
+
+
+def test_gcp_label_selection_denied_then_granted_and_an_added_secret(
+    tmp_path: Path, kube: FakeKube, stack: GoogleStack
+) -> None:
+    sm = stack.secret_manager
+    sm.add_version("my-project", "web-db", b"db-1", labels={"app": "web"})
+    sm.add_version("my-project", "web-api", b"api-1", labels={"app": "web", "tier": "x"})
+    sm.add_version("my-project", "batch", b"batch", labels={"app": "batch"})
+    params = {
+        "objects": "- {backend: gcp, select: {project: my-project, labels: {app: web}}, "
+        "path: web, mode: '0440'}"
+    }
+    tokens = gcp_tokens(stack)
+    target = tmp_path / "target"
+    with native_server(tmp_path, kube, gcp=stack.settings()) as sock:
+        # secretAccessor reads values but cannot list: the driver's mount fails clearly
+        denied = mount(sock, params, target, pod=DEFAULT_POD, tokens=tokens)
+        assert not denied.ok and denied.code == "PermissionDenied", denied.grpc_error
+        assert "roles/secretmanager.viewer" in denied.message
+        assert list(target.iterdir()) == []
+
+        stack.google.grant(
+            "projects/my-project", "roles/secretmanager.viewer", f"serviceAccount:{GSA}"
+        )
+        first, before = first_mount(sock, params, target, tokens)
+        assert before.files == {"web/web-db": (b"db-1", 0o440), "web/web-api": (b"api-1", 0o440)}
+        assert {k: v for k, v in first.object_versions.items() if k != "web"} == {
+            f"web/{s}": f"{GCP_VERSIONS}/secrets/{s}/versions/1" for s in ("web-db", "web-api")
+        }
+        assert_unchanged(target, before, remount(sock, params, target, first, tokens))
+
+        sm.add_version("my-project", "web-new", b"new-1", labels={"app": "web"})
+        sm.add_version("my-project", "web-db", b"db-2")
+        second, after = rotate(sock, params, target, first, before, tokens)
+        assert after.files == {
+            "web/web-db": (b"db-2", 0o440),
+            "web/web-api": (b"api-1", 0o440),
+            "web/web-new": (b"new-1", 0o440),
+        }
+        assert second.object_versions["web/web-db"] == f"{GCP_VERSIONS}/secrets/web-db/versions/2"
+
+
+def test_azure_prefix_selection_denied_then_granted_and_a_removed_secret(
+    tmp_path: Path, kube: FakeKube, azure: FakeAzure
+) -> None:
+    vault = azure.vault
+    made = {n: vault.add_secret("my-kv", n, f"{n}-value") for n in ("app-db", "app-api", "other")}
+    vault.revoke("my-kv", AZURE_CLIENT)
+    vault.grant("my-kv", "secrets", AZURE_CLIENT, operations=("get",))
+    params = {
+        "objects": json.dumps(
+            [
+                {
+                    "backend": "azure",
+                    "vault": "my-kv",
+                    "tenantID": TENANT,
+                    "clientID": AZURE_CLIENT,
+                    "select": {"namePrefix": "app-"},
+                    "path": "app",
+                }
+            ]
+        )
+    }
+    target = tmp_path / "target"
+    with native_server(tmp_path, kube, azure=azure.settings(retry_backoff_factor=0.01)) as sock:
+        denied = mount(sock, params, target, pod=DEFAULT_POD, tokens=azure_tokens())
+        assert not denied.ok and denied.code == "PermissionDenied", denied.grpc_error
+        assert "my-kv" in denied.message and "list" in denied.message
+        assert list(target.iterdir()) == []
+
+        vault.grant("my-kv", "secrets", AZURE_CLIENT, operations=("list",))
+        first, before = first_mount(sock, params, target, azure_tokens())
+        assert before.files == {
+            "app/app-db": (b"app-db-value", 0o644),
+            "app/app-api": (b"app-api-value", 0o644),
+        }
+        assert {k: v for k, v in first.object_versions.items() if k != "app"} == {
+            f"app/{n}": made[n] for n in ("app-db", "app-api")
+        }
+        vault.set_enabled("my-kv", "secrets", "app-api", made["app-api"], False)
+        second, after = rotate(sock, params, target, first, before, azure_tokens())
+        assert after.files == {"app/app-db": (b"app-db-value", 0o644)}
+        assert not (target / "app" / "app-api").exists()
+        assert sorted(second.object_versions) == ["app", "app/app-db"]
