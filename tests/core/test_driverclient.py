@@ -20,7 +20,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import pytest
 import yaml
@@ -36,6 +36,7 @@ from keyferry_fakes.oidc import ISSUER
 from provider.cli import manifest
 from tests import REPO
 from tests.clouds.aws.test_e2e import irsa
+from tests.clouds.aws.test_roles import OTHER_ACCOUNT, TARGET, assume_calls, cross_account_secret
 from tests.clouds.aws.test_templates import server as aws_server
 from tests.driver import Mounted, Volume, mount, requires_driverclient, volume
 
@@ -788,6 +789,10 @@ def test_keyferry_local_recursive_selection_and_its_rotation(
         for same in ("bundle/app.conf", "bundle/tls/ca.crt", "plain"):
             assert second.object_versions[same] == versions[same]
         assert_unchanged(target, after, remount(sock, params, target, second))
+        # the v1.6 driver republishes without currentObjectVersion: the same answer
+        v16 = mount(sock, params, target, pod=DEFAULT_POD)
+        assert_unchanged(target, after, v16)
+        assert v16.object_versions == second.object_versions
 
         capped = {"objects": params["objects"].replace('mode: "0440"', 'maxMatches: "2"')}
         over = remount(sock, capped, target, second)
@@ -924,6 +929,22 @@ def test_keyferry_template_env_file_its_rotation_and_a_bound(
         assert volume(target) == after
 
 
+@overload
+def history_files(current: bytes, before: bytes) -> dict[str, tuple[bytes, int]]: ...
+@overload
+def history_files(current: str, before: str) -> dict[str, str]: ...
+def history_files(current: bytes | str, before: bytes | str) -> dict[str, Any]:
+    """What ``versionHistory: 2`` on db/password and ``previous: true`` on db/previous
+    give: the files (bytes, mode) from values, the ObjectVersions from version ids."""
+    if isinstance(current, str):
+        return {"db/password/0": current, "db/password/1": before, "db/previous": before}
+    return {
+        "db/password/0": (current, 0o400),
+        "db/password/1": (before, 0o400),
+        "db/previous": (before, 0o644),
+    }
+
+
 def test_keyferry_aws_version_history_and_its_rotation(
     tmp_path: Path, kube: FakeKube, proxy: AwsFaults
 ) -> None:
@@ -940,6 +961,12 @@ def test_keyferry_aws_version_history_and_its_rotation(
   path: db/password
   mode: "0400"
   versionHistory: 2
+- backend: aws
+  service: secretsmanager
+  name: {name}
+  region: eu-west-1
+  path: db/previous
+  previous: true
 """
     }
     tokens = irsa()
@@ -947,21 +974,19 @@ def test_keyferry_aws_version_history_and_its_rotation(
     with aws_server(tmp_path, proxy, kube) as srv:
         sock = srv.socket("keyferry")
         first, before = first_mount(sock, params, target, tokens)
-        assert before.files == {
-            "db/password/0": (b"pw-2", 0o400),
-            "db/password/1": (b"pw-1", 0o400),
-        }
-        assert first.object_versions == {"db/password/0": v2, "db/password/1": v1}
-        assert proxy.count("ListSecretVersionIds") == 1 and proxy.count("GetSecretValue") == 2
+        assert before.files == history_files(b"pw-2", b"pw-1")
+        assert first.object_versions == history_files(v2, v1)
+        # first Mount: one listing, a read per slot by VersionId, one of AWSPREVIOUS
+        assert proxy.count("ListSecretVersionIds") == 1 and proxy.count("GetSecretValue") == 3
         assert_unchanged(target, before, remount(sock, params, target, first, tokens))
 
         v3 = sm.put_secret_value(SecretId=name, SecretString="pw-3")["VersionId"]
         second, after = rotate(sock, params, target, first, before, tokens)
-        assert after.files == {
-            "db/password/0": (b"pw-3", 0o400),
-            "db/password/1": (b"pw-2", 0o400),
-        }
-        assert second.object_versions == {"db/password/0": v3, "db/password/1": v2}
+        assert after.files == history_files(b"pw-3", b"pw-2")
+        assert second.object_versions == history_files(v3, v2)
+        # the unchanged remount and the rotation: a listing each, the slots' old versions
+        # pinned in the cache, so only AWSPREVIOUS (twice) and the new version are read
+        assert proxy.count("ListSecretVersionIds") == 3 and proxy.count("GetSecretValue") == 6
 
 
 @contextlib.contextmanager
@@ -1061,3 +1086,32 @@ def test_azure_prefix_selection_denied_then_granted_and_a_removed_secret(
         assert after.files == {"app/app-db": (b"app-db-value", 0o644)}
         assert not (target / "app" / "app-api").exists()
         assert sorted(second.object_versions) == ["app", "app/app-db"]
+
+
+def test_keyferry_aws_cross_account_role_only_where_the_server_allows_chaining(
+    tmp_path: Path, kube: FakeKube, proxy: AwsFaults
+) -> None:
+    name = cross_account_secret(proxy, "cross-1", external_id="ext-1234")
+    item = {"backend": "aws", "service": "secretsmanager", "name": name, "region": "us-east-1"}
+    item |= {"path": "shared", "assumeRoleArn": TARGET, "externalId": "ext-1234"}
+    params = {"objects": json.dumps([item])}
+    target = tmp_path / "target"
+    with native_server(tmp_path / "no-chaining", kube, aws={"endpoint_url": proxy.url}) as sock:
+        refused = mount(sock, params, target, pod=DEFAULT_POD, tokens=irsa())
+    assert not refused.ok and refused.code == "FailedPrecondition", refused.grpc_error
+    assert "allow_role_chaining" in refused.message
+    assert list(target.iterdir()) == [] and assume_calls(proxy) == []
+
+    chaining = {"endpoint_url": proxy.url, "allow_role_chaining": True}
+    with native_server(tmp_path, kube, aws=chaining) as sock:
+        first, before = first_mount(sock, params, target, irsa())
+        assert before.files == {"shared": (b"cross-1", 0o644)}
+        (call,) = assume_calls(proxy)
+        assert call["RoleArn"] == TARGET and call["RoleSessionName"] == "team-a.web-0"
+        assert_unchanged(target, before, remount(sock, params, target, first, irsa()))
+
+        sm, _ = seed_clients(account=OTHER_ACCOUNT)
+        sm.put_secret_value(SecretId=name, SecretString="cross-2")
+        _, after = rotate(sock, params, target, first, before, irsa())
+        assert after.files == {"shared": (b"cross-2", 0o644)}
+        assert len(assume_calls(proxy)) == 1  # the chained credentials are cached per pod
