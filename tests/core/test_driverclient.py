@@ -1115,3 +1115,20 @@ def test_keyferry_aws_cross_account_role_only_where_the_server_allows_chaining(
         _, after = rotate(sock, params, target, first, before, irsa())
         assert after.files == {"shared": (b"cross-2", 0o644)}
         assert len(assume_calls(proxy)) == 1  # the chained credentials are cached per pod
+
+
+def test_keyferry_the_largest_selection_reaches_the_driver_whole(
+    tmp_path: Path, kube: FakeKube
+) -> None:
+    """max_selected_objects' ceiling (1000 matches, 1001 ObjectVersions): the driver
+    takes the response and writes every file; it has no count limit of its own."""
+    (many := tmp_path / "root" / "many").mkdir(parents=True)
+    for i in range(1000):
+        (many / f"s{i:04d}").write_bytes(f"v{i}".encode())
+    params = {"objects": "- {backend: local, select: {directory: many}, maxMatches: '1000'}"}
+    with running_server(
+        tmp_path, local_root=many.parent, kubernetes=kube.settings(), max_selected_objects=1000
+    ) as srv:
+        first, before = first_mount(srv.socket("keyferry"), params, tmp_path / "target")
+    assert before.files == {f"many/s{i:04d}": (f"v{i}".encode(), 0o644) for i in range(1000)}
+    assert len(first.object_versions) == 1001 and "many" in first.object_versions
