@@ -1132,3 +1132,40 @@ def test_keyferry_the_largest_selection_reaches_the_driver_whole(
         first, before = first_mount(srv.socket("keyferry"), params, tmp_path / "target")
     assert before.files == {f"many/s{i:04d}": (f"v{i}".encode(), 0o644) for i in range(1000)}
     assert len(first.object_versions) == 1001 and "many" in first.object_versions
+
+
+def test_keyferry_ssm_recursive_path_selection_and_a_deleted_parameter(
+    tmp_path: Path, kube: FakeKube, proxy: AwsFaults
+) -> None:
+    _, ssm = seed_clients("eu-west-1")
+    base = f"/param-{uuid.uuid4().hex[:8]}/app"
+    for rel, value in (("url", "https://db"), ("tls/key", "k-1"), ("tls/ca", "ca-1")):
+        ssm.put_parameter(Name=f"{base}/{rel}", Value=value, Type="SecureString")
+    proxy.grant(ROLE, "ssm:GetParametersByPath")
+    select = {"path": base, "recursive": "true"}
+    item = {"backend": "aws", "region": "eu-west-1", "select": select, "mode": "0400"}
+    params = {"objects": json.dumps([{**item, "path": "cfg"}])}
+    target = tmp_path / "target"
+    with native_server(tmp_path, kube, aws={"endpoint_url": proxy.url}) as sock:
+        first, before = first_mount(sock, params, target, irsa())
+        assert before.files == {
+            "cfg/url": (b"https://db", 0o400),
+            "cfg/tls/key": (b"k-1", 0o400),
+            "cfg/tls/ca": (b"ca-1", 0o400),
+        }
+        assert {k: v for k, v in first.object_versions.items() if k != "cfg"} == {
+            "cfg/url": "1",
+            "cfg/tls/key": "1",
+            "cfg/tls/ca": "1",
+        }
+        # per Mount: one GetParametersByPath page (10 a page); with cache_ttl_seconds 0 the
+        # values are read again in one GetParameters (none while the listing is cached)
+        assert proxy.count("GetParametersByPath") == 1 and proxy.count("GetParameters") == 1
+
+        ssm.delete_parameter(Name=f"{base}/tls/ca")
+        ssm.put_parameter(Name=f"{base}/tls/key", Value="k-2", Type="SecureString", Overwrite=True)
+        second, after = rotate(sock, params, target, first, before, irsa())
+        assert after.files == {"cfg/url": (b"https://db", 0o400), "cfg/tls/key": (b"k-2", 0o400)}
+        assert not (target / "cfg" / "tls" / "ca").exists()
+        assert second.object_versions["cfg/tls/key"] == "2"
+        assert "cfg/tls/ca" not in second.object_versions
