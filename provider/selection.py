@@ -285,7 +285,9 @@ def check_listing(spec: ObjectSpec, listing: Listing, limit: int) -> Listing:
             errors.append(InvalidArgument(f"the selection names {clip(member.name, 120)!r} twice"))
         seen.add(member.name)
     if errors:
-        raise MountFailed(errors, summary=f"{len(errors)} selected names are not safe paths")
+        raise MountFailed(
+            errors, summary=f"{spec.label}: {len(errors)} selected names are not safe paths"
+        )
     return tuple(sorted(listing, key=lambda m: m.name))
 
 

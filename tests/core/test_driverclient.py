@@ -13,11 +13,14 @@ recorded versions, as the driver's rotation reconciler does.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, overload
 
 import pytest
 import yaml
@@ -32,6 +35,9 @@ from keyferry_fakes.kube import FakeKube
 from keyferry_fakes.oidc import ISSUER
 from provider.cli import manifest
 from tests import REPO
+from tests.clouds.aws.test_e2e import irsa
+from tests.clouds.aws.test_roles import OTHER_ACCOUNT, TARGET, assume_calls, cross_account_secret
+from tests.clouds.aws.test_templates import server as aws_server
 from tests.driver import Mounted, Volume, mount, requires_driverclient, volume
 
 pytestmark = requires_driverclient
@@ -666,3 +672,500 @@ def test_azure_missing_object_fails_the_mount(
     assert "key 'signing-key' in vault 'my-kv'" in got.message
     assert "hunter2" not in got.grpc_error
     assert got.object_versions == {} and list(target.iterdir()) == []
+
+
+# -- issue 13's features through the driver -------------------------------------------
+
+
+def remount(
+    sock: Path,
+    params: dict[str, str],
+    target: Path,
+    previous: Mounted,
+    tokens: dict[str, str] | None = None,
+) -> Mounted:
+    """The driver's rotation: the same class into the same target, with the versions it
+    recorded at the last mount as ``currentObjectVersion``."""
+    return mount(
+        sock, params, target, pod=DEFAULT_POD, tokens=tokens, old_versions=previous.object_versions
+    )
+
+
+def first_mount(
+    sock: Path, params: dict[str, str], target: Path, tokens: dict[str, str] | None = None
+) -> tuple[Mounted, Volume]:
+    """The pod's first mount, which must succeed, and the volume the driver wrote."""
+    first = mount(sock, params, target, pod=DEFAULT_POD, tokens=tokens)
+    assert first.ok, first.error
+    return first, volume(target)
+
+
+def rotate(
+    sock: Path,
+    params: dict[str, str],
+    target: Path,
+    previous: Mounted,
+    before: Volume,
+    tokens: dict[str, str] | None = None,
+) -> tuple[Mounted, Volume]:
+    """A rotation that changed something: it succeeds and the driver swaps ``..data``."""
+    again = remount(sock, params, target, previous, tokens)
+    assert again.ok, again.error
+    after = volume(target)
+    assert_swapped(target, before, after)
+    return again, after
+
+
+def test_keyferry_local_recursive_selection_and_its_rotation(
+    tmp_path: Path, kube: FakeKube
+) -> None:
+    """Nested member names (``tls/ca.crt``) become nested files in the driver's volume,
+    and per-member ObjectVersion ids contain ``/``; adding and removing a file is a
+    rotation the driver applies (new ``..data``), an unchanged one keeps ``..data``."""
+    root = tmp_path / "root"
+    certs = root / "bundle"
+    (certs / "tls" / "old").mkdir(parents=True)
+    (certs / "tls" / "ca.crt").write_bytes(b"-----CA-----\n")
+    (certs / "tls" / "old" / "server.key").write_bytes(b"key-v1")
+    (certs / "app.conf").write_bytes(b"mode=prod\n")
+    (root / "plain").write_bytes(b"plain")
+    params = {
+        "objects": """
+- backend: local
+  select: {directory: bundle, recursive: true}
+  path: certs
+  id: bundle
+  mode: "0440"
+- backend: local
+  name: plain
+"""
+    }
+    target = tmp_path / "target"
+    with running_server(tmp_path, local_root=root, kubernetes=kube.settings()) as srv:
+        sock = srv.socket("keyferry")
+        first, before = first_mount(sock, params, target)
+        assert before.files == {
+            "certs/tls/ca.crt": (b"-----CA-----\n", 0o440),
+            "certs/tls/old/server.key": (b"key-v1", 0o440),
+            "certs/app.conf": (b"mode=prod\n", 0o440),
+            "plain": (b"plain", 0o644),
+        }
+        assert sorted(p.name for p in target.iterdir() if p.is_symlink()) == [
+            "..data",
+            "certs",
+            "plain",
+        ]
+        assert first.written == {p: f"0{m:o}" for p, (_, m) in before.files.items()}
+        versions = first.object_versions
+        assert sorted(versions) == [
+            "bundle",
+            "bundle/app.conf",
+            "bundle/tls/ca.crt",
+            "bundle/tls/old/server.key",
+            "plain",
+        ]
+        assert all(v.startswith("hmac-sha256:") for v in versions.values())
+        assert_unchanged(target, before, remount(sock, params, target, first))
+
+        (certs / "tls" / "old" / "server.key").unlink()
+        (certs / "tls" / "old").rmdir()
+        (certs / "tls" / "new.pem").write_bytes(b"new")
+        second, after = rotate(sock, params, target, first, before)
+        assert after.files == {
+            "certs/tls/ca.crt": (b"-----CA-----\n", 0o440),
+            "certs/tls/new.pem": (b"new", 0o440),
+            "certs/app.conf": (b"mode=prod\n", 0o440),
+            "plain": (b"plain", 0o644),
+        }
+        assert not (target / "certs" / "tls" / "old").exists()
+        assert sorted(second.object_versions) == [
+            "bundle",
+            "bundle/app.conf",
+            "bundle/tls/ca.crt",
+            "bundle/tls/new.pem",
+            "plain",
+        ]
+        assert second.object_versions["bundle"] != versions["bundle"]
+        for same in ("bundle/app.conf", "bundle/tls/ca.crt", "plain"):
+            assert second.object_versions[same] == versions[same]
+        assert_unchanged(target, after, remount(sock, params, target, second))
+        # the v1.6 driver republishes without currentObjectVersion: the same answer
+        v16 = mount(sock, params, target, pod=DEFAULT_POD)
+        assert_unchanged(target, after, v16)
+        assert v16.object_versions == second.object_versions
+
+        capped = {"objects": params["objects"].replace('mode: "0440"', 'maxMatches: "2"')}
+        over = remount(sock, capped, target, second)
+        assert not over.ok and over.code == "ResourceExhausted", over.grpc_error
+        assert "maxMatches" in over.message and "3" in over.message
+        assert volume(target) == after
+    assert sum(kube.requests.values()) == 0
+
+
+def test_keyferry_aws_prefix_selection_with_irsa_and_an_added_member(
+    tmp_path: Path, kube: FakeKube, proxy: AwsFaults
+) -> None:
+    sm, _ = seed_clients("eu-west-1")
+    prefix = f"sel-{uuid.uuid4().hex[:8]}/"
+    made = {
+        rel: sm.create_secret(Name=prefix + rel, SecretString=f"value-{rel}")["VersionId"]
+        for rel in ("db-password", "nested/api-key")
+    }
+    sm.create_secret(Name=prefix.rstrip("/") + "-sibling", SecretString="not below the prefix")
+    proxy.grant(ROLE, "secretsmanager:ListSecrets")
+    params = {
+        "objects": json.dumps(
+            [
+                {
+                    "backend": "aws",
+                    "region": "eu-west-1",
+                    "select": {"namePrefix": prefix},
+                    "path": "app",
+                    "mode": "0400",
+                }
+            ]
+        )
+    }
+    tokens = irsa()
+    target = tmp_path / "target"
+    with aws_server(tmp_path, proxy, kube) as srv:
+        sock = srv.socket("keyferry")
+        first, before = first_mount(sock, params, target, tokens)
+        assert before.files == {f"app/{rel}": (f"value-{rel}".encode(), 0o400) for rel in made}
+        assert {k: v for k, v in first.object_versions.items() if k != "app"} == {
+            f"app/{rel}": v for rel, v in made.items()
+        }
+        assert first.object_versions["app"].startswith("hmac-sha256:")
+        (sts,) = proxy.sts_calls()
+        assert sts["RoleArn"] == ROLE
+        # per Mount: one ListSecrets page, one BatchGetSecretValue for the matches
+        assert proxy.count("ListSecrets") == 1 and proxy.count("BatchGetSecretValue") == 1
+        assert_unchanged(target, before, remount(sock, params, target, first, tokens))
+
+        made["added"] = sm.create_secret(Name=prefix + "added", SecretString="value-added")[
+            "VersionId"
+        ]
+        second, after = rotate(sock, params, target, first, before, tokens)
+        assert after.files == {**before.files, "app/added": (b"value-added", 0o400)}
+        assert second.object_versions["app/added"] == made["added"]
+        assert second.object_versions["app"] != first.object_versions["app"]
+        assert proxy.count("ListSecrets") == 3 and proxy.count("BatchGetSecretValue") == 3
+
+        # a member whose name would leave the directory fails the mount, naming it; the
+        # driver keeps the volume as it was
+        sm.create_secret(Name=prefix + "../escape", SecretString="value-escape")
+        hostile = remount(sock, params, target, second, tokens)
+        assert not hostile.ok and hostile.code == "InvalidArgument", hostile.grpc_error
+        assert "objects[0] (aws: select " in hostile.message  # which selection, then which name
+        assert "selected object '../escape' cannot be written" in hostile.message
+        assert "value-" not in hostile.grpc_error
+        assert volume(target) == after
+
+
+def template_class(secret: str, template: str) -> dict[str, str]:
+    """A .env rendered from a local JSON file's keys and a Secrets Manager secret, both
+    fetched for the template only (``write: false``)."""
+    db = {"backend": "local", "name": "db.json", "write": False}
+    db["extract"] = [{"path": f"db/{k}", "jsonKey": k} for k in ("user", "password")]
+    api = {"backend": "aws", "service": "secretsmanager", "name": secret, "region": "eu-west-1"}
+    env = {"template": template, "path": "app.env", "mode": "0600"}
+    return {"objects": json.dumps([db, {**api, "path": "api-token", "write": False}, env])}
+
+
+ENV_TEMPLATE = (
+    "DB_USER={{ values['db/user'] | shellquote }}\n"
+    "DB_PASSWORD={{ values['db/password'] | shellquote }}\n"
+    "API_TOKEN={{ values['api-token'] | shellquote }}\n"
+)
+
+
+def test_keyferry_template_env_file_its_rotation_and_a_bound(
+    tmp_path: Path, kube: FakeKube, proxy: AwsFaults
+) -> None:
+    sm, _ = seed_clients("eu-west-1")
+    name = f"api-{uuid.uuid4().hex[:8]}"
+    made = sm.create_secret(Name=name, SecretString="tok-1")
+    (root := tmp_path / "root").mkdir()
+    (root / "db.json").write_text('{"user": "app", "password": "pw 1"}')
+    params = template_class(name, ENV_TEMPLATE)
+    tokens = irsa()
+    target = tmp_path / "target"
+    with aws_server(tmp_path, proxy, kube, root) as srv:
+        sock = srv.socket("keyferry")
+        first, before = first_mount(sock, params, target, tokens)
+        assert before.files == {
+            "app.env": (b"DB_USER=app\nDB_PASSWORD='pw 1'\nAPI_TOKEN=tok-1\n", 0o600)
+        }
+        assert sorted(p.name for p in target.iterdir()) == sorted(
+            ["..data", before.data_dir, "app.env"]
+        )
+        assert first.written == {"app.env": "0600"}
+        # the unwritten inputs still report their versions, so their rotation is seen
+        assert sorted(first.object_versions) == ["api-token", "app.env", "db/user"]
+        assert first.object_versions["api-token"] == made["VersionId"]
+        assert_unchanged(target, before, remount(sock, params, target, first, tokens))
+
+        sm.put_secret_value(SecretId=name, SecretString="tok-2")
+        second, after = rotate(sock, params, target, first, before, tokens)
+        assert after.files == {
+            "app.env": (b"DB_USER=app\nDB_PASSWORD='pw 1'\nAPI_TOKEN=tok-2\n", 0o600)
+        }
+        changed = {
+            k
+            for k in first.object_versions
+            if second.object_versions[k] != first.object_versions[k]
+        }
+        assert changed == {"api-token", "app.env"}
+
+        loop = "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}"
+        bad = template_class(name, loop + ENV_TEMPLATE)
+        failed = remount(sock, bad, target, second, tokens)
+        assert not failed.ok and failed.error_code == "GRPCProviderError"
+        assert failed.code == "ResourceExhausted", failed.grpc_error
+        assert "objects[2] (template: app.env): line 1:" in failed.message
+        assert "loop" in failed.message
+        for value in ("pw 1", "tok-2", "tok-1"):
+            assert value not in failed.grpc_error
+        assert volume(target) == after
+
+
+@overload
+def history_files(current: bytes, before: bytes) -> dict[str, tuple[bytes, int]]: ...
+@overload
+def history_files(current: str, before: str) -> dict[str, str]: ...
+def history_files(current: bytes | str, before: bytes | str) -> dict[str, Any]:
+    """What ``versionHistory: 2`` on db/password and ``previous: true`` on db/previous
+    give: the files (bytes, mode) from values, the ObjectVersions from version ids."""
+    if isinstance(current, str):
+        return {"db/password/0": current, "db/password/1": before, "db/previous": before}
+    return {
+        "db/password/0": (current, 0o400),
+        "db/password/1": (before, 0o400),
+        "db/previous": (before, 0o644),
+    }
+
+
+def test_keyferry_aws_version_history_and_its_rotation(
+    tmp_path: Path, kube: FakeKube, proxy: AwsFaults
+) -> None:
+    sm, _ = seed_clients("eu-west-1")
+    name = f"hist-{uuid.uuid4().hex[:8]}"
+    v1 = sm.create_secret(Name=name, SecretString="pw-1")["VersionId"]
+    v2 = sm.put_secret_value(SecretId=name, SecretString="pw-2")["VersionId"]
+    params = {
+        "objects": f"""
+- backend: aws
+  service: secretsmanager
+  name: {name}
+  region: eu-west-1
+  path: db/password
+  mode: "0400"
+  versionHistory: 2
+- backend: aws
+  service: secretsmanager
+  name: {name}
+  region: eu-west-1
+  path: db/previous
+  previous: true
+"""
+    }
+    tokens = irsa()
+    target = tmp_path / "target"
+    with aws_server(tmp_path, proxy, kube) as srv:
+        sock = srv.socket("keyferry")
+        first, before = first_mount(sock, params, target, tokens)
+        assert before.files == history_files(b"pw-2", b"pw-1")
+        assert first.object_versions == history_files(v2, v1)
+        # first Mount: one listing, a read per slot by VersionId, one of AWSPREVIOUS
+        assert proxy.count("ListSecretVersionIds") == 1 and proxy.count("GetSecretValue") == 3
+        assert_unchanged(target, before, remount(sock, params, target, first, tokens))
+
+        v3 = sm.put_secret_value(SecretId=name, SecretString="pw-3")["VersionId"]
+        second, after = rotate(sock, params, target, first, before, tokens)
+        assert after.files == history_files(b"pw-3", b"pw-2")
+        assert second.object_versions == history_files(v3, v2)
+        # the unchanged remount and the rotation: a listing each, the slots' old versions
+        # pinned in the cache, so only AWSPREVIOUS (twice) and the new version are read
+        assert proxy.count("ListSecretVersionIds") == 3 and proxy.count("GetSecretValue") == 6
+
+
+@contextlib.contextmanager
+def native_server(tmp_path: Path, kube: FakeKube, **backends: Any) -> Iterator[Path]:
+    """keyferry with only its native socket and these backend settings, no value cache
+    (each mount reads the store, as a rotation past cache_ttl_seconds does)."""
+    with running_server(
+        tmp_path,
+        providers="keyferry",
+        backends=backends,
+        kubernetes=kube.settings(),
+        cache_ttl_seconds=0,
+    ) as srv:
+        yield srv.socket("keyferry")
+
+
+def test_gcp_label_selection_denied_then_granted_and_an_added_secret(
+    tmp_path: Path, kube: FakeKube, stack: GoogleStack
+) -> None:
+    sm = stack.secret_manager
+    sm.add_version("my-project", "web-db", b"db-1", labels={"app": "web"})
+    sm.add_version("my-project", "web-api", b"api-1", labels={"app": "web", "tier": "x"})
+    sm.add_version("my-project", "batch", b"batch", labels={"app": "batch"})
+    params = {
+        "objects": "- {backend: gcp, select: {project: my-project, labels: {app: web}}, "
+        "path: web, mode: '0440'}"
+    }
+    tokens = gcp_tokens(stack)
+    target = tmp_path / "target"
+    with native_server(tmp_path, kube, gcp=stack.settings()) as sock:
+        # secretAccessor reads values but cannot list: the driver's mount fails clearly
+        denied = mount(sock, params, target, pod=DEFAULT_POD, tokens=tokens)
+        assert not denied.ok and denied.code == "PermissionDenied", denied.grpc_error
+        assert "roles/secretmanager.viewer" in denied.message
+        assert list(target.iterdir()) == []
+
+        stack.google.grant(
+            "projects/my-project", "roles/secretmanager.viewer", f"serviceAccount:{GSA}"
+        )
+        first, before = first_mount(sock, params, target, tokens)
+        assert before.files == {"web/web-db": (b"db-1", 0o440), "web/web-api": (b"api-1", 0o440)}
+        assert {k: v for k, v in first.object_versions.items() if k != "web"} == {
+            f"web/{s}": f"{GCP_VERSIONS}/secrets/{s}/versions/1" for s in ("web-db", "web-api")
+        }
+        assert_unchanged(target, before, remount(sock, params, target, first, tokens))
+
+        sm.add_version("my-project", "web-new", b"new-1", labels={"app": "web"})
+        sm.add_version("my-project", "web-db", b"db-2")
+        second, after = rotate(sock, params, target, first, before, tokens)
+        assert after.files == {
+            "web/web-db": (b"db-2", 0o440),
+            "web/web-api": (b"api-1", 0o440),
+            "web/web-new": (b"new-1", 0o440),
+        }
+        assert second.object_versions["web/web-db"] == f"{GCP_VERSIONS}/secrets/web-db/versions/2"
+
+
+def test_azure_prefix_selection_denied_then_granted_and_a_removed_secret(
+    tmp_path: Path, kube: FakeKube, azure: FakeAzure
+) -> None:
+    vault = azure.vault
+    made = {n: vault.add_secret("my-kv", n, f"{n}-value") for n in ("app-db", "app-api", "other")}
+    vault.revoke("my-kv", AZURE_CLIENT)
+    vault.grant("my-kv", "secrets", AZURE_CLIENT, operations=("get",))
+    params = {
+        "objects": json.dumps(
+            [
+                {
+                    "backend": "azure",
+                    "vault": "my-kv",
+                    "tenantID": TENANT,
+                    "clientID": AZURE_CLIENT,
+                    "select": {"namePrefix": "app-"},
+                    "path": "app",
+                }
+            ]
+        )
+    }
+    target = tmp_path / "target"
+    with native_server(tmp_path, kube, azure=azure.settings(retry_backoff_factor=0.01)) as sock:
+        denied = mount(sock, params, target, pod=DEFAULT_POD, tokens=azure_tokens())
+        assert not denied.ok and denied.code == "PermissionDenied", denied.grpc_error
+        assert "my-kv" in denied.message and "list" in denied.message
+        assert list(target.iterdir()) == []
+
+        vault.grant("my-kv", "secrets", AZURE_CLIENT, operations=("list",))
+        first, before = first_mount(sock, params, target, azure_tokens())
+        assert before.files == {
+            "app/app-db": (b"app-db-value", 0o644),
+            "app/app-api": (b"app-api-value", 0o644),
+        }
+        assert {k: v for k, v in first.object_versions.items() if k != "app"} == {
+            f"app/{n}": made[n] for n in ("app-db", "app-api")
+        }
+        vault.set_enabled("my-kv", "secrets", "app-api", made["app-api"], False)
+        second, after = rotate(sock, params, target, first, before, azure_tokens())
+        assert after.files == {"app/app-db": (b"app-db-value", 0o644)}
+        assert not (target / "app" / "app-api").exists()
+        assert sorted(second.object_versions) == ["app", "app/app-db"]
+
+
+def test_keyferry_aws_cross_account_role_only_where_the_server_allows_chaining(
+    tmp_path: Path, kube: FakeKube, proxy: AwsFaults
+) -> None:
+    name = cross_account_secret(proxy, "cross-1", external_id="ext-1234")
+    item = {"backend": "aws", "service": "secretsmanager", "name": name, "region": "us-east-1"}
+    item |= {"path": "shared", "assumeRoleArn": TARGET, "externalId": "ext-1234"}
+    params = {"objects": json.dumps([item])}
+    target = tmp_path / "target"
+    with native_server(tmp_path / "no-chaining", kube, aws={"endpoint_url": proxy.url}) as sock:
+        refused = mount(sock, params, target, pod=DEFAULT_POD, tokens=irsa())
+    assert not refused.ok and refused.code == "FailedPrecondition", refused.grpc_error
+    assert "allow_role_chaining" in refused.message
+    assert list(target.iterdir()) == [] and assume_calls(proxy) == []
+
+    chaining = {"endpoint_url": proxy.url, "allow_role_chaining": True}
+    with native_server(tmp_path, kube, aws=chaining) as sock:
+        first, before = first_mount(sock, params, target, irsa())
+        assert before.files == {"shared": (b"cross-1", 0o644)}
+        (call,) = assume_calls(proxy)
+        assert call["RoleArn"] == TARGET and call["RoleSessionName"] == "team-a.web-0"
+        assert_unchanged(target, before, remount(sock, params, target, first, irsa()))
+
+        sm, _ = seed_clients(account=OTHER_ACCOUNT)
+        sm.put_secret_value(SecretId=name, SecretString="cross-2")
+        _, after = rotate(sock, params, target, first, before, irsa())
+        assert after.files == {"shared": (b"cross-2", 0o644)}
+        assert len(assume_calls(proxy)) == 1  # the chained credentials are cached per pod
+
+
+def test_keyferry_the_largest_selection_reaches_the_driver_whole(
+    tmp_path: Path, kube: FakeKube
+) -> None:
+    """max_selected_objects' ceiling (1000 matches, 1001 ObjectVersions): the driver
+    takes the response and writes every file; it has no count limit of its own."""
+    (many := tmp_path / "root" / "many").mkdir(parents=True)
+    for i in range(1000):
+        (many / f"s{i:04d}").write_bytes(f"v{i}".encode())
+    params = {"objects": "- {backend: local, select: {directory: many}, maxMatches: '1000'}"}
+    with running_server(
+        tmp_path, local_root=many.parent, kubernetes=kube.settings(), max_selected_objects=1000
+    ) as srv:
+        first, before = first_mount(srv.socket("keyferry"), params, tmp_path / "target")
+    assert before.files == {f"many/s{i:04d}": (f"v{i}".encode(), 0o644) for i in range(1000)}
+    assert len(first.object_versions) == 1001 and "many" in first.object_versions
+
+
+def test_keyferry_ssm_recursive_path_selection_and_a_deleted_parameter(
+    tmp_path: Path, kube: FakeKube, proxy: AwsFaults
+) -> None:
+    _, ssm = seed_clients("eu-west-1")
+    base = f"/param-{uuid.uuid4().hex[:8]}/app"
+    for rel, value in (("url", "https://db"), ("tls/key", "k-1"), ("tls/ca", "ca-1")):
+        ssm.put_parameter(Name=f"{base}/{rel}", Value=value, Type="SecureString")
+    proxy.grant(ROLE, "ssm:GetParametersByPath")
+    select = {"path": base, "recursive": "true"}
+    item = {"backend": "aws", "region": "eu-west-1", "select": select, "mode": "0400"}
+    params = {"objects": json.dumps([{**item, "path": "cfg"}])}
+    target = tmp_path / "target"
+    with native_server(tmp_path, kube, aws={"endpoint_url": proxy.url}) as sock:
+        first, before = first_mount(sock, params, target, irsa())
+        assert before.files == {
+            "cfg/url": (b"https://db", 0o400),
+            "cfg/tls/key": (b"k-1", 0o400),
+            "cfg/tls/ca": (b"ca-1", 0o400),
+        }
+        assert {k: v for k, v in first.object_versions.items() if k != "cfg"} == {
+            "cfg/url": "1",
+            "cfg/tls/key": "1",
+            "cfg/tls/ca": "1",
+        }
+        # per Mount: one GetParametersByPath page (10 a page); with cache_ttl_seconds 0 the
+        # values are read again in one GetParameters (none while the listing is cached)
+        assert proxy.count("GetParametersByPath") == 1 and proxy.count("GetParameters") == 1
+
+        ssm.delete_parameter(Name=f"{base}/tls/ca")
+        ssm.put_parameter(Name=f"{base}/tls/key", Value="k-2", Type="SecureString", Overwrite=True)
+        second, after = rotate(sock, params, target, first, before, irsa())
+        assert after.files == {"cfg/url": (b"https://db", 0o400), "cfg/tls/key": (b"k-2", 0o400)}
+        assert not (target / "cfg" / "tls" / "ca").exists()
+        assert second.object_versions["cfg/tls/key"] == "2"
+        assert "cfg/tls/ca" not in second.object_versions

@@ -225,6 +225,7 @@ def test_a_name_that_is_not_a_safe_file_name_fails_naming_it(srv: Server, root: 
     code, details = refused(srv, SELECT_APP)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "selected object 'bell\\x07'" in details and "control character" in details
+    assert "objects[0] (local: select app): 1 selected names are not safe paths" in details
 
 
 def test_a_recursive_walk_is_bounded_in_depth(srv: Server, root: Path) -> None:
