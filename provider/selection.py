@@ -46,11 +46,15 @@ The contract, for a backend that supports selections
   with ``key`` naming the principal, the query and whatever else decides the answer
   (region, ``limit``); TTL ``cache_ttl_seconds``, concurrent identical listings share one
   ``load()``, counted in ``keyferry_cache_events_total{cache="<backend>-listings",
-  result="hit"|"miss"|"coalesced"}``. Make each list call through the backend's call gate
-  so that it is counted in ``keyferry_backend_requests_total`` under the cloud API's
-  operation name (``ListSecrets``, ``GetParametersByPath``) and guarded by the endpoint's
-  breaker. A listing the identity may not make fails with PERMISSION_DENIED naming the
-  permission to grant. A list API that returns values too (SSM's) may put them into
+  result="hit"|"miss"|"coalesced"}``; with ``stale_if_error_seconds`` a listing that fails
+  with UNAVAILABLE or DEADLINE_EXCEEDED is served from the last one of the same key, as a
+  :class:`StaleListing` that makes the selection stale (:mod:`provider.lastgood`), so
+  raise outages as UNAVAILABLE or DEADLINE_EXCEEDED, never a bare exception. Make each list
+  call through the backend's call gate so that it is counted in
+  ``keyferry_backend_requests_total`` under the cloud API's operation name
+  (``ListSecrets``, ``GetParametersByPath``) and guarded by the endpoint's breaker. A
+  listing the identity may not make fails with PERMISSION_DENIED naming the permission to
+  grant. A list API that returns values too (SSM's) may put them into
   ``Services.values`` under the key the backend's ``fetch`` looks up, so they are not read
   twice (see :mod:`provider.clouds.aws.listing`).
 - A member whose read is NOT_FOUND (deleted after a cached listing) is reported as
