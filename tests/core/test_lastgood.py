@@ -5,45 +5,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from keyferry_fakes.harness import Clock
-from provider.backend import Services
-from provider.cache import TTLCache
 from provider.config import Config
 from provider.errors import (
     DeadlineExceeded,
-    Internal,
-    InvalidArgument,
     KeyferryError,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    Unauthenticated,
     Unavailable,
 )
-from provider.kube import KubeClient
 from provider.lastgood import KnownGood
-from provider.model import Fetched
 from provider.observe import Metrics
 from tests.clouds.lastgood import cache_clock
+from tests.core.test_cache import ANSWERS, services
 
 
-def listings(stale_seconds: float, ttl: float = 0) -> tuple[KnownGood[tuple[str, ...]], Metrics]:
-    config = Config(stale_if_error_seconds=stale_seconds, cache_ttl_seconds=ttl)
-    services = Services(
-        config=config,
-        metrics=Metrics(),
-        executor=ThreadPoolExecutor(1),
-        kube=KubeClient(config.kubernetes),
-        values=TTLCache[Fetched](ttl, stale_seconds=stale_seconds),
-    )
+def listings(stale_seconds: float) -> tuple[KnownGood[tuple[str, ...]], Metrics]:
+    svc = services(stale_seconds)  # cache_ttl_seconds: the default
     known: KnownGood[tuple[str, ...]] = KnownGood(
-        services, cache="test-listings", backend="test", listing="selection"
+        svc, cache="test-listings", backend="test", listing="selection"
     )
-    return known, services.metrics
+    return known, svc.metrics
 
 
 def served(metrics: Metrics) -> float:
@@ -89,23 +72,13 @@ def test_an_outage_is_served_the_same_keys_last_listing_within_the_window(
     assert served(metrics) == 1
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        PermissionDenied("revoked"),
-        NotFound("deleted"),
-        Unauthenticated("x"),
-        InvalidArgument("x"),
-        ResourceExhausted("too many"),
-        Internal("x"),
-        ValueError("not a keyferry error"),
-    ],
-)
+@pytest.mark.parametrize("error", ANSWERS)
 def test_an_answer_is_never_served_stale(clock: Clock, error: Exception) -> None:
     known, metrics = listings(60)
 
     async def scenario() -> None:
         await known.get("k", lambda: listed(("a",)))
+        clock.now += Config().cache_ttl_seconds  # no longer fresh, within the window
         with pytest.raises(type(error)):
             await known.get("k", failing(error))
 
@@ -114,12 +87,12 @@ def test_an_answer_is_never_served_stale(clock: Clock, error: Exception) -> None
 
 
 def test_without_a_window_an_outage_fails(clock: Clock) -> None:
-    known, metrics = listings(0, ttl=10)
+    known, metrics = listings(0)
 
     async def scenario() -> None:
         await known.get("k", lambda: listed(("a",)))
         assert await known.get("k", failing(Unavailable("x"))) == (("a",), None)
-        clock.now += 10
+        clock.now += Config().cache_ttl_seconds
         with pytest.raises(Unavailable):
             await known.get("k", failing(Unavailable("x")))
 

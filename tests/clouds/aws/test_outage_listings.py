@@ -19,7 +19,14 @@ from keyferry_fakes.harness import DEFAULT_POD, Server
 from keyferry_fakes.kube import FakeKube
 from tests.clouds.aws.test_e2e import ROLE
 from tests.clouds.aws.test_outage import OTHER_ROLE, irsa
-from tests.clouds.lastgood import audit_stale, cache_clock, stale_metrics
+from tests.clouds.lastgood import (
+    audit_stale,
+    cache_clock,
+    contents,
+    only_within_the_rule,
+    served_through_outage,
+    stale_metrics,
+)
 
 CANARY = "CANARY-aws-lkg-listing-3c9e"
 LIST_SECRETS = "secretsmanager:ListSecrets"
@@ -57,14 +64,21 @@ def mount(srv: Server, item: dict[str, Any], sa: str = DEFAULT_POD[3]) -> Any:
     return srv.mount("keyferry", native(item), tokens=irsa(sa), pod=pod)
 
 
-def refused(srv: Server, item: dict[str, Any], sa: str = DEFAULT_POD[3]) -> grpc.RpcError:
+def refused(srv: Server, item: dict[str, Any], sa: str = DEFAULT_POD[3]) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as info:
         mount(srv, item, sa)
-    return info.value
+    code: grpc.StatusCode = info.value.code()
+    return code
 
 
-def contents(resp: Any) -> dict[str, bytes]:
-    return {f.path: f.contents for f in resp.files}
+def answer(proxy: AwsFaults, operation: str, code: str, status: int) -> Callable[[], None]:
+    """A change of the fake: from now on ``operation`` answers ``code``."""
+
+    def change() -> None:
+        proxy.clear()
+        proxy.fail(operation, code, status)
+
+    return change
 
 
 def selection() -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -82,15 +96,9 @@ def test_a_selection_is_served_from_its_last_listing_while_aws_is_down(
     clock = cache_clock(monkeypatch)
     srv = start(stale_if_error_seconds=300)
     item, expected = selection()
-    first = mount(srv, item)
-    assert contents(first) == expected
-
     # ListSecrets is down, the values are readable: the listing is last-known-good
-    proxy.fail("ListSecrets", "InternalServiceError", 500)
-    clock.now += 100
-    resp = mount(srv, item)
-    assert contents(resp) == expected
-    assert resp.object_version == first.object_version  # a rotation sees no change
+    down = answer(proxy, "ListSecrets", "InternalServiceError", 500)
+    served_through_outage(lambda: mount(srv, item), expected, down, clock, 100)
     assert stale_metrics(srv, "aws") == {"selection": 1, "values": 1}
     (stale,) = audit_stale(srv)
     assert stale["object"].startswith("objects[0] (aws: select ") and stale["age_seconds"] == 100
@@ -103,19 +111,15 @@ def test_a_selection_is_served_from_its_last_listing_while_aws_is_down(
     assert contents(mount(srv, item)) == expected
     assert stale_metrics(srv, "aws") == {"selection": 2, "values": 2}
 
-    # another principal never gets the listing (nor the values)
-    assert refused(srv, item, sa="other").code() == grpc.StatusCode.UNAVAILABLE
-
-    # a denial is AWS's answer, not its absence: never served stale
-    proxy.clear()
-    proxy.fail("ListSecrets", "AccessDeniedException", 400)
-    assert refused(srv, item).code() == grpc.StatusCode.PERMISSION_DENIED
-
-    # past the window: the outage fails the Mount
-    proxy.clear()
-    proxy.fail("ListSecrets", "InternalServiceError", 500)
-    clock.now += 200.5
-    assert refused(srv, item).code() == grpc.StatusCode.UNAVAILABLE
+    only_within_the_rule(
+        refused=lambda: refused(srv, item),
+        refused_to_other=lambda: refused(srv, item, sa="other"),
+        answer=answer(proxy, "ListSecrets", "AccessDeniedException", 400),
+        answered=grpc.StatusCode.PERMISSION_DENIED,
+        outage=answer(proxy, "ListSecrets", "InternalServiceError", 500),
+        clock=clock,
+        past_the_window=200.5,
+    )
     assert stale_metrics(srv, "aws") == {"selection": 2, "values": 2}
 
 
@@ -146,26 +150,22 @@ def test_a_history_is_served_from_its_last_listing_while_aws_is_down(
     sm.put_secret_value(SecretId=name, SecretString=f"{CANARY}-2")
     item = {"service": "secretsmanager", "name": name, "path": "db", "versionHistory": "2"}
     expected = {"db/0": f"{CANARY}-2".encode(), "db/1": f"{CANARY}-1".encode()}
-    first = mount(srv, item)
-    assert contents(first) == expected
-
-    proxy.fail("ListSecretVersionIds", "InternalServiceError", 500)
-    clock.now += 30
-    resp = mount(srv, item)
-    assert contents(resp) == expected and resp.object_version == first.object_version
+    down = answer(proxy, "ListSecretVersionIds", "InternalServiceError", 500)
+    served_through_outage(lambda: mount(srv, item), expected, down, clock, 30)
     # the pinned versions were read again (cache_ttl_seconds 0 keeps none fresh): only
     # the listing is stale, and it makes both slots stale
     assert stale_metrics(srv, "aws") == {"history": 1, "values": 2}
     assert [s["age_seconds"] for s in audit_stale(srv)] == [30, 30]
 
-    assert refused(srv, item, sa="other").code() == grpc.StatusCode.UNAVAILABLE
-    proxy.clear()
-    proxy.fail("ListSecretVersionIds", "ResourceNotFoundException", 400)
-    assert refused(srv, item).code() == grpc.StatusCode.NOT_FOUND
-    proxy.clear()
-    proxy.fail("ListSecretVersionIds", "InternalServiceError", 500)
-    clock.now += 271
-    assert refused(srv, item).code() == grpc.StatusCode.UNAVAILABLE
+    only_within_the_rule(
+        refused=lambda: refused(srv, item),
+        refused_to_other=lambda: refused(srv, item, sa="other"),
+        answer=answer(proxy, "ListSecretVersionIds", "ResourceNotFoundException", 400),
+        answered=grpc.StatusCode.NOT_FOUND,
+        outage=answer(proxy, "ListSecretVersionIds", "InternalServiceError", 500),
+        clock=clock,
+        past_the_window=271,
+    )
 
 
 def test_listings_have_no_last_known_good_by_default(
@@ -176,5 +176,5 @@ def test_listings_have_no_last_known_good_by_default(
     item, expected = selection()
     assert contents(mount(srv, item)) == expected
     proxy.fail("ListSecrets", "InternalServiceError", 500)
-    assert refused(srv, item).code() == grpc.StatusCode.UNAVAILABLE
+    assert refused(srv, item) == grpc.StatusCode.UNAVAILABLE
     assert stale_metrics(srv, "aws") == {}

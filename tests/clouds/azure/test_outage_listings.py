@@ -6,6 +6,7 @@ time moves on an injected clock."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,13 @@ import pytest
 from keyferry_fakes.azure import TENANT, FakeAzure, pod_token
 from keyferry_fakes.harness import Server
 from keyferry_fakes.kube import FakeKube
-from tests.clouds.lastgood import audit_stale, cache_clock, stale_metrics
+from tests.clouds.lastgood import (
+    audit_stale,
+    cache_clock,
+    only_within_the_rule,
+    served_through_outage,
+    stale_metrics,
+)
 
 AUD = "api://AzureADTokenExchange"
 CANARY = "CANARY-azure-lkg-listing-61fa"
@@ -73,10 +80,6 @@ def refused(srv: Server, text: Any, sa: str = "web") -> grpc.StatusCode:
     return code
 
 
-def contents(resp: Any) -> dict[str, bytes]:
-    return {f.path: f.contents for f in resp.files}
-
-
 def answer(fake: FakeAzure, status: int) -> None:
     """Every request to vault kv1 answers ``status`` from now on."""
     fake.vault.faults.clear()
@@ -88,26 +91,24 @@ def test_a_selection_is_served_from_its_last_listing_while_the_vault_is_down(
 ) -> None:
     clock = cache_clock(monkeypatch)
     srv = start(stale_if_error_seconds=300)
-    first = mount(srv, selection)
     expected = {"app/app-api": b"api-key", "app/app-db": CANARY.encode()}
-    assert contents(first) == expected
-
-    answer(fake, 503)  # the listing and the values: both from the window
-    clock.now += 45
-    resp = mount(srv, selection)
-    assert contents(resp) == expected and resp.object_version == first.object_version
+    down = functools.partial(answer, fake, 503)  # the listing and the values
+    served_through_outage(lambda: mount(srv, selection), expected, down, clock, 45)
     assert stale_metrics(srv, "azure") == {"selection": 1, "values": 1}
     (stale,) = audit_stale(srv)
     assert stale["object"].startswith("objects[0] (azure: select") and stale["age_seconds"] == 45
     assert any("last-known-good listing" in line for line in srv.logs)
     assert not any(CANARY in line for line in srv.logs)
 
-    assert refused(srv, selection, sa="other") == grpc.StatusCode.UNAVAILABLE
-    answer(fake, 403)  # the vault's answer: never served stale
-    assert refused(srv, selection) == grpc.StatusCode.PERMISSION_DENIED
-    answer(fake, 503)
-    clock.now += 255.5  # past the window
-    assert refused(srv, selection) == grpc.StatusCode.UNAVAILABLE
+    only_within_the_rule(
+        refused=lambda: refused(srv, selection),
+        refused_to_other=lambda: refused(srv, selection, sa="other"),
+        answer=lambda: answer(fake, 403),
+        answered=grpc.StatusCode.PERMISSION_DENIED,
+        outage=lambda: answer(fake, 503),
+        clock=clock,
+        past_the_window=255.5,
+    )
     assert stale_metrics(srv, "azure") == {"selection": 1, "values": 1}
 
 
@@ -116,24 +117,22 @@ def test_a_history_is_served_from_its_last_listing_while_the_vault_is_down(
 ) -> None:
     clock = cache_clock(monkeypatch)
     srv = start(stale_if_error_seconds=300)
-    first = mount(srv, history)
     expected = {"rotating/0": f"{CANARY}-2".encode(), "rotating/1": f"{CANARY}-1".encode()}
-    assert contents(first) == expected
-
-    answer(fake, 503)
-    clock.now += 20
-    resp = mount(srv, history)
-    assert contents(resp) == expected and resp.object_version == first.object_version
+    down = functools.partial(answer, fake, 503)
+    served_through_outage(lambda: mount(srv, history), expected, down, clock, 20)
     # each slot looks the listing up (one call, shared while it is in flight)
     assert stale_metrics(srv, "azure") == {"history": 2, "values": 2}
     assert [s["age_seconds"] for s in audit_stale(srv)] == [20, 20]
 
-    assert refused(srv, history, sa="other") == grpc.StatusCode.UNAVAILABLE
-    answer(fake, 404)
-    assert refused(srv, history) == grpc.StatusCode.NOT_FOUND
-    answer(fake, 503)
-    clock.now += 281
-    assert refused(srv, history) == grpc.StatusCode.UNAVAILABLE
+    only_within_the_rule(
+        refused=lambda: refused(srv, history),
+        refused_to_other=lambda: refused(srv, history, sa="other"),
+        answer=lambda: answer(fake, 404),
+        answered=grpc.StatusCode.NOT_FOUND,
+        outage=lambda: answer(fake, 503),
+        clock=clock,
+        past_the_window=281,
+    )
 
 
 def test_listings_have_no_last_known_good_by_default(

@@ -5,6 +5,7 @@ the native socket against the Google fakes. The caches' time moves on an injecte
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -14,14 +15,20 @@ import pytest
 from keyferry_fakes.gcp import SECRET_VIEWER, GoogleStack
 from keyferry_fakes.harness import DEFAULT_POD, Server
 from keyferry_fakes.kube import FakeKube
-from tests.clouds.lastgood import audit_stale, cache_clock, stale_metrics
+from tests.clouds.lastgood import (
+    OUTAGE,
+    audit_stale,
+    cache_clock,
+    only_within_the_rule,
+    served_through_outage,
+    stale_metrics,
+)
 
 NS, KSA = DEFAULT_POD[0], DEFAULT_POD[3]
 PRINCIPALS = {
     KSA: "web@my-project.iam.gserviceaccount.com",
     "other": "other@my-project.iam.gserviceaccount.com",
 }
-OUTAGE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 CANARY = b"CANARY-gcp-lkg-listing-8d2f"
 SELECTION = "- {backend: gcp, select: {project: my-project, labels: {app: web}}, path: web}"
 HISTORY = (
@@ -72,10 +79,6 @@ def refused(srv: Server, google: GoogleStack, text: str, ksa: str = KSA) -> grpc
     return code
 
 
-def contents(resp: Any) -> dict[str, bytes]:
-    return {f.path: f.contents for f in resp.files}
-
-
 def answer(google: GoogleStack, code: grpc.StatusCode) -> None:
     """Every Secret Manager call answers ``code`` from now on."""
     google.secret_manager.faults.clear()
@@ -91,26 +94,25 @@ def test_a_selection_is_served_from_its_last_listing_while_google_is_down(
 ) -> None:
     clock = cache_clock(monkeypatch)
     srv = start(stale_if_error_seconds=300)
-    first = mount(srv, google, SELECTION)
     expected = {"web/web-api": b"api-key", "web/web-db": CANARY}
-    assert contents(first) == expected
-
-    outage(google)  # the listing and the values: both from the last-known-good window
-    clock.now += 60
-    resp = mount(srv, google, SELECTION)
-    assert contents(resp) == expected and resp.object_version == first.object_version
+    # the listing and the values: both from the last-known-good window
+    down = functools.partial(outage, google)
+    served_through_outage(lambda: mount(srv, google, SELECTION), expected, down, clock, 60)
     assert stale_metrics(srv, "gcp") == {"selection": 1, "values": 1}
     (stale,) = audit_stale(srv)
     assert stale["object"].startswith("objects[0] (gcp: select") and stale["age_seconds"] == 60
     assert any("last-known-good listing" in line for line in srv.logs)
     assert not any(CANARY.decode() in line for line in srv.logs)
 
-    assert refused(srv, google, SELECTION, ksa="other") in OUTAGE
-    answer(google, grpc.StatusCode.PERMISSION_DENIED)  # Google's answer: never stale
-    assert refused(srv, google, SELECTION) == grpc.StatusCode.PERMISSION_DENIED
-    outage(google)
-    clock.now += 240.5  # past the window
-    assert refused(srv, google, SELECTION) in OUTAGE
+    only_within_the_rule(
+        refused=lambda: refused(srv, google, SELECTION),
+        refused_to_other=lambda: refused(srv, google, SELECTION, ksa="other"),
+        answer=lambda: answer(google, grpc.StatusCode.PERMISSION_DENIED),
+        answered=grpc.StatusCode.PERMISSION_DENIED,
+        outage=lambda: outage(google),
+        clock=clock,
+        past_the_window=240.5,
+    )
     assert stale_metrics(srv, "gcp") == {"selection": 1, "values": 1}
 
 
@@ -119,22 +121,21 @@ def test_a_history_is_served_from_its_last_listing_while_google_is_down(
 ) -> None:
     clock = cache_clock(monkeypatch)
     srv = start(stale_if_error_seconds=300)
-    first = mount(srv, google, HISTORY)
     expected = {"hist/0": CANARY + b"-2", "hist/1": CANARY + b"-1"}
-    assert contents(first) == expected
-
-    outage(google)
-    clock.now += 10
-    resp = mount(srv, google, HISTORY)
-    assert contents(resp) == expected and resp.object_version == first.object_version
+    down = functools.partial(outage, google)
+    served_through_outage(lambda: mount(srv, google, HISTORY), expected, down, clock, 10)
     assert stale_metrics(srv, "gcp") == {"history": 2, "values": 2}  # one listing a slot
     assert [s["age_seconds"] for s in audit_stale(srv)] == [10, 10]
 
-    answer(google, grpc.StatusCode.NOT_FOUND)
-    assert refused(srv, google, HISTORY) == grpc.StatusCode.NOT_FOUND
-    outage(google)
-    clock.now += 291
-    assert refused(srv, google, HISTORY) in OUTAGE
+    only_within_the_rule(
+        refused=lambda: refused(srv, google, HISTORY),
+        refused_to_other=lambda: refused(srv, google, HISTORY, ksa="other"),
+        answer=lambda: answer(google, grpc.StatusCode.NOT_FOUND),
+        answered=grpc.StatusCode.NOT_FOUND,
+        outage=lambda: outage(google),
+        clock=clock,
+        past_the_window=291,
+    )
 
 
 def test_listings_have_no_last_known_good_by_default(
