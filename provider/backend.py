@@ -67,7 +67,7 @@ class Services:
         the principal), marked with its age, when ``error`` says the backend is unavailable
         (UNAVAILABLE, DEADLINE_EXCEEDED; never a denial or a missing object) and the value
         is within ``stale_if_error_seconds``; else ``None``."""
-        if not isinstance(error, KeyferryError) or error.code not in _OUTAGE:
+        if not outage(error):
             return None
         found = self.values.stale(key)
         if found is None:
@@ -108,6 +108,12 @@ class Services:
             return result
         finally:
             self.metrics.backend_call(backend, operation, outcome, time.monotonic() - start)
+
+
+def outage(error: object) -> bool:
+    """Whether ``error`` says the backend is unavailable (UNAVAILABLE, DEADLINE_EXCEEDED),
+    the only failures last-known-good answers (never a denial or a missing object)."""
+    return isinstance(error, KeyferryError) and error.code in _OUTAGE
 
 
 def digest_part(part: bytes) -> bytes:

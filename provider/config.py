@@ -77,7 +77,8 @@ class Config:
     """Last-known-good, off at 0: while a backend is unavailable (UNAVAILABLE or
     DEADLINE_EXCEEDED, never a denial or a missing object), a Mount may be served the value
     last fetched for the same principal, object and version selector, if it is no older
-    than this; kept in memory only, logged and counted as stale. A revoked grant keeps
+    than this, and a selection or version history the last listing of the same principal
+    and query; kept in memory only, logged and counted as stale. A revoked grant keeps
     working for that long (docs/operations.md)."""
     fail_fast_threshold: int = 3
     """Backend calls in a row that must fail at the transport (refused, reset, timed out,

@@ -212,6 +212,13 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.stale_listings_served = Counter(
+            "keyferry_stale_listings_served",
+            "Last-known-good listings (selection, history) served while the backend was "
+            "unavailable",
+            ["backend", "listing"],
+            registry=r,
+        )
 
     def mount_done(self, dialect: str, outcome: str, seconds: float) -> None:
         children = self._mount_children.get((dialect, outcome))

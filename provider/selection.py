@@ -46,11 +46,15 @@ The contract, for a backend that supports selections
   with ``key`` naming the principal, the query and whatever else decides the answer
   (region, ``limit``); TTL ``cache_ttl_seconds``, concurrent identical listings share one
   ``load()``, counted in ``keyferry_cache_events_total{cache="<backend>-listings",
-  result="hit"|"miss"|"coalesced"}``. Make each list call through the backend's call gate
-  so that it is counted in ``keyferry_backend_requests_total`` under the cloud API's
-  operation name (``ListSecrets``, ``GetParametersByPath``) and guarded by the endpoint's
-  breaker. A listing the identity may not make fails with PERMISSION_DENIED naming the
-  permission to grant. A list API that returns values too (SSM's) may put them into
+  result="hit"|"miss"|"coalesced"}``; with ``stale_if_error_seconds`` a listing that fails
+  with UNAVAILABLE or DEADLINE_EXCEEDED is served from the last one of the same key, as a
+  :class:`StaleListing` that makes the selection stale (:mod:`provider.lastgood`), so
+  raise outages as UNAVAILABLE or DEADLINE_EXCEEDED, never a bare exception. Make each list
+  call through the backend's call gate so that it is counted in
+  ``keyferry_backend_requests_total`` under the cloud API's operation name
+  (``ListSecrets``, ``GetParametersByPath``) and guarded by the endpoint's breaker. A
+  listing the identity may not make fails with PERMISSION_DENIED naming the permission to
+  grant. A list API that returns values too (SSM's) may put them into
   ``Services.values`` under the key the backend's ``fetch`` looks up, so they are not read
   twice (see :mod:`provider.clouds.aws.listing`).
 - A member whose read is NOT_FOUND (deleted after a cached listing) is reported as
@@ -72,13 +76,12 @@ Caps: the server's ``max_selected_objects`` (default 100, at most
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import config, registry
 from .backend import Services
-from .cache import TTLCache
 from .dialect import check_keys, get_str, parse_bool, parse_mode
 from .errors import (
     Code,
@@ -93,6 +96,7 @@ from .errors import (
     clip,
 )
 from .files import check_path, path_problem
+from .lastgood import KnownGood, older
 from .model import (
     Deadline,
     Decoding,
@@ -147,27 +151,38 @@ def too_many(what: str, limit: int) -> ResourceExhausted:
     )
 
 
+class StaleListing(tuple[Member, ...]):
+    """A listing served from the last-known-good window (``stale_if_error_seconds``)
+    while the backend is unavailable: its age in seconds."""
+
+    stale_seconds: float
+
+    def __new__(cls, members: Iterable[Member], stale_seconds: float) -> StaleListing:
+        listing = super().__new__(cls, members)
+        listing.stale_seconds = stale_seconds
+        return listing
+
+
+def listing_age(listing: Listing) -> float | None:
+    """How old a listing served from the last-known-good window is (``None``: fresh)."""
+    return listing.stale_seconds if isinstance(listing, StaleListing) else None
+
+
 class Listings:
     """Listings cached per principal (the caller's key names it) for ``cache_ttl_seconds``,
     concurrent identical listings sharing one load; hits, misses and coalesced loads in
-    ``keyferry_cache_events_total{cache="<backend>-listings"}``."""
+    ``keyferry_cache_events_total{cache="<backend>-listings"}``. With
+    ``stale_if_error_seconds`` a listing that fails with an outage is served from the
+    last one of the same key (:mod:`provider.lastgood`), as a :class:`StaleListing`."""
 
     def __init__(self, backend: str, services: Services) -> None:
-        self._cache: TTLCache[Listing] = TTLCache(
-            services.config.cache_ttl_seconds, max_entries=1024
+        self._cache: KnownGood[Listing] = KnownGood(
+            services, cache=f"{backend}-listings", backend=backend, listing="selection"
         )
-        events = services.metrics.cache_events
-        self._hit = events.labels(f"{backend}-listings", "hit")
-        self._miss = events.labels(f"{backend}-listings", "miss")
-        self._coalesced = events.labels(f"{backend}-listings", "coalesced")
 
     async def get(self, key: Hashable, load: Callable[[], Awaitable[Listing]]) -> Listing:
-        cached = self._cache.get(key)
-        if cached is not None:
-            self._hit.inc()
-            return cached
-        (self._coalesced if self._cache.loading(key) else self._miss).inc()
-        return await self._cache.get_or_load(key, load)
+        listing, age = await self._cache.get(key, load)
+        return listing if age is None else StaleListing(listing, age)
 
     def clear(self) -> None:
         self._cache.clear()
@@ -288,7 +303,9 @@ def check_listing(spec: ObjectSpec, listing: Listing, limit: int) -> Listing:
         raise MountFailed(
             errors, summary=f"{spec.label}: {len(errors)} selected names are not safe paths"
         )
-    return tuple(sorted(listing, key=lambda m: m.name))
+    ordered = sorted(listing, key=lambda m: m.name)
+    age = listing_age(listing)
+    return tuple(ordered) if age is None else StaleListing(ordered, age)
 
 
 def collect(
@@ -298,7 +315,7 @@ def collect(
     member that failed."""
     members: list[tuple[Member, Fetched]] = []
     errors: list[KeyferryError] = []
-    stale: float | None = None
+    stale = listing_age(listing)  # a last-known-good listing makes the selection stale
     for member in listing:
         got = results[member.ref]
         if isinstance(got, Exception):
@@ -318,8 +335,7 @@ def collect(
             errors.append(ObjectError(f"selected object {clip(member.name, 120)!r}", cause))
             continue
         members.append((member, got))
-        if got.stale_seconds is not None:
-            stale = max(stale or 0.0, got.stale_seconds)
+        stale = older(stale, got.stale_seconds)
     if errors:
         if len(errors) == 1:
             return errors[0]

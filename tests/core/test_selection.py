@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from keyferry_fakes.harness import Server
-from provider.clouds.local.backend import MAX_DEPTH
+from provider.clouds.local.backend import MAX_DEPTH, WALK_FACTOR
 from provider.errors import KeyferryError
 from provider.model import Mount, Pod
 from provider.pipeline import make_plan
@@ -236,6 +236,34 @@ def test_a_recursive_walk_is_bounded_in_depth(srv: Server, root: Path) -> None:
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert f"more than {MAX_DEPTH} directories deep" in details
+
+
+def test_a_recursive_walk_reads_a_bounded_number_of_entries(
+    serve: Callable[..., Server], root: Path
+) -> None:
+    """A tree of empty directories (no file counts toward the cap) cannot make a Mount
+    walk without end: past WALK_FACTOR x max_selected_objects entries, RESOURCE_EXHAUSTED
+    naming the directory; a tree just within the bound is listed."""
+    srv = serve(local_root=root, max_selected_objects=3)
+    bound = WALK_FACTOR * 3
+    wide = root / "wide"
+    for i in range(bound // 3):  # 10 directories of 2 entries each: 30 entries in all
+        (wide / f"d{i:02}" / "a").mkdir(parents=True)
+        if i:
+            (wide / f"d{i:02}" / "b").mkdir()
+    (wide / "d00" / "only-file").write_text(CANARY)
+    select = objects("- {backend: local, select: {directory: wide, recursive: true}}")
+    assert files_of(srv.mount("keyferry", select)) == {
+        "wide/d00/only-file": (0o644, CANARY.encode())
+    }
+
+    (wide / "d09" / "c").mkdir()  # one entry more than the bound
+    code, details = refused(srv, select)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "local directory 'wide'" in details and f"more than {bound} entries" in details
+    assert "'d09'" in details and CANARY not in details
+    flat = objects("- {backend: local, select: {directory: wide/d09}}")  # within the bound
+    assert refused(srv, flat)[0] == grpc.StatusCode.NOT_FOUND  # no file: no match
 
 
 def plan_error(text: str) -> str:

@@ -22,13 +22,15 @@ identical concurrent reads (a rollout) share one set of API calls.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from ...backend import FetchResult, Services
 from ...cache import TTLCache
 from ...errors import Internal, KeyferryError
-from ...model import Deadline, Mount
+from ...lastgood import older
+from ...model import Deadline, Fetched, Mount
 from ...observe import get_logger
 from ...selection import Listing
 from . import settings as settings_mod
@@ -158,8 +160,9 @@ class AwsBackend:
         principal = identity.principal
         out: dict[int, FetchResult] = {}
         refs = list(refs)  # history slots become the version they are pinned to
+        pinned_stale: dict[int, float] = {}  # slots pinned from a last-known-good listing
         for i, pinned in (
-            await self.versions.pin(identity, refs, indices, primary, deadline)
+            await self.versions.pin(identity, refs, indices, primary, deadline, pinned_stale)
         ).items():
             if isinstance(pinned, AwsRef):
                 refs[i] = pinned
@@ -176,7 +179,7 @@ class AwsBackend:
             else:
                 jobs.append(Job(i, refs[i], refs[i].target, primary[i]))
         if not jobs:  # every value cached: nothing to read, share or fail over
-            return out
+            return _marked(out, pinned_stale)
         # Identical concurrent mounts (a rollout: many pods of one service account, one
         # class) share one set of API calls instead of each missing the cache.
         batch_key = (principal, tuple((j.index, j.ref, j.region) for j in jobs))
@@ -200,7 +203,7 @@ class AwsBackend:
                 else self.services.config.cache_ttl_seconds
             )
             self.services.values.put((NAME, principal, job.ref, job.region), fetched, ttl=ttl)
-        return out
+        return _marked(out, pinned_stale)
 
     async def _failover(
         self,
@@ -279,3 +282,13 @@ class AwsBackend:
             outcome.fail(jobs, classify(exc, f"{reader.title} client for {region}"))
             return
         await reader.read(Reading(identity, client, region, deadline, outcome), jobs)
+
+
+def _marked(out: dict[int, FetchResult], stale: Mapping[int, float]) -> dict[int, FetchResult]:
+    """``out`` with each value whose history slot was pinned from a last-known-good
+    listing marked stale (with the older of the two ages)."""
+    for i, age in stale.items():
+        fetched = out.get(i)
+        if isinstance(fetched, Fetched):
+            out[i] = dataclasses.replace(fetched, stale_seconds=older(age, fetched.stale_seconds))
+    return out

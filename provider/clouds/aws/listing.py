@@ -20,6 +20,8 @@ A listing is cached per (principal, selection, region) for ``cache_ttl_seconds``
 identical concurrent listings share one set of calls (:class:`provider.selection.Listings`);
 a chained principal names the pod's principal, the role, its external id and duration, so
 a listing is never shared between the pod's role and a role it assumes, or between roles.
+With ``stale_if_error_seconds`` a listing that fails with an outage is served from the last
+one of the same key (:mod:`provider.lastgood`).
 Past the server's ``max_selected_objects`` the listing stops and the Mount fails.
 """
 

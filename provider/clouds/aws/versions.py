@@ -16,7 +16,9 @@ version (``pinned_cache_seconds``: a version's content never changes).
 
 The listing is kept per (principal, service, region, name) for the server's
 ``cache_ttl_seconds`` and shared by concurrent mounts; slots beyond the versions that
-exist are :class:`~provider.errors.Absent`.
+exist are :class:`~provider.errors.Absent`. With ``stale_if_error_seconds`` a listing that
+fails with an outage is served from the last one of the same key
+(:mod:`provider.lastgood`) and the slots pinned from it are stale.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from typing import Any
 
 from ... import history
 from ...backend import Services
-from ...cache import TTLCache
 from ...errors import Absent, KeyferryError
+from ...lastgood import KnownGood
 from ...model import Deadline
 from .api import Api
 from .credentials import Identity
@@ -49,7 +51,9 @@ class Versions:
     def __init__(self, services: Services, api: Api) -> None:
         self.services = services
         self.api = api
-        self._lists: TTLCache[tuple[str, ...]] = TTLCache(services.config.cache_ttl_seconds)
+        self._lists: KnownGood[tuple[str, ...]] = KnownGood(
+            services, cache="aws-versions", backend="aws", listing="history", max_entries=10_000
+        )
 
     async def pin(
         self,
@@ -58,9 +62,11 @@ class Versions:
         indices: Sequence[int],
         regions: dict[int, str],
         deadline: Deadline,
+        stale: dict[int, float],
     ) -> dict[int, AwsRef | KeyferryError]:
         """For each history ref among ``indices``: the ref pinned to its slot's version, or
-        why it cannot be (Absent beyond the versions that exist)."""
+        why it cannot be (Absent beyond the versions that exist). A slot pinned from a
+        last-known-good listing gets its age in ``stale``."""
         out: dict[int, AwsRef | KeyferryError] = {}
         wanted = [i for i in indices if refs[i].history]
         # One listing per (service, region, name), all concurrently.
@@ -73,12 +79,15 @@ class Versions:
         )
         listings = dict(zip(unique, lists, strict=True))
         for i in wanted:
-            ref, listed = refs[i], listings[keys[i]]
-            if isinstance(listed, BaseException):
-                if not isinstance(listed, KeyferryError):
-                    raise listed
-                out[i] = listed
+            ref, got = refs[i], listings[keys[i]]
+            if isinstance(got, BaseException):
+                if not isinstance(got, KeyferryError):
+                    raise got
+                out[i] = got
                 continue
+            listed, age = got
+            if age is not None:
+                stale[i] = age
             what = f"{ref.service_title} {ref.target.describe(ref.service)}"
             if ref.index >= len(listed):
                 out[i] = Absent(history.describe_slot(ref.index, len(listed), what))
@@ -89,17 +98,9 @@ class Versions:
 
     async def _listing(
         self, identity: Identity, ref: AwsRef, region: str, deadline: Deadline
-    ) -> tuple[str, ...]:
+    ) -> tuple[tuple[str, ...], float | None]:
         key = (identity.principal, ref.service, region, ref.target.name)
-        cached = self._lists.get(key)
-        events = self.services.metrics.cache_events
-        if cached is not None:
-            events.labels("aws-versions", "hit").inc()
-            return cached
-        events.labels("aws-versions", "miss").inc()
-        return await self._lists.get_or_load(
-            key, lambda: self._list(identity, ref, region, deadline)
-        )
+        return await self._lists.get(key, lambda: self._list(identity, ref, region, deadline))
 
     async def _list(
         self, identity: Identity, ref: AwsRef, region: str, deadline: Deadline

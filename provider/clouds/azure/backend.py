@@ -30,6 +30,7 @@ from ...errors import (
     KeyferryError,
     NotFound,
 )
+from ...lastgood import KnownGood
 from ...model import Deadline, Fetched, Mount
 from ...selection import Listing, Listings, Member, too_many
 from ..budget import begin
@@ -66,7 +67,9 @@ class AzureBackend:
         self._identities = Identities(settings, services.kube, on_forget=self._clients.drop)
         ttl = services.config.cache_ttl_seconds
         self._raw: TTLCache[_Raw] = TTLCache(ttl)
-        self._versions: TTLCache[tuple[str, ...]] = TTLCache(ttl)
+        self._versions: KnownGood[tuple[str, ...]] = KnownGood(
+            services, cache="azure-versions", backend=NAME, listing="history", max_entries=10_000
+        )
         self._limit = asyncio.Semaphore(max(1, services.config.max_concurrent_fetches))
         self._listings = Listings(NAME, services)
         # Opening a PKCS#12 costs ~40 ms (OpenSSL checks the RSA key), so conversions are
@@ -100,7 +103,8 @@ class AzureBackend:
                     deadline, ref.describe(), lambda: self._fetch_one(ref, url, identity, deadline)
                 )
                 results[i] = fetched
-                self.services.values.put(key, fetched, ttl=0)
+                if fetched.stale_seconds is None:  # a stale one keeps its first fetch's age
+                    self.services.values.put(key, fetched, ttl=0)
             except KeyferryError as exc:
                 results[i] = exc
             results[i] = self.services.last_known_good(key, results[i]) or results[i]
@@ -278,8 +282,9 @@ class AzureBackend:
 
     async def _history(
         self, ref: AzureRef, url: str, identity: Identity, deadline: Deadline
-    ) -> tuple[str, ...]:
-        """Enabled versions, newest first, starting at ``ref.version`` when given."""
+    ) -> tuple[tuple[str, ...], float | None]:
+        """Enabled versions, newest first, starting at ``ref.version`` when given; with the
+        listing's age when it is the last-known-good one (:mod:`provider.lastgood`)."""
         client = self._clients.get(ref.kind, url, identity)
         name = ref.name
         lister = {
@@ -301,7 +306,8 @@ class AzureBackend:
         async def load() -> tuple[str, ...]:
             return await self._call("list_versions", ref, url, identity, deadline, listing)
 
-        versions = await self._versions.get_or_load((NAME, identity.key, url, ref.kind, name), load)
+        key = (NAME, identity.key, url, ref.kind, name)
+        versions, age = await self._versions.get(key, load)
         if ref.version:
             if ref.version not in versions:
                 raise NotFound(
@@ -309,14 +315,15 @@ class AzureBackend:
                     "objectVersion or enable that version"
                 )
             versions = versions[versions.index(ref.version) :]
-        return versions
+        return versions, age
 
     async def _fetch_one(
         self, ref: AzureRef, url: str, identity: Identity, deadline: Deadline
     ) -> Fetched:
         version = ref.version
+        listed_age: float | None = None  # the age of a last-known-good version listing
         if ref.history > 1:
-            versions = await self._history(ref, url, identity, deadline)
+            versions, listed_age = await self._history(ref, url, identity, deadline)
             if not versions:
                 raise NotFound(f"{ref.describe()} has no enabled version")
             if ref.index >= len(versions):
@@ -326,7 +333,11 @@ class AzureBackend:
         content = await self._convert(ref, raw)
         host = url.split("://", 1)[-1].split("/", 1)[0]
         return Fetched(
-            content=content, version=raw.version, content_type=raw.content_type, served_by=host
+            content=content,
+            version=raw.version,
+            content_type=raw.content_type,
+            served_by=host,
+            stale_seconds=listed_age,
         )
 
     async def _convert(self, ref: AzureRef, raw: _Raw) -> bytes:

@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 from ... import history
 from ...backend import FetchResult, Services
 from ...breaker import Verdict, verdict_of
-from ...cache import TTLCache
 from ...errors import Absent, DeadlineExceeded, Internal, KeyferryError
+from ...lastgood import KnownGood, older
 from ...model import Deadline, Fetched, Mount
 from ...observe import get_logger
 from ...selection import Listing, Listings, Member, too_many
@@ -52,8 +52,11 @@ class GcpBackend:
         self.clients = Clients(settings)
         self.identities = Identities(settings, services)
         self._semaphore = asyncio.Semaphore(services.config.max_concurrent_fetches)
-        self._lists: TTLCache[tuple[str, ...]] = TTLCache(services.config.cache_ttl_seconds)
-        """Enabled version numbers per (principal, endpoint, secret), for versionHistory."""
+        self._lists: KnownGood[tuple[str, ...]] = KnownGood(
+            services, cache="gcp-versions", backend=NAME, listing="history", max_entries=10_000
+        )
+        """Enabled version numbers per (principal, endpoint, secret), for versionHistory;
+        last-known-good within ``stale_if_error_seconds`` (:mod:`provider.lastgood`)."""
         self._listings = Listings(NAME, services)
         self.api_calls = 0
         self.retries = 0
@@ -109,8 +112,9 @@ class GcpBackend:
         if isinstance(auth, KeyferryError):
             raise auth
         identity, token = auth
+        listed_age: float | None = None  # the age of a last-known-good version listing
         if isinstance(ref, SecretVersionRef) and ref.history:
-            ref = await self._pin(ref, identity, token, deadline)
+            ref, listed_age = await self._pin(ref, identity, token, deadline)
 
         async def load() -> Fetched:
             response = await self._call(
@@ -126,12 +130,15 @@ class GcpBackend:
 
         key = (NAME, identity.principal, ref.service, ref.name)
         try:
-            return await self.services.values.get_or_load(key, load)
+            fetched = await self.services.values.get_or_load(key, load)
         except KeyferryError as exc:
             stale = self.services.last_known_good(key, exc)
             if stale is None:
                 raise
-            return stale
+            fetched = stale
+        if listed_age is None:
+            return fetched
+        return replace(fetched, stale_seconds=older(listed_age, fetched.stale_seconds))
 
     async def select(
         self,
@@ -228,10 +235,11 @@ class GcpBackend:
 
     async def _pin(
         self, ref: SecretVersionRef, identity: Identity, token: str, deadline: Deadline
-    ) -> SecretVersionRef:
+    ) -> tuple[SecretVersionRef, float | None]:
         """A ``versionHistory`` / ``previous`` slot as the version it is now: one
         ListSecretVersions per secret, kept per identity like values and shared by
-        concurrent mounts; a slot beyond the enabled versions is Absent."""
+        concurrent mounts; a slot beyond the enabled versions is Absent. With the
+        listing's age when it is the last-known-good one."""
         key = (NAME, identity.principal, "versions", self.clients.endpoint(ref), ref.parent)
         listing = self._call(
             ref,
@@ -242,11 +250,11 @@ class GcpBackend:
             token,
             verb="list the versions of",
         )
-        numbers = await self._lists.get_or_load(key, lambda: listing(identity.member))
+        numbers, age = await self._lists.get(key, lambda: listing(identity.member))
         if ref.index >= len(numbers):
             what = f"Secret Manager secret {ref.parent}"
             raise Absent(history.describe_slot(ref.index, len(numbers), what))
-        return replace(ref, version=numbers[ref.index], history=0, index=0)
+        return replace(ref, version=numbers[ref.index], history=0, index=0), age
 
 
 def create(settings: Mapping[str, Any], services: Services) -> GcpBackend:

@@ -170,7 +170,8 @@ class LocalBackend:
                     os.close(fd)
                     fd = child
                 members: list[Member] = []
-                self._walk(fd, "", query, members, limit, what)
+                budget = [WALK_FACTOR * limit]  # entries this walk may still read
+                self._walk(fd, "", query, members, limit, what, budget)
             finally:
                 os.close(fd)
         except FileNotFoundError:
@@ -201,6 +202,7 @@ class LocalBackend:
         members: list[Member],
         limit: int,
         what: str,
+        budget: list[int],
     ) -> None:
         base = f"{query.directory}/" if query.directory else ""
         if prefix.count("/") >= MAX_DEPTH:
@@ -208,22 +210,32 @@ class LocalBackend:
                 f"{what}: {prefix.rstrip('/')!r} is more than {MAX_DEPTH} directories deep; "
                 "select a directory further down"
             )
+        most = min(budget[0], MAX_ENTRIES)
         with os.scandir(fd) as entries:
             listed = sorted(
                 (e.name, e.is_dir(follow_symlinks=False), e)
-                for e in itertools.islice(entries, MAX_ENTRIES + 1)
+                for e in itertools.islice(entries, most + 1)
+            )
+        if len(listed) > budget[0]:
+            where = prefix.rstrip("/") or "."
+            raise ResourceExhausted(
+                f"{what}: listing it reads more than {WALK_FACTOR * limit} entries (files and "
+                f"directories: {WALK_FACTOR} times the server's max_selected_objects, "
+                f"{limit}) before the end of {where!r}; select a smaller directory or one "
+                "with fewer subdirectories (nothing was mounted)"
             )
         if len(listed) > MAX_ENTRIES:
             raise ResourceExhausted(
                 f"{what}: a directory holds more than {MAX_ENTRIES} entries; select a smaller one"
             )
+        budget[0] -= len(listed)
         for name, is_dir, entry in listed:
             relative = f"{prefix}{name}"
             if is_dir:
                 if query.recursive:
                     child = os.open(name, _DIR_FLAGS, dir_fd=fd)
                     try:
-                        self._walk(child, f"{relative}/", query, members, limit, what)
+                        self._walk(child, f"{relative}/", query, members, limit, what, budget)
                     finally:
                         os.close(child)
                 continue
@@ -259,6 +271,10 @@ MAX_DEPTH = 32
 """Directories a recursive selection walks down, at most."""
 MAX_ENTRIES = 10_000
 """Entries read from one directory, at most (a selection's files are capped lower)."""
+WALK_FACTOR = 10
+"""Entries (files and directories) one selection's walk reads, at most: this many times
+the server's ``max_selected_objects`` (1,000 by default, 10,000 at most), so a tree of
+empty directories below the root cannot make a Mount walk without end."""
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 """O_NONBLOCK: opening a FIFO placed under the root returns at once (and is refused as
 not a regular file) instead of waiting for a writer."""
