@@ -744,17 +744,19 @@ class FakeKeyVault(_TLSServer):
     def handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
         split = urllib.parse.urlsplit(h.path)
         parts = [urllib.parse.unquote(p) for p in split.path.split("/") if p]
+        auth = h.headers.get("Authorization", "")
+        # Counted on arrival, before any latency: a request a test left sleeping here must
+        # not be counted after the next test's reset.
         with self.lock:
             self.requests[f"{method} {split.path}"] += 1
+            if auth.startswith("Bearer "):
+                self.with_token[split.path] += 1
         if self.latency:
             time.sleep(self.latency)
         vault = parts[0] if parts else ""
-        auth = h.headers.get("Authorization", "")
         if not auth.startswith("Bearer "):
             self._unauthorized(h, vault, "AKV10000: Request is missing a Bearer or PoP token.")
             return
-        with self.lock:
-            self.with_token[split.path] += 1
 
         def answer(fault: Fault) -> None:
             code = fault.code or ("Throttled" if fault.status == 429 else "InternalServerError")
