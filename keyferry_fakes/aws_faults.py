@@ -34,7 +34,8 @@ Permissions: reading a named secret or parameter is allowed to every issued iden
 role may call ``secretsmanager:ListSecrets`` (also needed for ``BatchGetSecretValue``
 with ``Filters``) or ``ssm:GetParametersByPath`` only once :meth:`AwsFaults.grant` gave
 it that action, else 400 ``AccessDeniedException`` "... is not authorized to perform:
-<action> ...", the message AWS sends.
+<action> ...", the message AWS sends. Both are decided by :class:`.aws_iam.Iam`, with the
+trust and identity policies.
 
 It also records every request (operation, region from the SigV4 credential
 scope, headers, body) so tests can count API calls and see exactly what was sent
@@ -88,8 +89,6 @@ _moto_url = ""
 _lock = threading.Lock()
 
 ACCOUNT = "123456789012"
-LIST_ACTIONS = frozenset({"secretsmanager:ListSecrets", "ssm:GetParametersByPath"})
-"""Actions an identity may call only once :meth:`AwsFaults.grant` allowed them to its role."""
 _DEFAULT_CODES = {
     400: "ThrottlingException",
     429: "TooManyRequestsException",
@@ -269,8 +268,6 @@ class AwsFaults:
     refusals: list[Refusal] = field(default_factory=list)
     iam: Iam = field(default_factory=Iam)
     """Role-to-role trust (sts:AssumeRole) and identity policies (:mod:`.aws_iam`)."""
-    grants: dict[str, set[str]] = field(default_factory=dict)
-    """role ARN -> the :data:`LIST_ACTIONS` its policies allow."""
     faults: Faults = field(default_factory=Faults)
     """Throttling, 5xx, resets and slow answers by operation (``where``), applied to
     requests that pass the identity checks and match no :class:`Rule`."""
@@ -295,8 +292,6 @@ class AwsFaults:
                 body = self.rfile.read(length) if length else b""
                 rec = proxy._record(self.headers, body)
                 refusal = proxy._authenticate(self.command, self.path, rec)
-                if refusal is None:
-                    refusal = proxy._authorize(rec)
                 if refusal is None:
                     refusal = proxy._validate(rec)
                 if refusal is not None:
@@ -444,12 +439,8 @@ class AwsFaults:
         return issued
 
     def grant(self, role_arn: str, *actions: str) -> None:
-        """Let ``role_arn`` call the list ``actions`` (of :data:`LIST_ACTIONS`)."""
-        unknown = set(actions) - LIST_ACTIONS
-        if unknown:
-            raise ValueError(f"not a list action: {sorted(unknown)}")
-        with self._mutex:
-            self.grants.setdefault(role_arn, set()).update(actions)
+        """Let ``role_arn`` call the list ``actions`` (:data:`.aws_iam.LIST_ACTIONS`)."""
+        self.iam.grant(role_arn, *actions)
 
     def _validate(self, rec: Recorded) -> Refusal | None:
         """What moto lets through and AWS refuses: ListSecrets filter values outside the
@@ -472,35 +463,6 @@ class AwsFaults:
                 "must have length greater than or equal to 0, Member must satisfy regular "
                 f"expression pattern: {pattern}]",
             )
-        return None
-
-    def _authorize(self, rec: Recorded) -> Refusal | None:
-        """IAM for the list actions: the signing identity's role must have been granted
-        each one the request needs."""
-        needed = []
-        action = f"{rec.service}:{rec.operation}"
-        if action in LIST_ACTIONS:
-            needed.append(action)
-        if rec.operation == "BatchGetSecretValue" and "Filters" in json.loads(rec.body or b"{}"):
-            needed.append("secretsmanager:ListSecrets")
-        if not needed:
-            return None
-        auth = {k.lower(): v for k, v in rec.headers.items()}.get("authorization", "")
-        m = _AUTH.match(auth)
-        with self._mutex:
-            issued = self.issued.get(m["key"]) if m else None
-            role = issued.role_arn if issued else ""
-            allowed = self.grants.get(role, set())
-        for action in needed:
-            if action not in allowed:
-                who = role.replace(":iam::", ":sts::").replace(":role/", ":assumed-role/")
-                return self._refuse(
-                    rec,
-                    400,
-                    "AccessDeniedException",
-                    f"User: {who}/keyferry is not authorized to perform: {action} because no "
-                    f"identity-based policy allows the {action} action",
-                )
         return None
 
     def role_of(self, access_key: str) -> str | None:
@@ -701,7 +663,6 @@ class AwsFaults:
             self.refusals.clear()
             self.delay.clear()
             self.trusts.clear()
-            self.grants.clear()
             self.issued.clear()
         self.iam.reset()
         self.faults.clear()

@@ -15,6 +15,10 @@ for role chaining and the list APIs:
   ``secretsmanager:ListSecretVersionIds`` on ``team/*``; else 400
   ``AccessDeniedException`` (JSON APIs) or 403 ``AccessDenied`` (STS). A role given no
   statement keeps moto's allow-all, as before this module existed.
+- the list actions keyferry's selections call (:data:`LIST_ACTIONS`, and
+  ``BatchGetSecretValue`` with ``Filters``, which needs ``secretsmanager:ListSecrets``):
+  refused to every role until :meth:`Iam.grant` gave it the action, as a role's policy
+  must in AWS; else 400 ``AccessDeniedException``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from urllib.parse import parse_qs
 
 CHAINED_MAX_SECONDS = 3600
 _SESSION_NAME = re.compile(r"^[\w+=,.@-]{2,64}$")
+LIST_ACTIONS = frozenset({"secretsmanager:ListSecrets", "ssm:GetParametersByPath"})
+"""Actions a role may call only once :meth:`Iam.grant` allowed them to it."""
 _RESOURCE_FIELDS = ("SecretId", "Name", "Path", "RoleArn")
 _RESOURCE_LISTS = ("SecretIdList", "Names")
 
@@ -46,6 +52,8 @@ class Iam:
     """target role ARN -> {caller role ARN: the ExternalId its condition requires ("": none)}."""
     policies: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     """role ARN -> (action glob, resource glob) statements that allow."""
+    grants: dict[str, set[str]] = field(default_factory=dict)
+    """role ARN -> the :data:`LIST_ACTIONS` its policies allow."""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -60,20 +68,52 @@ class Iam:
         with self._lock:
             self.policies.setdefault(role, []).append((action, resource))
 
+    def grant(self, role: str, *actions: str) -> None:
+        """Let ``role`` call the list ``actions`` (of :data:`LIST_ACTIONS`)."""
+        unknown = set(actions) - LIST_ACTIONS
+        if unknown:
+            raise ValueError(f"not a list action: {sorted(unknown)}")
+        with self._lock:
+            self.grants.setdefault(role, set()).update(actions)
+
     def reset(self) -> None:
         with self._lock:
             self.role_trusts.clear()
             self.policies.clear()
+            self.grants.clear()
 
     def authorize(
         self, role: str, service: str, operation: str, body: bytes, json_api: bool
     ) -> Denial | None:
-        """The identity-policy decision for one request made as ``role``."""
+        """The identity-policy decision for one request made as ``role``: its policy
+        statements, then the list actions it needs."""
+        action = f"{service}:{operation}"
+        return self._policies(role, action, body, json_api) or self._listing(role, action, body)
+
+    def _listing(self, role: str, action: str, body: bytes) -> Denial | None:
+        needed = [action] if action in LIST_ACTIONS else []
+        if action == "secretsmanager:BatchGetSecretValue" and "Filters" in json.loads(
+            body or b"{}"
+        ):
+            needed.append("secretsmanager:ListSecrets")
+        with self._lock:
+            allowed = set(self.grants.get(role, ()))
+        for wanted in needed:
+            if wanted not in allowed:
+                who = role.replace(":iam::", ":sts::").replace(":role/", ":assumed-role/")
+                return Denial(
+                    400,
+                    "AccessDeniedException",
+                    f"User: {who}/keyferry is not authorized to perform: {wanted} because no "
+                    f"identity-based policy allows the {wanted} action",
+                )
+        return None
+
+    def _policies(self, role: str, action: str, body: bytes, json_api: bool) -> Denial | None:
         with self._lock:
             statements = list(self.policies.get(role, ()))
         if not statements:
             return None
-        action = f"{service}:{operation}"
         resources = _resources(body, json_api) or ["*"]
         for resource in resources:
             if not any(

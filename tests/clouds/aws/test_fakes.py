@@ -261,7 +261,7 @@ def test_list_actions_are_denied_until_the_role_is_granted_them(
     proxy.grant(ROLE, needed)
     assert name in listing(c, name)
     proxy.reset()  # a reset forgets grants
-    assert proxy.grants == {}
+    assert proxy.iam.grants == {}
 
 
 def test_secrets_manager_refuses_a_stale_signature(proxy: AwsFaults, secret: str) -> None:
