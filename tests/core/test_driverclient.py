@@ -71,6 +71,45 @@ def assert_swapped(target: Path, before: Volume, after: Volume) -> None:
     assert not (target / before.data_dir).exists()
 
 
+def remount(
+    sock: Path,
+    params: dict[str, str],
+    target: Path,
+    previous: Mounted,
+    tokens: dict[str, str] | None = None,
+) -> Mounted:
+    """The driver's rotation: the same class into the same target, with the versions it
+    recorded at the last mount as ``currentObjectVersion``."""
+    return mount(
+        sock, params, target, pod=DEFAULT_POD, tokens=tokens, old_versions=previous.object_versions
+    )
+
+
+def first_mount(
+    sock: Path, params: dict[str, str], target: Path, tokens: dict[str, str] | None = None
+) -> tuple[Mounted, Volume]:
+    """The pod's first mount, which must succeed, and the volume the driver wrote."""
+    first = mount(sock, params, target, pod=DEFAULT_POD, tokens=tokens)
+    assert first.ok, first.error
+    return first, volume(target)
+
+
+def rotate(
+    sock: Path,
+    params: dict[str, str],
+    target: Path,
+    previous: Mounted,
+    before: Volume,
+    tokens: dict[str, str] | None = None,
+) -> tuple[Mounted, Volume]:
+    """A rotation that changed something: it succeeds and the driver swaps ``..data``."""
+    again = remount(sock, params, target, previous, tokens)
+    assert again.ok, again.error
+    after = volume(target)
+    assert_swapped(target, before, after)
+    return again, after
+
+
 @pytest.fixture
 def kube(kube: FakeKube) -> FakeKube:
     kube.add_service_account(
@@ -119,9 +158,7 @@ def test_keyferry_demo_class_and_rotation(tmp_path: Path, demo_root: Path, kube:
         tmp_path, local_root=demo_root, kubernetes=kube.settings(), cache_ttl_seconds=0
     ) as srv:
         sock = srv.socket("keyferry")
-        first = mount(sock, params, target, pod=DEFAULT_POD)
-        assert first.ok, first.error
-        before = volume(target)
+        first, before = first_mount(sock, params, target)
         assert before.files == DEMO_FILES
         assert sorted(p.name for p in target.iterdir() if p.is_symlink()) == [
             "..data",
@@ -133,15 +170,12 @@ def test_keyferry_demo_class_and_rotation(tmp_path: Path, demo_root: Path, kube:
         assert sorted(versions) == ["api-key", "db/credentials.json", "db/username"]
         assert all(v.startswith("hmac-sha256:") for v in versions.values())
         assert "s3cr3t" not in json.dumps(versions)
-        again = mount(sock, params, target, pod=DEFAULT_POD, old_versions=versions)
+        again = remount(sock, params, target, first)
         assert_unchanged(target, before, again)
         assert again.object_versions == versions
 
         (demo_root / "api-key.b64").write_text(base64.b64encode(b"demo-api-key-5678").decode())
-        second = mount(sock, params, target, pod=DEFAULT_POD, old_versions=versions)
-        assert second.ok, second.error
-        after = volume(target)
-        assert_swapped(target, before, after)
+        second, after = rotate(sock, params, target, first, before)
         assert after.files == {**DEMO_FILES, "api-key": (b"demo-api-key-5678", 0o600)}
         rotated = {k for k in versions if second.object_versions[k] != versions[k]}
         assert rotated == {"api-key"}
@@ -181,9 +215,7 @@ def test_keyferry_native_class_mixing_local_and_aws(
         cache_ttl_seconds=0,
     ) as srv:
         sock = srv.socket("keyferry")
-        first = mount(sock, params, target, pod=DEFAULT_POD, tokens={AWS_AUD: token})
-        assert first.ok, first.error
-        before = volume(target)
+        first, before = first_mount(sock, params, target, {AWS_AUD: token})
         assert before.files == {
             "local/username": (b"demo-user", 0o644),
             "db/credentials.json": (b'{"user": "app", "password": "pw-1"}', 0o644),
@@ -193,29 +225,12 @@ def test_keyferry_native_class_mixing_local_and_aws(
         assert sorted(first.object_versions) == ["db/credentials.json", "local/username"]
         (sts,) = proxy.sts_calls()
         assert sts["WebIdentityToken"] == token and sts["RoleArn"] == ROLE
-        again = mount(
-            sock,
-            params,
-            target,
-            pod=DEFAULT_POD,
-            tokens={AWS_AUD: token},
-            old_versions=first.object_versions,
-        )
+        again = remount(sock, params, target, first, {AWS_AUD: token})
         assert_unchanged(target, before, again)
         assert again.object_versions == first.object_versions
 
         put = sm.put_secret_value(SecretId=name, SecretString='{"user": "app", "password": "pw-2"}')
-        second = mount(
-            sock,
-            params,
-            target,
-            pod=DEFAULT_POD,
-            tokens={AWS_AUD: token},
-            old_versions=first.object_versions,
-        )
-        assert second.ok, second.error
-        after = volume(target)
-        assert_swapped(target, before, after)
+        second, after = rotate(sock, params, target, first, before, {AWS_AUD: token})
         assert after.files["db/password"] == (b"pw-2", 0o400)
         assert after.files["local/username"] == before.files["local/username"]
         assert second.object_versions == {
@@ -336,9 +351,7 @@ def test_aws_official_class_with_irsa_and_rotation(
         cache_ttl_seconds=0,
     ) as srv:
         sock = srv.socket("aws")
-        first = mount(sock, params, target, pod=DEFAULT_POD, tokens={AWS_AUD: token})
-        assert first.ok, first.error
-        before = volume(target)
+        first, before = first_mount(sock, params, target, {AWS_AUD: token})
         assert before.files == {
             secret: (b'{"username": "testuser", "password": "testpassword"}', 0o644),
             "MySecretUsername": (b"testuser", 0o644),
@@ -353,14 +366,7 @@ def test_aws_official_class_with_irsa_and_rotation(
         }
         (sts,) = proxy.sts_calls()
         assert sts["WebIdentityToken"] == token and sts["RoleArn"] == ROLE
-        again = mount(
-            sock,
-            params,
-            target,
-            pod=DEFAULT_POD,
-            tokens={AWS_AUD: token},
-            old_versions=first.object_versions,
-        )
+        again = remount(sock, params, target, first, {AWS_AUD: token})
         assert_unchanged(target, before, again)
         assert again.object_versions == first.object_versions
 
@@ -368,17 +374,7 @@ def test_aws_official_class_with_irsa_and_rotation(
             SecretId=secret, SecretString='{"username": "testuser", "password": "rotated"}'
         )
         ssm.put_parameter(Name=parameter, Value="blue=off", Type="SecureString", Overwrite=True)
-        second = mount(
-            sock,
-            params,
-            target,
-            pod=DEFAULT_POD,
-            tokens={AWS_AUD: token},
-            old_versions=first.object_versions,
-        )
-        assert second.ok, second.error
-        after = volume(target)
-        assert_swapped(target, before, after)
+        second, after = rotate(sock, params, target, first, before, {AWS_AUD: token})
         assert after.files["MySecretPassword"] == (b"rotated", 0o644)
         assert after.files["flags"] == (b"blue=off", 0o644)
         assert second.object_versions == {
@@ -458,9 +454,7 @@ def test_gcp_official_class_with_workload_identity_and_rotation(
         cache_ttl_seconds=0,
     ) as srv:
         sock = srv.socket("gcp")
-        first = mount(sock, params, target, pod=DEFAULT_POD, tokens=tokens)
-        assert first.ok, first.error
-        before = volume(target)
+        first, before = first_mount(sock, params, target, tokens)
         assert before.files == {
             "db/password": (b"pg-pass-1", 0o400),
             "api-key": (b"key-3", 0o644),
@@ -482,29 +476,12 @@ def test_gcp_official_class_with_workload_identity_and_rotation(
         }
         # the pod's own identity: one token exchange, one impersonation of its GSA
         assert stack.google.counts["sts"] == 1 and stack.google.counts["iam"] == 1
-        again = mount(
-            sock,
-            params,
-            target,
-            pod=DEFAULT_POD,
-            tokens=tokens,
-            old_versions=first.object_versions,
-        )
+        again = remount(sock, params, target, first, tokens)
         assert_unchanged(target, before, again)
         assert again.object_versions == first.object_versions
 
         stack.secret_manager.add_version("my-project", "db-password", b"pg-pass-2")
-        second = mount(
-            sock,
-            params,
-            target,
-            pod=DEFAULT_POD,
-            tokens=tokens,
-            old_versions=first.object_versions,
-        )
-        assert second.ok, second.error
-        after = volume(target)
-        assert_swapped(target, before, after)
+        second, after = rotate(sock, params, target, first, before, tokens)
         assert after.files == {**before.files, "db/password": (b"pg-pass-2", 0o400)}
         assert second.object_versions == {
             **first.object_versions,
@@ -590,9 +567,7 @@ def test_azure_official_class_with_workload_identity_and_rotation(
         cache_ttl_seconds=0,
     ) as srv:
         sock = srv.socket("azure")
-        first = mount(sock, params, target, pod=DEFAULT_POD, tokens=tokens)
-        assert first.ok, first.error
-        before = volume(target)
+        first, before = first_mount(sock, params, target, tokens)
         assert before.files == {
             "db-password": (b"hunter2", 0o644),
             "keys/signing.pem": (public_pem(key), 0o644),
@@ -614,30 +589,13 @@ def test_azure_official_class_with_workload_identity_and_rotation(
         }
         assert azure.entra.token_requests >= 1
         # the PKCS#12 -> PEM conversion is byte-stable, so a poll does not swap ..data
-        again = mount(
-            sock,
-            params,
-            target,
-            pod=DEFAULT_POD,
-            tokens=tokens,
-            old_versions=first.object_versions,
-        )
+        again = remount(sock, params, target, first, tokens)
         assert_unchanged(target, before, again)
         assert again.object_versions == first.object_versions
 
         v_db2 = vault.add_secret("my-kv", "db-password", "hunter3")
         tok3 = vault.add_secret("my-kv", "api-token", "token-3")
-        second = mount(
-            sock,
-            params,
-            target,
-            pod=DEFAULT_POD,
-            tokens=tokens,
-            old_versions=first.object_versions,
-        )
-        assert second.ok, second.error
-        after = volume(target)
-        assert_swapped(target, before, after)
+        second, after = rotate(sock, params, target, first, before, tokens)
         assert after.files == {
             **before.files,
             "db-password": (b"hunter3", 0o644),
@@ -675,45 +633,6 @@ def test_azure_missing_object_fails_the_mount(
 
 
 # -- issue 13's features through the driver -------------------------------------------
-
-
-def remount(
-    sock: Path,
-    params: dict[str, str],
-    target: Path,
-    previous: Mounted,
-    tokens: dict[str, str] | None = None,
-) -> Mounted:
-    """The driver's rotation: the same class into the same target, with the versions it
-    recorded at the last mount as ``currentObjectVersion``."""
-    return mount(
-        sock, params, target, pod=DEFAULT_POD, tokens=tokens, old_versions=previous.object_versions
-    )
-
-
-def first_mount(
-    sock: Path, params: dict[str, str], target: Path, tokens: dict[str, str] | None = None
-) -> tuple[Mounted, Volume]:
-    """The pod's first mount, which must succeed, and the volume the driver wrote."""
-    first = mount(sock, params, target, pod=DEFAULT_POD, tokens=tokens)
-    assert first.ok, first.error
-    return first, volume(target)
-
-
-def rotate(
-    sock: Path,
-    params: dict[str, str],
-    target: Path,
-    previous: Mounted,
-    before: Volume,
-    tokens: dict[str, str] | None = None,
-) -> tuple[Mounted, Volume]:
-    """A rotation that changed something: it succeeds and the driver swaps ``..data``."""
-    again = remount(sock, params, target, previous, tokens)
-    assert again.ok, again.error
-    after = volume(target)
-    assert_swapped(target, before, after)
-    return again, after
 
 
 def test_keyferry_local_recursive_selection_and_its_rotation(
