@@ -266,61 +266,47 @@ def test_list_actions_are_denied_until_the_role_is_granted_them(
 
 def test_secrets_manager_refuses_a_stale_signature(proxy: AwsFaults, secret: str) -> None:
     creds = irsa_credentials(proxy)
-    stale = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() - 20 * 60))
     host = proxy.url.removeprefix("http://")
     body = json.dumps({"SecretId": secret}).encode()
-    headers = {
-        "Host": host,
-        "X-Amz-Target": "secretsmanager.GetSecretValue",
-        "Content-Type": "application/x-amz-json-1.1",
-        "X-Amz-Date": stale,
-        "X-Amz-Security-Token": creds.session_token,
-    }
-    signed = sorted(h.lower() for h in headers)
-    signature = sigv4_signature(
-        "POST",
-        "/",
-        headers,
-        body,
-        signed_headers=signed,
-        access_key=creds.access_key,
-        secret_key=creds.secret_key,
-        session_token=creds.session_token,
-        region="us-east-1",
-        service="secretsmanager",
-        amz_date=stale,
-    )
-    headers["Authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{stale[:8]}/us-east-1/secretsmanager/"
-        f"aws4_request, SignedHeaders={';'.join(signed)}, Signature={signature}"
-    )
-    request = urllib.request.Request(proxy.url + "/", data=body, headers=headers, method="POST")
+
+    def signed_at(amz_date: str) -> urllib.request.Request:
+        """GetSecretValue signed with the issued credentials as of ``amz_date``."""
+        headers = {
+            "Host": host,
+            "X-Amz-Target": "secretsmanager.GetSecretValue",
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Date": amz_date,
+            "X-Amz-Security-Token": creds.session_token,
+        }
+        signed = sorted(h.lower() for h in headers)
+        signature = sigv4_signature(
+            "POST",
+            "/",
+            headers,
+            body,
+            signed_headers=signed,
+            access_key=creds.access_key,
+            secret_key=creds.secret_key,
+            session_token=creds.session_token,
+            region="us-east-1",
+            service="secretsmanager",
+            amz_date=amz_date,
+        )
+        headers["Authorization"] = (
+            f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{amz_date[:8]}/us-east-1/"
+            f"secretsmanager/aws4_request, SignedHeaders={';'.join(signed)}, "
+            f"Signature={signature}"
+        )
+        return urllib.request.Request(proxy.url + "/", data=body, headers=headers, method="POST")
+
+    stale = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() - 20 * 60))
     with pytest.raises(urllib.error.HTTPError) as info:
-        urllib.request.urlopen(request, timeout=10)
+        urllib.request.urlopen(signed_at(stale), timeout=10)
     assert info.value.code == 400
     assert json.loads(info.value.read())["__type"] == "InvalidSignatureException"
     # the same request signed now goes through: the refusal was the clock, not the signer
     now = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    headers["X-Amz-Date"] = now
-    signature = sigv4_signature(
-        "POST",
-        "/",
-        headers,
-        body,
-        signed_headers=signed,
-        access_key=creds.access_key,
-        secret_key=creds.secret_key,
-        session_token=creds.session_token,
-        region="us-east-1",
-        service="secretsmanager",
-        amz_date=now,
-    )
-    headers["Authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{now[:8]}/us-east-1/secretsmanager/"
-        f"aws4_request, SignedHeaders={';'.join(signed)}, Signature={signature}"
-    )
-    request = urllib.request.Request(proxy.url + "/", data=body, headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=10) as resp:
+    with urllib.request.urlopen(signed_at(now), timeout=10) as resp:
         assert json.loads(resp.read())["SecretString"] == "only-for-issued-credentials"
 
 
